@@ -1,0 +1,74 @@
+"""The hand-written FastAPI baseline that scripts/bench-baseline measures zserve against.
+
+``POST /invoke`` does the work of zserve's run-only invoke of the weather pipeline the ordinary
+way (design §10 "The hot path"): an ``async def`` endpoint with a pydantic body calling both step
+functions inline, served by uvicorn with zserve's flags (one worker, uvloop + httptools via
+"auto", access log off, no server header). ``python benchmarks/baseline_app.py`` binds port 0
+and prints ``baseline: serving at http://127.0.0.1:PORT`` to stderr.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import uuid
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+
+from zserve.examples.weather import analyze_data, fetch_data
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    city: str
+    days: int = 1
+
+
+class InvokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parameters: Parameters
+
+
+app = FastAPI(title="zserve benchmark baseline")
+
+
+@app.post("/invoke")
+async def invoke(request: InvokeRequest):
+    job_id = str(uuid.uuid4())
+    start = time.perf_counter()
+    data = fetch_data.fn(request.parameters.city)
+    output = analyze_data.fn(data, request.parameters.days)
+    elapsed = time.perf_counter() - start
+    return {
+        "success": True,
+        "outputs": {"output": output},
+        "job_id": job_id,
+        "run_id": None,
+        "capture": "none",
+        "execution_time_ms": round(elapsed * 1000, 3),
+    }
+
+
+@app.get("/health")
+async def health():
+    return {"status": "healthy"}
+
+
+def main() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    port = sock.getsockname()[1]
+    print(f"baseline: serving at http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        app, access_log=False, server_header=False, timeout_graceful_shutdown=30
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

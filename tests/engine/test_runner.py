@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from zserve import get_context, pipeline, step
+from zserve.engine.plan import compile_plan
+from zserve.engine.runner import execute
+from zserve.errors import ExecutionTimeout, StepFailed
+
+
+def run(pipe: Any, **params: Any) -> dict[str, Any]:
+    plan = compile_plan(pipe)
+    return asyncio.run(execute(plan, plan.validate_parameters(params), job_id="job-1"))
+
+
+@step
+def fetch(city: str) -> dict[str, Any]:
+    return {"city": city, "temp": 25}
+
+
+@step
+def analyze(data: dict[str, Any], days: int) -> str:
+    return f"{data['city']}:{days}"
+
+
+@pipeline
+def chain(city: str, days: int = 1) -> str:
+    return analyze(fetch(city), days)
+
+
+def test_linear_chain_runs_with_defaults_and_injected_outputs() -> None:
+    plan = compile_plan(chain)
+    assert plan.linear
+    assert [s.where for s in plan.stages or []] == ["thread"]  # one hop for both sync steps
+    assert run(chain, city="Paris") == {"output": "Paris:1"}
+    assert run(chain, city="Oslo", days=3) == {"output": "Oslo:3"}
+
+
+BARRIER_TIMEOUT = 10
+
+
+def make_parallel_pipeline() -> Any:
+    """Two branches that can only both finish if they run at the same time."""
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)
+    arrived = asyncio.Event()
+
+    @step
+    def left(n: int) -> int:
+        barrier.wait()  # blocks until the other sync branch is also running
+        return n + 1
+
+    @step
+    def right(n: int) -> int:
+        barrier.wait()
+        return n * 10
+
+    @step
+    async def third(n: int) -> int:
+        arrived.set()
+        return n
+
+    @step
+    def join(a: int, b: int, c: int) -> int:
+        return a + b + c
+
+    @pipeline
+    def parallel(n: int) -> int:
+        return join(left(n), right(n), third(n))
+
+    return parallel
+
+
+def test_independent_branches_run_concurrently() -> None:
+    pipe = make_parallel_pipeline()
+    assert not compile_plan(pipe).linear
+    # Sequential execution would leave each barrier.wait() alone and raise BrokenBarrierError.
+    assert run(pipe, n=2) == {"output": 3 + 20 + 2}
+
+
+def test_a_failing_step_names_itself_and_cancels_its_siblings() -> None:
+    cancelled = asyncio.Event()
+
+    @step
+    def boom(n: int) -> int:
+        raise KeyError("missing thing")
+
+    @step
+    async def slow(n: int) -> int:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return n
+
+    @step
+    def join(a: int, b: int) -> int:
+        return a + b
+
+    @pipeline
+    def failing(n: int) -> int:
+        return join(boom(n), slow(n))
+
+    plan = compile_plan(failing)
+
+    async def main() -> None:
+        with pytest.raises(StepFailed) as info:
+            await execute(plan, {"n": 1}, job_id="j")
+        assert info.value.step == "boom"
+        assert str(info.value) == "Step 'boom' raised KeyError: 'missing thing'"
+        assert isinstance(info.value.__cause__, KeyError)
+        assert cancelled.is_set()
+
+    asyncio.run(main())
+
+
+def test_failure_in_a_linear_chain_names_the_step() -> None:
+    with pytest.raises(StepFailed, match="Step 'explode' raised ValueError"):
+        from zserve.examples.failing import failing_pipeline
+
+        run(failing_pipeline, value=3)
+
+
+def test_timeout() -> None:
+    from zserve.examples.slow import slow_pipeline
+
+    plan = compile_plan(slow_pipeline)
+    with pytest.raises(ExecutionTimeout, match="did not finish within 0.05 s"):
+        asyncio.run(execute(plan, {"delay": 5.0, "tag": "x"}, job_id="j", timeout_s=0.05))
+
+
+@step
+def who_am_i(tag: str) -> dict[str, Any]:
+    ctx = get_context()
+    return {"tag": tag, "job": ctx.job_id, "param": ctx.parameters["tag"]}
+
+
+@step
+async def echo_later(info: dict[str, Any], delay: float) -> dict[str, Any]:
+    await asyncio.sleep(delay)
+    ctx = get_context()
+    return {**info, "job_after_sleep": ctx.job_id}
+
+
+@pipeline
+def isolation(tag: str, delay: float = 0.0) -> dict[str, Any]:
+    return echo_later(who_am_i(tag), delay)
+
+
+def test_two_hundred_concurrent_runs_each_get_their_own_parameters_and_context() -> None:
+    plan = compile_plan(isolation)
+
+    async def one(i: int) -> dict[str, Any]:
+        # interleave: later requests sleep less, so they overtake earlier ones
+        params = plan.validate_parameters({"tag": f"t{i}", "delay": (200 - i) / 20000})
+        return await execute(plan, params, job_id=f"job{i}")
+
+    async def main() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(one(i) for i in range(200)))
+
+    results = asyncio.run(main())
+    for i, result in enumerate(results):
+        assert result["output"] == {
+            "tag": f"t{i}", "job": f"job{i}", "param": f"t{i}", "job_after_sleep": f"job{i}",
+        }
+
+
+def test_get_context_outside_a_run_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="only available while a pipeline step runs"):
+        get_context()
+
+
+def test_non_blocking_steps_stay_on_the_loop_and_async_steps_are_awaited() -> None:
+    loop_threads: list[int] = []
+
+    @step(blocking=False)
+    def quick(x: int) -> int:
+        loop_threads.append(threading.get_ident())
+        return x + 1
+
+    @step
+    async def later(x: int) -> int:
+        loop_threads.append(threading.get_ident())
+        return x * 2
+
+    @pipeline
+    def mixed(x: int) -> int:
+        return later(quick(x))
+
+    plan = compile_plan(mixed)
+    assert [s.where for s in plan.stages or []] == ["loop"]
+    assert run(mixed, x=1) == {"output": 4}
+    assert len(set(loop_threads)) == 1

@@ -1,0 +1,3 @@
+from zserve.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""The command line: one module per command family.
+The only package that imports typer and rich; imports zserve.server only inside `start`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from zserve._version import __version__
+from zserve.cli import deploy, deployments
+from zserve.cli._output import run_guarded
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="zserve",
+    help="Serve Python pipelines over HTTP with millisecond-class latency.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"zserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        help="Print the version and exit.",
+        callback=_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Serve Python pipelines over HTTP with millisecond-class latency."""
+
+
+app.command("deploy")(deploy.deploy)
+app.add_typer(deployments.app, name="deployments")
+
+
+def main() -> None:
+    sys.exit(run_guarded(app))

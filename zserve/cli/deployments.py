@@ -1,0 +1,99 @@
+"""``zserve deployments list|show|delete``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from zserve.cli._output import print_json
+from zserve.settings import Settings
+
+app = typer.Typer(help="List, show and delete stored deployments.", no_args_is_help=True)
+
+REF_HELP = "A deployment: its id, a unique id prefix (8+ characters), a name, or name:version."
+
+
+@app.command("list")
+def list_(
+    name: str | None = typer.Option(None, "--name", help="Only versions of this name."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """List deployments, newest first."""
+    from zserve.store import Store
+
+    with Store(Settings.from_env().store_url) as store:
+        records = store.list_deployments(name)
+    if json_:
+        print_json({"deployments": [r.to_dict() for r in records]})
+        return
+    if not records:
+        typer.echo("No deployments yet: create one with `zserve deploy module:pipeline`.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("ID", "NAME", "VERSION", "PIPELINE", "SOURCE", "CREATED"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r.id[:8],
+            r.name,
+            str(r.version),
+            r.pipeline_name,
+            r.source,
+            r.created_at[:19].replace("T", " "),
+        )
+    # Piped output keeps whole values on one line (no truncation to 80 columns).
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(..., help=REF_HELP),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Show one deployment: source, steps, parameters and outputs."""
+    from zserve.store import Store
+
+    with Store(Settings.from_env().store_url) as store:
+        record = store.get_deployment(ref)
+    if json_:
+        print_json({"deployment": record.to_dict()})
+        return
+    spec = record.spec
+    typer.echo(f"{record.ref}  id {record.id}")
+    typer.echo(f"  pipeline:  {record.pipeline_name}")
+    typer.echo(f"  source:    {record.source}  (from {record.import_root})")
+    typer.echo(f"  created:   {record.created_at}")
+    typer.echo(f"  capture:   {record.capture_default}")
+    typer.echo("  parameters:")
+    for pname, entry in spec.get("parameters", {}).items():
+        extra = (
+            "required" if entry.get("required") else f"default {json.dumps(entry.get('default'))}"
+        )
+        typer.echo(f"    {pname}: {entry.get('type')} ({extra})")
+    typer.echo("  steps:")
+    for s in spec.get("steps", []):
+        after = f" after {', '.join(s['upstream'])}" if s.get("upstream") else ""
+        typer.echo(f"    {s['name']} [{s.get('kind')}]{after}")
+    typer.echo(f"  outputs:   {', '.join(spec.get('outputs', [])) or '(none)'}")
+
+
+@app.command("delete")
+def delete(
+    ref: str = typer.Argument(..., help=REF_HELP + " A bare name deletes every version."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Delete a deployment (a bare name deletes all its versions)."""
+    from zserve.store import Store
+
+    with Store(Settings.from_env().store_url) as store:
+        deleted = store.delete_deployment(ref)
+    if json_:
+        print_json({"deleted": [r.to_dict() for r in deleted]})
+        return
+    for r in deleted:
+        typer.echo(f"Deleted {r.ref} ({r.id})")

@@ -1,0 +1,209 @@
+"""Compile a pipeline once into a ``Plan``: the order of its steps, how each step's arguments
+are bound, how its work is grouped onto the event loop and worker threads, and the pydantic
+models that validate a request."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from zserve.sdk.pipeline import Pipeline
+from zserve.sdk.schema import parameter_schema
+from zserve.sdk.tracing import Node, Ref
+
+__all__ = ["CaptureOverride", "CompiledStep", "Plan", "Stage", "compile_plan"]
+
+#: Reads one argument's value from (parameters, step results).
+Getter = Callable[[dict[str, Any], dict[str, Any]], Any]
+
+
+class CaptureOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["none", "metadata", "full", "sampled", "errors_only"]
+    sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+def _getter(ref: Ref) -> Getter:
+    if ref.kind == "param":
+        key = ref.name
+        return lambda params, results: params[key]
+    if ref.kind == "step":
+        key, index = ref.name, ref.index
+        if index is None:
+            return lambda params, results: results[key]
+        return lambda params, results: results[key][index]
+    value = ref.value
+    return lambda params, results: value
+
+
+@dataclass
+class CompiledStep:
+    id: str
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    #: a sync step that may block: runs in a worker thread
+    blocking: bool
+    args: list[tuple[str, Getter]]
+    upstream: list[str]
+
+    def kwargs(self, params: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+        return {name: get(params, results) for name, get in self.args}
+
+
+@dataclass
+class Stage:
+    """A run of consecutive steps of a linear plan that share one way of running.
+
+    ``"thread"``: consecutive blocking sync steps, run one after the other in one thread hop.
+    ``"loop"``: async steps and non-blocking sync steps, run on the event loop.
+    """
+
+    where: Literal["thread", "loop"]
+    steps: list[CompiledStep]
+
+
+@dataclass
+class Plan:
+    pipeline: Pipeline
+    name: str
+    steps: list[CompiledStep]
+    outputs: list[tuple[str, Getter]]
+    output_refs: dict[str, Ref]
+    #: Linear plans run as straight-line code; others schedule each step when its inputs are ready.
+    stages: list[Stage] | None
+    dependents: dict[str, list[str]]
+    parameters_model: type[BaseModel]
+    request_model: type[BaseModel]
+    defaults: dict[str, Any]
+    schema: dict[str, dict[str, Any]]
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def linear(self) -> bool:
+        return self.stages is not None
+
+    def validate_parameters(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Validate a parameters dict (raises pydantic.ValidationError)."""
+        return dict(self.parameters_model.model_validate(values))
+
+
+def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[BaseModel], dict[str, Any]]:
+    hints = pipe.annotations()
+    fields: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    for name, param in pipe.signature.parameters.items():
+        annotation = hints.get(name, Any)
+        if param.default is inspect.Parameter.empty:
+            fields[name] = (annotation, ...)
+        else:
+            fields[name] = (annotation, param.default)
+            defaults[name] = param.default
+    model_name = "".join(p.title() for p in pipe.name.split("_")) + "Parameters"
+    params_model: type[BaseModel] = create_model(
+        model_name, __config__=ConfigDict(extra="forbid"), **fields
+    )
+    required = any(p.default is inspect.Parameter.empty for p in pipe.signature.parameters.values())
+    parameters_field: Any = (
+        (params_model, ...) if required else (params_model, Field(default_factory=params_model))
+    )
+    request_model: type[BaseModel] = create_model(
+        "InvokeRequest",
+        __config__=ConfigDict(extra="forbid"),
+        parameters=parameters_field,
+        capture_override=(CaptureOverride | None, None),
+        timeout_s=(float | None, Field(default=None, gt=0)),
+    )
+    return params_model, request_model, defaults
+
+
+def _compile_step(node: Node) -> CompiledStep:
+    step = node.step
+    return CompiledStep(
+        id=node.id,
+        name=step.name,
+        fn=step.fn,
+        is_async=step.is_async,
+        blocking=step.blocking,
+        args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
+        upstream=node.upstream,
+    )
+
+
+def _stages(steps: list[CompiledStep]) -> list[Stage] | None:
+    """Group a linear plan into stages; None when some steps could run concurrently."""
+    ancestors: dict[str, set[str]] = {}
+    for i, s in enumerate(steps):
+        ancestors[s.id] = set(s.upstream).union(*(ancestors[u] for u in s.upstream))
+        if i > 0 and steps[i - 1].id not in ancestors[s.id]:
+            return None
+    stages: list[Stage] = []
+    for s in steps:
+        where: Literal["thread", "loop"] = "thread" if s.blocking else "loop"
+        if stages and stages[-1].where == where:
+            stages[-1].steps.append(s)
+        else:
+            stages.append(Stage(where, [s]))
+    return stages
+
+
+def compile_plan(pipe: Pipeline) -> Plan:
+    """Trace (once) and compile ``pipe``. Raises PipelineDefinitionError for a bad body."""
+    graph = pipe.graph
+    steps = [_compile_step(n) for n in graph.nodes]
+    dependents: dict[str, list[str]] = {s.id: [] for s in steps}
+    for s in steps:
+        for u in s.upstream:
+            dependents[u].append(s.id)
+    params_model, request_model, defaults = _build_models(pipe)
+    schema = parameter_schema(pipe)
+    plan = Plan(
+        pipeline=pipe,
+        name=pipe.name,
+        steps=steps,
+        outputs=[(name, _getter(ref)) for name, ref in graph.outputs.items()],
+        output_refs=dict(graph.outputs),
+        stages=_stages(steps),
+        dependents=dependents,
+        parameters_model=params_model,
+        request_model=request_model,
+        defaults=defaults,
+        schema=schema,
+    )
+    plan.spec = describe(plan)
+    return plan
+
+
+def describe(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-able data: stored with the deployment, served by ``/info``."""
+    nodes = {n.id: n for n in plan.pipeline.graph.nodes}
+    return {
+        "pipeline": plan.name,
+        "steps": [
+            {
+                "name": s.id,
+                "step": s.name,
+                "inputs": {arg: ref.to_dict() for arg, ref in nodes[s.id].inputs.items()},
+                "upstream": s.upstream,
+                "outputs": ["output"],
+                "kind": "async" if s.is_async else ("sync" if s.blocking else "sync-on-loop"),
+            }
+            for s in plan.steps
+        ],
+        "parameters": _jsonable_schema(plan.schema),
+        "parameters_json_schema": plan.parameters_model.model_json_schema(),
+        "outputs": list(plan.output_refs),
+        "execution": "linear" if plan.linear else "graph",
+        "capture": plan.pipeline.capture,
+    }
+
+
+def _jsonable_schema(schema: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from pydantic_core import to_jsonable_python
+
+    return {k: to_jsonable_python(v, fallback=repr) for k, v in schema.items()}

@@ -1,0 +1,204 @@
+"""Every error zserve raises on purpose, in one tree.
+
+Each class knows the exit code the CLI leaves with and the HTTP status a server answers with, so
+that a failure looks the same whether it is met in a terminal, in a script or over HTTP::
+
+    ZServeError                      exit 2   http 500
+    ├── UsageError                   exit 2   http 400   bad input from the user
+    │   ├── InvalidParameters        exit 2   http 422   every bad field in .errors
+    │   ├── SourceError              exit 2              "module:attr" cannot be imported
+    │   ├── PipelineDefinitionError  exit 2              a pipeline body that cannot be traced
+    │   ├── NotSupported             exit 2   http 501   a feature this server does not offer
+    │   │   └── CaptureNotSupported  exit 2   http 501   tracked capture modes (not built yet)
+    │   ├── PayloadTooLarge          exit 2   http 413
+    │   └── AmbiguousDeployment      exit 2   http 409   lists the matches
+    ├── NotFound                     exit 2   http 404
+    │   └── DeploymentNotFound       exit 2   http 404
+    ├── Unauthorized                 exit 2   http 401
+    ├── ExecutionFailed              exit 1   http 500
+    │   ├── StepFailed               exit 1   http 500   names the step and its exception
+    │   └── ExecutionTimeout         exit 1   http 504
+    └── ServerError                  exit 3   http 503   cannot start or cannot be reached
+        ├── SourceChanged            exit 3              code changed since deploy: redeploy
+        └── PortInUse                exit 3
+
+Errors never carry a traceback to a client: ``str(error)`` is the one line a person reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "EXIT_CODES",
+    "AmbiguousDeployment",
+    "CaptureNotSupported",
+    "DeploymentNotFound",
+    "ExecutionFailed",
+    "ExecutionTimeout",
+    "InvalidParameters",
+    "NotFound",
+    "NotSupported",
+    "PayloadTooLarge",
+    "PipelineDefinitionError",
+    "PortInUse",
+    "ServerError",
+    "SourceChanged",
+    "SourceError",
+    "StepFailed",
+    "Unauthorized",
+    "UsageError",
+    "ZServeError",
+]
+
+#: The CLI's exit codes. The README's table is checked against this one by a test.
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "the pipeline or job failed (a step raised, or it timed out)",
+    2: "usage error or bad input (invalid parameters, unknown deployment, bad source, 401)",
+    3: "a server could not start or could not be reached",
+    4: "a bench threshold was missed",
+    5: "the job was cancelled",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+class ZServeError(Exception):
+    """Base of every error zserve raises on purpose."""
+
+    exit_code: int = 2
+    http_status: int = 500
+    #: Short, stable problem type; the problem+json ``type`` is built from it.
+    problem: str = "error"
+    title: str = "zserve error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def problem_fields(self) -> dict[str, Any]:
+        """Extra members of the problem+json document (beyond type/title/status/detail)."""
+        return {}
+
+
+class UsageError(ZServeError):
+    http_status = 400
+    problem = "bad-request"
+    title = "Bad request"
+
+
+class InvalidParameters(UsageError):
+    """Parameters that do not match the pipeline's signature; ``errors`` names every bad field."""
+
+    http_status = 422
+    problem = "invalid-parameters"
+    title = "Invalid parameters"
+
+    def __init__(self, errors: list[dict[str, Any]], message: str | None = None) -> None:
+        self.errors = errors
+        if message is None:
+            parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors]
+            message = "Invalid parameters: " + "; ".join(parts)
+        super().__init__(message)
+
+    def problem_fields(self) -> dict[str, Any]:
+        return {"errors": self.errors}
+
+
+class SourceError(UsageError):
+    problem = "bad-source"
+    title = "Pipeline source cannot be loaded"
+
+
+class PipelineDefinitionError(UsageError):
+    problem = "bad-pipeline"
+    title = "Invalid pipeline definition"
+
+
+class NotSupported(UsageError):
+    http_status = 501
+    problem = "not-supported"
+    title = "Not supported"
+
+
+class CaptureNotSupported(NotSupported):
+    problem = "capture-not-supported"
+    title = "Capture mode not supported"
+
+
+class PayloadTooLarge(UsageError):
+    http_status = 413
+    problem = "payload-too-large"
+    title = "Payload too large"
+
+
+class AmbiguousDeployment(UsageError):
+    http_status = 409
+    problem = "ambiguous-deployment"
+    title = "Ambiguous deployment"
+
+
+class NotFound(ZServeError):
+    http_status = 404
+    problem = "not-found"
+    title = "Not found"
+
+
+class DeploymentNotFound(NotFound):
+    title = "Deployment not found"
+
+
+class Unauthorized(ZServeError):
+    http_status = 401
+    problem = "unauthorized"
+    title = "Unauthorized"
+
+
+class ExecutionFailed(ZServeError):
+    exit_code = 1
+    http_status = 500
+    problem = "execution-failed"
+    title = "Pipeline execution failed"
+
+
+class StepFailed(ExecutionFailed):
+    """A step raised. Carries the step's name and the exception's type and message."""
+
+    problem = "step-failed"
+    title = "Step failed"
+
+    def __init__(self, step: str, exc: BaseException) -> None:
+        self.step = step
+        self.exc_type = type(exc).__name__
+        self.exc_message = str(exc)
+        detail = f": {self.exc_message}" if self.exc_message else ""
+        super().__init__(f"Step '{step}' raised {self.exc_type}{detail}")
+
+    def problem_fields(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+
+class ExecutionTimeout(ExecutionFailed):
+    http_status = 504
+    problem = "timeout"
+    title = "Execution timed out"
+
+
+class ServerError(ZServeError):
+    exit_code = 3
+    http_status = 503
+    problem = "unavailable"
+    title = "Service unavailable"
+
+
+class SourceChanged(ServerError):
+    problem = "source-changed"
+    title = "Pipeline source changed since deploy"
+
+
+class PortInUse(ServerError):
+    problem = "port-in-use"
+    title = "Port already in use"

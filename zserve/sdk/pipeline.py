@@ -1,0 +1,154 @@
+"""``@pipeline``: a function whose body wires steps together, traced once into a graph."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, overload
+
+from zserve.errors import PipelineDefinitionError
+from zserve.sdk.step import Step
+from zserve.sdk.tracing import Graph, Node, Ref, trace
+from zserve.settings import CAPTURE_MODES
+
+__all__ = ["Pipeline", "pipeline"]
+
+_KNOWN_SETTINGS = {"capture"}
+
+
+class Pipeline:
+    """A decorated pipeline. ``graph`` is traced on first use and kept."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.settings = dict(settings or {})
+        unknown = set(self.settings) - _KNOWN_SETTINGS
+        if unknown:
+            raise PipelineDefinitionError(
+                f"pipeline '{self.name}': unknown setting(s) {sorted(unknown)}; "
+                f"known: {sorted(_KNOWN_SETTINGS)}"
+            )
+        capture = self.settings.get("capture", None)
+        if capture is not None and capture not in CAPTURE_MODES:
+            raise PipelineDefinitionError(
+                f"pipeline '{self.name}': unknown capture mode {capture!r}; "
+                f"use one of {', '.join(CAPTURE_MODES)}"
+            )
+        self.signature = inspect.signature(fn)
+        for pname, param in self.signature.parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+                raise PipelineDefinitionError(
+                    f"pipeline '{self.name}': parameter '{pname}' must be an ordinary named "
+                    "parameter (no *args, **kwargs or positional-only)"
+                )
+        self._graph: Graph | None = None
+        functools.update_wrapper(self, fn)
+
+    @property
+    def capture(self) -> str | None:
+        value = self.settings.get("capture")
+        return None if value is None else str(value)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return list(self.signature.parameters)
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            self._graph = self._build_graph()
+        return self._graph
+
+    def annotations(self) -> dict[str, Any]:
+        """Resolved type hints of the pipeline function (string annotations evaluated)."""
+        try:
+            return typing.get_type_hints(self.fn)
+        except Exception:
+            return dict(getattr(self.fn, "__annotations__", {}))
+
+    def steps(self) -> list[Step[..., Any]]:
+        return [node.step for node in self.graph.nodes]
+
+    def _calls_steps(self) -> bool:
+        """Does the body reference a step? Decided statically, before any tracing."""
+        code = self.fn.__code__
+        scope: dict[str, Any] = dict(self.fn.__globals__)
+        if self.fn.__closure__:
+            scope.update(
+                zip(code.co_freevars, (c.cell_contents for c in self.fn.__closure__), strict=True)
+            )
+        names = set(code.co_names) | set(code.co_freevars)
+        for name in names:
+            value = scope.get(name)
+            if isinstance(value, Step):
+                return True
+            # module.step_name: any module attribute that is a Step counts
+            if inspect.ismodule(value) and any(
+                isinstance(getattr(value, attr, None), Step) for attr in code.co_names
+            ):
+                return True
+        return False
+
+    def _build_graph(self) -> Graph:
+        if not self._calls_steps():
+            return self._implicit_graph()
+        return trace(self.name, self.fn, self.parameter_names)
+
+    def _implicit_graph(self) -> Graph:
+        """A body that calls no step is itself the one step (the spec's ``return x * 2``)."""
+        implicit: Step[..., Any] = Step(self.fn, name=self.name)
+        node = Node(self.name, implicit, {p: Ref("param", p) for p in self.parameter_names})
+        hints = self.annotations()
+        ret = hints.get("return", inspect.Signature.empty)
+        args = typing.get_args(ret)
+        outputs: dict[str, Ref]
+        if ret is None or ret is type(None):
+            outputs = {}
+        elif typing.get_origin(ret) is tuple and args and ... not in args:
+            outputs = {f"output_{i}": Ref("step", self.name, index=i) for i in range(len(args))}
+        else:
+            outputs = {"output": Ref("step", self.name)}
+        return Graph(nodes=[node], outputs=outputs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name}>"
+
+
+@overload
+def pipeline(fn: Callable[..., Any], /) -> Pipeline: ...
+@overload
+def pipeline(
+    *, name: str | None = None, settings: dict[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Pipeline]: ...
+
+
+def pipeline(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Pipeline | Callable[[Callable[..., Any]], Pipeline]:
+    """Mark a function as a pipeline.
+
+    ``@pipeline`` or ``@pipeline(name=..., settings={"capture": "none"})``.
+    """
+    if fn is not None:
+        return Pipeline(fn, name=name, settings=settings)
+
+    def decorate(f: Callable[..., Any]) -> Pipeline:
+        return Pipeline(f, name=name, settings=settings)
+
+    return decorate

@@ -1,0 +1,86 @@
+"""``@step``: a function that becomes one node of a pipeline graph."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from zserve.sdk import tracing
+
+__all__ = ["Step", "step"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Step(Generic[P, R]):
+    """A decorated step function.
+
+    Called inside a pipeline body that is being traced, it records a node and returns a
+    placeholder for its output. Called anywhere else, it is the plain function.
+    """
+
+    def __init__(self, fn: Callable[P, Any], *, name: str | None = None, blocking: bool = True):
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.signature = inspect.signature(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        if self.is_generator:
+            raise TypeError(
+                f"Step '{self.name}' is a generator: streaming steps are not supported yet; "
+                "return the whole value instead"
+            )
+        #: A sync step that may block runs in a worker thread; ``blocking=False`` declares a
+        #: short, CPU-trivial sync step that runs on the event loop and skips the thread hop.
+        self.blocking = blocking and not self.is_async
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        tracer = tracing.current_tracer()
+        if tracer is None:
+            return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+        # While tracing, a placeholder stands in for the value (typed as R for the user's sake).
+        return tracer.record(self, args, kwargs)  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name}>"
+
+
+class _StepDecorator:
+    """What ``@step(...)`` with options returns."""
+
+    def __init__(self, name: str | None, blocking: bool) -> None:
+        self.name = name
+        self.blocking = blocking
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Step[P, R]: ...
+    def __call__(self, fn: Callable[P, Any], /) -> Step[P, Any]:
+        return Step(fn, name=self.name, blocking=self.blocking)
+
+
+@overload
+def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
+@overload
+def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+@overload
+def step(*, name: str | None = None, blocking: bool = True) -> _StepDecorator: ...
+
+
+def step(
+    fn: Callable[P, Any] | None = None, /, *, name: str | None = None, blocking: bool = True
+) -> Step[P, Any] | _StepDecorator:
+    """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False)``.
+
+    ``def`` and ``async def`` functions are supported. A sync step runs in a worker thread with
+    the request's context copied, unless ``blocking=False`` says it is short enough to run on the
+    event loop (no I/O, microseconds of work). Inside a pipeline body a step call stands for the
+    step's (awaited) return value; elsewhere it calls the function (``.fn`` is the function).
+    """
+    decorator = _StepDecorator(name, blocking)
+    return decorator if fn is None else decorator(fn)

@@ -1,0 +1,300 @@
+"""The FastAPI app that serves one deployment, and ``python -m zserve.server.app``.
+
+``POST /invoke`` is a plain Starlette route on the hot path: the request body is parsed and
+validated in one pass by a pydantic model compiled once, the plan runs, and the response is
+serialised by pydantic-core. A FastAPI route with the same typed model documents it in
+``/openapi.json``; it sits behind the Starlette route and would answer identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_json
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from zserve._version import __version__
+from zserve.engine.deployment import DeploymentRecord
+from zserve.engine.plan import Plan
+from zserve.engine.runner import execute
+from zserve.errors import (
+    CaptureNotSupported,
+    ExecutionFailed,
+    InvalidParameters,
+    NotSupported,
+    StepFailed,
+    UsageError,
+    ZServeError,
+)
+from zserve.server import problems
+from zserve.server.metrics import Metrics
+from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware
+from zserve.settings import Settings
+
+__all__ = ["DEPLOYMENT_ENV", "app_from_env", "create_app", "main"]
+
+DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
+logger = logging.getLogger("zserve.server")
+
+
+class Service:
+    """Everything one worker needs to answer requests, built once at start."""
+
+    def __init__(self, settings: Settings, record: DeploymentRecord, plan: Plan) -> None:
+        self.settings = settings
+        self.record = record
+        self.plan = plan
+        self.request_model = plan.request_model
+        self.capture = plan.pipeline.capture or settings.capture_default
+        self.metrics = Metrics()
+        self.started = time.time()
+        self.started_at = datetime.now(UTC).isoformat()
+        self.ready = False
+
+    async def invoke(self, request: Request) -> Response:
+        body = await request.body()
+        mode = request.query_params.get("mode", "sync")
+        if mode != "sync":
+            if mode == "async":
+                raise NotSupported(
+                    "mode=async is not available on this server yet: use a sync invoke"
+                )
+            raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default)")
+        try:
+            req = self.request_model.model_validate_json(body)
+        except ValidationError as exc:
+            self.metrics.record("invalid", self.capture, None)
+            return problems.problem_from_error(_request_error(exc))
+        override = req.capture_override  # type: ignore[attr-defined]
+        if override is not None and override.mode != "none":
+            raise CaptureNotSupported(
+                f"capture_override.mode={override.mode!r} is not supported yet: this server "
+                "runs run-only; use 'none' or leave capture_override out"
+            )
+        params = dict(req.parameters)  # type: ignore[attr-defined]
+        job_id = str(uuid.uuid4())
+        start = time.perf_counter()
+        try:
+            outputs = await execute(
+                self.plan,
+                params,
+                job_id=job_id,
+                capture=self.capture,
+                timeout_s=req.timeout_s,  # type: ignore[attr-defined]
+            )
+        except ExecutionFailed as err:
+            elapsed = time.perf_counter() - start
+            status = "failed" if isinstance(err, StepFailed) else "timeout"
+            self.metrics.record(status, self.capture, elapsed)
+            logger.error("Job %s failed: %s", job_id, err, exc_info=err.__cause__ or err)
+            return problems.problem_from_error(err, job_id=job_id, run_id=None)
+        elapsed = time.perf_counter() - start
+        self.metrics.record("completed", self.capture, elapsed)
+        doc = {
+            "success": True,
+            "outputs": outputs,
+            "job_id": job_id,
+            "run_id": None,
+            "capture": self.capture,
+            "execution_time_ms": round(elapsed * 1000, 3),
+        }
+        try:
+            content = to_json(doc)
+        except PydanticSerializationError as exc:
+            return _unserialisable(outputs, exc, job_id)
+        return Response(content, media_type="application/json")
+
+    def health(self, request: Request) -> Response:
+        doc = {
+            "status": "healthy" if self.ready else "starting",
+            "deployment_id": self.record.id,
+            "pipeline": self.plan.name,
+            "uptime_s": round(time.time() - self.started, 3),
+            "version": __version__,
+        }
+        return JSONResponse(doc, status_code=200 if self.ready else 503)
+
+    def info(self) -> dict[str, Any]:
+        spec = self.plan.spec
+        return {
+            "pipeline": self.plan.name,
+            "steps": spec["steps"],
+            "parameters": spec["parameters"],
+            "parameters_json_schema": spec["parameters_json_schema"],
+            "outputs": spec["outputs"],
+            "execution": spec["execution"],
+            "deployment": {
+                "id": self.record.id,
+                "name": self.record.name,
+                "version": self.record.version,
+                "source": self.record.source,
+                "created_at": self.record.created_at,
+            },
+            "capture_default": self.capture,
+        }
+
+    def status(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "host": s.host,
+            "port": s.port,
+            "workers": s.workers,
+            "capture_default": self.capture,
+            "store": s.store_kind,
+            "broker": "memory",
+            "auth": bool(s.auth_key),
+            "limits": {"max_body_bytes": s.max_body_bytes, "max_threads": s.max_threads},
+            "log_level": s.log_level,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "version": __version__,
+            "deployment_id": self.record.id,
+        }
+
+
+def _request_error(exc: ValidationError) -> UsageError:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return UsageError(
+            "The request body is not valid JSON: send an object such as "
+            '{"parameters": {...}} with Content-Type: application/json'
+        )
+    if any(e["type"] in ("model_type", "model_attributes_type") and not e["loc"] for e in errors):
+        return UsageError('The request body must be a JSON object: {"parameters": {...}}')
+    return InvalidParameters([{"loc": list(e["loc"]), "msg": e["msg"]} for e in errors])
+
+
+def _unserialisable(outputs: dict[str, Any], exc: Exception, job_id: str) -> Response:
+    bad = []
+    for name, value in outputs.items():
+        try:
+            to_json(value)
+        except PydanticSerializationError:
+            bad.append(f"'{name}' ({type(value).__name__})")
+    logger.error("Job %s: outputs %s cannot be encoded as JSON: %s", job_id, bad, exc)
+    return problems.problem(
+        500,
+        f"Output {', '.join(bad) or '?'} cannot be encoded as JSON: return plain values "
+        "(str, numbers, lists, dicts, pydantic models, dataclasses, datetimes)",
+        type_=problems.PROBLEM_BASE + "unserialisable-output",
+        title="Output cannot be encoded",
+        job_id=job_id,
+        run_id=None,
+    )
+
+
+def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> FastAPI:
+    service = Service(settings, record, plan)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="zserve-step")
+        loop.set_default_executor(executor)
+        service.ready = True
+        try:
+            yield
+        finally:
+            service.ready = False
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title=f"zserve: {plan.name}",
+        version=__version__,
+        description=f"Serves pipeline '{plan.name}' (deployment {record.ref}, {record.id}).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    problems.install_handlers(app)
+    app.router.routes.insert(0, Route("/invoke", service.invoke, methods=["POST"]))
+    app.router.routes.insert(0, Route("/health", service.health, methods=["GET"]))
+    _document_invoke(app, service)
+
+    @app.get("/info", summary="Pipeline, steps, parameter schema and deployment")
+    async def info() -> dict[str, Any]:
+        return service.info()
+
+    @app.get("/status", summary="Configuration snapshot (never secrets)")
+    async def status() -> dict[str, Any]:
+        return service.status()
+
+    @app.get("/metrics", summary="Execution statistics (JSON, or Prometheus text)")
+    async def metrics(request: Request) -> Response:
+        wants_text = request.query_params.get("format") == "prometheus" or (
+            "text/plain" in request.headers.get("accept", "")
+        )
+        if wants_text:
+            from zserve.server.metrics import CONTENT_TYPE
+
+            return Response(service.metrics.prometheus_text(), media_type=CONTENT_TYPE)
+        return JSONResponse(service.metrics.summary())
+
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    if settings.auth_key:
+        app.add_middleware(AuthMiddleware, key=settings.auth_key)
+    return app
+
+
+def _document_invoke(app: FastAPI, service: Service) -> None:
+    """Give ``/invoke`` its typed request model in /openapi.json.
+
+    The Starlette route inserted first answers every request; this FastAPI route only exists so
+    that FastAPI generates the documentation from the same pydantic model.
+    """
+
+    async def invoke(request: Request, body: Any) -> Response:
+        return await service.invoke(request)
+
+    # ``from __future__ import annotations`` makes annotations strings; give FastAPI the model.
+    invoke.__annotations__["body"] = service.request_model
+
+    app.post(
+        "/invoke",
+        summary=f"Run pipeline '{service.plan.name}'",
+        responses={
+            422: {"description": "Invalid parameters (problem+json)"},
+            500: {"description": "A step raised (problem+json)"},
+        },
+    )(invoke)
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes: everything comes from the environment."""
+    from zserve.server.boot import load_plan
+
+    settings = Settings.from_json(os.environ["ZSERVE_SETTINGS_JSON"])
+    record = DeploymentRecord.from_json(os.environ[DEPLOYMENT_ENV])
+    return create_app(settings, record, load_plan(record))
+
+
+def main() -> None:
+    """``python -m zserve.server.app``: serve the deployment named by the environment."""
+    import sys
+
+    from zserve.server.boot import serve
+
+    try:
+        settings = Settings.from_env()
+        code = serve(settings)
+    except ZServeError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Start a server: the parent resolves, checks and compiles everything once, binds the socket
+itself, then hands uvicorn the socket and (for several workers) an app factory.
+
+Failing fast in the parent matters: uvicorn's supervisor restarts a worker that fails at import
+forever, so nothing that can fail at start is left to the workers.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from zserve.engine.deployment import DeploymentRecord
+from zserve.engine.plan import Plan, compile_plan
+from zserve.errors import (
+    CaptureNotSupported,
+    PortInUse,
+    ServerError,
+    SourceChanged,
+    UsageError,
+    ZServeError,
+)
+from zserve.sdk.loader import load_pipeline
+from zserve.settings import SETTINGS_ENV, Settings
+
+__all__ = ["bind_socket", "check_sources", "load_plan", "resolve_deployment", "serve"]
+
+logger = logging.getLogger("zserve.server")
+
+
+def resolve_deployment(settings: Settings) -> DeploymentRecord:
+    if not settings.deployment_id:
+        raise UsageError(
+            "No deployment given: set ZSERVE_DEPLOYMENT_ID (or ZENML_PIPELINE_DEPLOYMENT_ID) to "
+            "a deployment id or name; `zserve deployments list` shows them"
+        )
+    from zserve.store import Store
+
+    with Store(settings.store_url) as store:
+        return store.get_deployment(settings.deployment_id)
+
+
+def check_sources(record: DeploymentRecord) -> None:
+    """Refuse to serve code that changed since it was deployed."""
+    for path, digest in sorted(record.file_hashes.items()):
+        p = Path(path)
+        if not p.is_file():
+            raise SourceChanged(
+                f"{path} (part of deployment {record.ref}) no longer exists: redeploy with "
+                f"`zserve deploy {record.source} --name {record.name}`"
+            )
+        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            raise SourceChanged(
+                f"{path} changed since deployment {record.ref} was made: redeploy with "
+                f"`zserve deploy {record.source} --name {record.name}`"
+            )
+
+
+def load_plan(record: DeploymentRecord) -> Plan:
+    loaded = load_pipeline(record.source, record.import_root)
+    return compile_plan(loaded.pipeline)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"Port {port} on {host} is already in use: stop what is using it, or pick "
+                "another port with --port / ZSERVE_PORT (0 picks a free one)"
+            ) from None
+        raise ServerError(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
+    config["loggers"]["zserve"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def serve(settings: Settings, record: DeploymentRecord | None = None) -> int:
+    """Serve ``record`` (default: the deployment ``settings`` names) until stopped."""
+    from zserve.server.metrics import MULTIPROC_ENV, make_multiproc_dir, remove_multiproc_dir
+
+    if record is None:
+        record = resolve_deployment(settings)
+    capture = record.settings.get("capture") or settings.capture_default
+    if capture != "none":
+        raise CaptureNotSupported(
+            f"Capture mode {capture!r} is not supported yet: serve with capture 'none' (run-only)"
+        )
+    check_sources(record)
+    try:
+        plan = load_plan(record)
+    except ZServeError as err:
+        raise ServerError(f"Deployment {record.ref} cannot be loaded: {err}") from None
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth_key:
+        print(
+            f"Warning: listening on {settings.host} without an auth key: anyone who can reach "
+            "this address can run the pipeline. Set ZSERVE_AUTH_KEY.",
+            file=sys.stderr,
+        )
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    settings = settings.replace(port=port)
+    metrics_dir = make_multiproc_dir()
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        return _run_uvicorn(settings, record, plan, sock)
+    finally:
+        sock.close()
+        remove_multiproc_dir(metrics_dir)
+
+
+def _run_uvicorn(
+    settings: Settings, record: DeploymentRecord, plan: Plan, sock: socket.socket
+) -> int:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from zserve.server.app import DEPLOYMENT_ENV, create_app
+
+    common: dict[str, Any] = {
+        "log_level": settings.log_level,
+        "log_config": _log_config(settings.log_level),
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+    }
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(
+        f"zserve: serving deployment {record.ref} ({record.id}) at "
+        f"http://{host}:{settings.port} with {settings.workers} worker(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if settings.workers == 1:
+        config = uvicorn.Config(create_app(settings, record, plan), **common)
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        return 0 if server.started else 3
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    os.environ[DEPLOYMENT_ENV] = record.to_json()
+    config = uvicorn.Config(
+        "zserve.server.app:app_from_env", factory=True, workers=settings.workers, **common
+    )
+    Multiprocess(config, sockets=[sock]).run()
+    return 0

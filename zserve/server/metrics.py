@@ -1,0 +1,141 @@
+"""Execution metrics, correct across worker processes.
+
+Each server gets its own prometheus_client multiprocess directory (on tmpfs), created by the
+parent before any worker starts (``PROMETHEUS_MULTIPROC_DIR`` must be set before
+prometheus_client is imported). Every label combination is touched at worker start, so a
+request only updates memory-mapped values and opens no file. Without that variable (in-process
+tests) each app keeps a private registry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = ["BUCKETS", "STATUSES", "Metrics", "make_multiproc_dir"]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Seconds. Fine at the low end: run-only invokes take a millisecond or less.
+BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+           0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))  # fmt: skip
+STATUSES = ("completed", "failed", "timeout", "invalid")
+CAPTURES = ("none",)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def make_multiproc_dir() -> str:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="zserve-metrics-", dir=base)
+
+
+def remove_multiproc_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiproc_dir = os.environ.get(MULTIPROC_ENV) or None
+        self.invocations = Counter(
+            "zserve_invocations",
+            "Pipeline invocations by outcome and capture mode.",
+            ["status", "capture"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "zserve_invoke_duration_seconds",
+            "Wall time of pipeline executions.",
+            ["capture"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        # Touch every child now: nothing is created (or opened) on the request path.
+        self._count = {
+            (s, c): self.invocations.labels(status=s, capture=c).inc
+            for s in STATUSES
+            for c in CAPTURES
+        }
+        self._observe = {c: self.duration.labels(capture=c).observe for c in CAPTURES}
+
+    def record(self, status: str, capture: str, seconds: float | None) -> None:
+        self._count[status, capture](1)
+        if seconds is not None:
+            self._observe[capture](seconds)
+
+    def _collect_registry(self) -> CollectorRegistry:
+        if self.multiproc_dir is None:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+        return registry
+
+    def prometheus_text(self) -> bytes:
+        return bytes(generate_latest(self._collect_registry()))
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and latency statistics, summed over every worker of this server."""
+        counts: dict[str, dict[str, float]] = {}
+        buckets: dict[float, float] = {}
+        total_sum = 0.0
+        total_count = 0.0
+        for family in self._collect_registry().collect():
+            for sample in family.samples:
+                if sample.name == "zserve_invocations_total":
+                    by_status = counts.setdefault(sample.labels["capture"], {})
+                    status = sample.labels["status"]
+                    by_status[status] = by_status.get(status, 0.0) + sample.value
+                elif sample.name == "zserve_invoke_duration_seconds_bucket":
+                    le = float(sample.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + sample.value
+                elif sample.name == "zserve_invoke_duration_seconds_sum":
+                    total_sum += sample.value
+                elif sample.name == "zserve_invoke_duration_seconds_count":
+                    total_count += sample.value
+        totals: dict[str, int] = {}
+        for per_capture in counts.values():
+            for status, value in per_capture.items():
+                totals[status] = totals.get(status, 0) + int(value)
+        cumulative = sorted(buckets.items())
+        return {
+            "invocations": {
+                "total": sum(totals.values()),
+                "by_status": totals,
+                "by_capture": {c: int(sum(v.values())) for c, v in counts.items()},
+            },
+            "latency_ms": {
+                "count": int(total_count),
+                "avg": round(1000 * total_sum / total_count, 3) if total_count else None,
+                "p50": _quantile(cumulative, 0.50),
+                "p95": _quantile(cumulative, 0.95),
+                "p99": _quantile(cumulative, 0.99),
+                "estimated_from": "histogram buckets",
+            },
+        }
+
+
+def _quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
+    """Estimate a quantile (ms) from cumulative histogram buckets by linear interpolation."""
+    if not cumulative or cumulative[-1][1] == 0:
+        return None
+    target = q * cumulative[-1][1]
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in cumulative:
+        if count >= target:
+            if le == float("inf"):
+                return round(1000 * prev_le, 3)
+            span = count - prev_count
+            frac = (target - prev_count) / span if span else 1.0
+            return round(1000 * (prev_le + (le - prev_le) * frac), 3)
+        prev_le, prev_count = le, count
+    return round(1000 * prev_le, 3)

@@ -1,0 +1,89 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware): bearer auth and the request body limit."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zserve.errors import PayloadTooLarge, Unauthorized
+from zserve.server.problems import problem_from_error
+
+__all__ = ["AuthMiddleware", "BodyLimitMiddleware"]
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+class AuthMiddleware:
+    """Every path but ``/health`` needs ``Authorization: Bearer KEY`` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                given = value
+                break
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        reason = "wrong" if given else "missing"
+        err = Unauthorized(
+            f"The Authorization header is {reason}: send 'Authorization: Bearer <key>' "
+            "with the server's ZSERVE_AUTH_KEY"
+        )
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": str(err)[:120]})
+            return
+        await problem_from_error(err)(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 when a body is over ``limit`` bytes: from Content-Length, or by counting chunks."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body is over the limit of {self.limit} bytes; send less, or raise "
+            "the limit with ZSERVE_MAX_BODY_BYTES"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await problem_from_error(self._error())(scope, receive, send)
+                    return
+                # a declared length is enforced by the HTTP server itself
+                await self.app(scope, receive, send)
+                return
+        seen = 0
+        limit = self.limit
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message: Any = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise self._error()
+            return message  # type: ignore[no-any-return]
+
+        await self.app(scope, counting_receive, send)

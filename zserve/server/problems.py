@@ -1,0 +1,106 @@
+"""RFC 9457 problem+json responses, and the handlers that turn every error into one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic_core import to_json
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from zserve.errors import ZServeError
+
+__all__ = ["PROBLEM_BASE", "install_handlers", "problem", "problem_from_error"]
+
+PROBLEM_BASE = "https://zserve.dev/problems/"
+logger = logging.getLogger("zserve.server")
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    doc: dict[str, Any] = {
+        "type": type_,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "success": False,
+    }
+    doc.update(extra)
+    return Response(
+        to_json(doc), status_code=status, media_type="application/problem+json", headers=headers
+    )
+
+
+def problem_from_error(err: ZServeError, **extra: Any) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+    return problem(
+        err.http_status,
+        str(err),
+        type_=PROBLEM_BASE + err.problem,
+        title=err.title,
+        headers=headers,
+        **err.problem_fields(),
+        **extra,
+    )
+
+
+async def _zserve_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ZServeError)
+    return problem_from_error(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if status == 404:
+        detail = f"No such path: {request.method} {request.url.path}"
+    elif status == 405:
+        detail = f"Method {request.method} is not allowed on {request.url.path}"
+    return problem(status, detail, headers=dict(exc.headers or {}) or None)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
+        for e in getattr(exc, "errors", lambda: [])()
+    ]
+    detail = "Invalid request: " + "; ".join(
+        ".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors
+    )
+    return problem(
+        422, detail, type_=PROBLEM_BASE + "invalid-request", title="Invalid request", errors=errors
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "The server hit an unexpected error; its log has the details.")
+
+
+def install_handlers(app: Any) -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(ZServeError, _zserve_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,145 @@
+"""One frozen ``Settings``, resolved once: flag > environment > default.
+
+Only primitives, so it pickles and travels to worker processes as one JSON environment variable.
+The spec's ``ZENML_*`` names are honoured as aliases when the ``ZSERVE_*`` name is unset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from zserve.errors import UsageError
+
+__all__ = ["CAPTURE_MODES", "ENV_VARS", "SETTINGS_ENV", "Settings"]
+
+CAPTURE_MODES = ("none", "metadata", "full", "sampled", "errors_only")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+#: Where the parent process hands resolved settings to its workers.
+SETTINGS_ENV = "ZSERVE_SETTINGS_JSON"
+
+#: field name -> (environment variable, spec alias or None)
+ENV_VARS: dict[str, tuple[str, str | None]] = {
+    "deployment_id": ("ZSERVE_DEPLOYMENT_ID", "ZENML_PIPELINE_DEPLOYMENT_ID"),
+    "capture_default": ("ZSERVE_CAPTURE_DEFAULT", "ZENML_DEPLOYMENT_CAPTURE_DEFAULT"),
+    "host": ("ZSERVE_HOST", "ZENML_SERVICE_HOST"),
+    "port": ("ZSERVE_PORT", "ZENML_SERVICE_PORT"),
+    "log_level": ("ZSERVE_LOG_LEVEL", "ZENML_LOG_LEVEL"),
+    "workers": ("ZSERVE_WORKERS", None),
+    "home": ("ZSERVE_HOME", None),
+    "store_url": ("ZSERVE_STORE_URL", None),
+    "auth_key": ("ZSERVE_AUTH_KEY", None),
+    "max_body_bytes": ("ZSERVE_MAX_BODY_BYTES", None),
+    "max_threads": ("ZSERVE_MAX_THREADS", None),
+    "access_log": ("ZSERVE_ACCESS_LOG", None),
+    "url": ("ZSERVE_URL", None),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    deployment_id: str | None = None
+    capture_default: str = "none"
+    host: str = "127.0.0.1"
+    port: int = 8001
+    log_level: str = "info"
+    workers: int = 1
+    home: str = ""
+    store_url: str = ""
+    auth_key: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    #: Threads for sync steps, per worker.
+    max_threads: int = 64
+    access_log: bool = False
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        home = self.home or str(Path("~/.zserve").expanduser())
+        object.__setattr__(self, "home", home)
+        if not self.store_url:
+            object.__setattr__(self, "store_url", f"sqlite:///{home}/zserve.db")
+        if self.capture_default not in CAPTURE_MODES:
+            raise UsageError(
+                f"Unknown capture mode {self.capture_default!r}: "
+                f"use one of {', '.join(CAPTURE_MODES)}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise UsageError(
+                f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
+            )
+        for name in ("port", "workers", "max_body_bytes", "max_threads"):
+            value = getattr(self, name)
+            low = 0 if name == "port" else 1
+            if value < low or (name == "port" and value > 65535):
+                raise UsageError(f"Invalid {name} {value}: it must be a number >= {low}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Resolve settings: ``overrides`` (flags; None means unset) > environment > defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, (var, alias) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None and alias is not None:
+                raw = env.get(alias)
+                var = alias
+            if raw is None or raw == "":
+                continue
+            values[name] = _coerce(name, var, raw, str(types[name]))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        return cls(**json.loads(text))
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def store_kind(self) -> str:
+        return self.store_url.split(":", 1)[0].split("+", 1)[0]
+
+    def public(self) -> dict[str, Any]:
+        """A snapshot safe to show anyone: secrets are never included."""
+        data = dataclasses.asdict(self)
+        data["auth_key"] = "set" if self.auth_key else None
+        data["store_url"] = _hide_password(self.store_url)
+        return data
+
+
+def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
+    if "bool" in type_name:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{var}={raw!r} is not a boolean: use true or false")
+    if "int" in type_name:
+        try:
+            return int(raw)
+        except ValueError:
+            raise UsageError(f"{var}={raw!r} is not a whole number") from None
+    if name in ("capture_default", "log_level"):
+        return raw.strip().lower()
+    return raw
+
+
+def _hide_password(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
