@@ -61,7 +61,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1 or args.duration < 1 or args.warmup < 1:
         parser.error("--rounds, --duration and --warmup must be >= 1")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`s
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # stop the servers in `finally`s
+        signal.signal(sig, signal.default_int_handler)
     try:
         report = run(args)
     except BenchError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -68,12 +69,17 @@ def make_client() -> Iterator[Callable[..., Any]]:
         c.__exit__(None, None, None)
 
 
-def cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``zserve`` command line in a subprocess."""
     proc = subprocess.run(
         [sys.executable, "-m", "zserve", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(ROOT),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"zserve {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
@@ -112,23 +118,27 @@ def _kill_tree(pid: int) -> None:
     except psutil.NoSuchProcess:
         return
     for p in [*parent.children(recursive=True), parent]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 READY = re.compile(r"serving deployment \S+ \((\S+)\) at (http://\S+) with")
 
 
-def start_server(env: dict[str, str], log: Path, *, wait: bool = True,
-                 deadline_s: float = 60) -> ServerProcess:
+def start_server(
+    env: dict[str, str], log: Path, *, wait: bool = True, deadline_s: float = 60
+) -> ServerProcess:
     """Start a server from the environment alone, wait for its ready line and a 200 /health."""
     full_env = {**os.environ, "ZSERVE_PORT": "0", **env}
     fh = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zserve.server.app"], env=full_env, stdout=fh,
-        stderr=subprocess.STDOUT, text=True, cwd=str(ROOT), start_new_session=True,
+        [sys.executable, "-m", "zserve.server.app"],
+        env=full_env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(ROOT),
+        start_new_session=True,
     )
     server = ServerProcess(proc, log)
     if not wait:
@@ -164,10 +174,8 @@ def servers(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     leaked = []
     for server in started:
         children = []
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             children = psutil.Process(server.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
         server.stop()
         for child in children:
             try:

@@ -129,7 +129,7 @@ def test_timeout() -> None:
     from zserve.examples.slow import slow_pipeline
 
     plan = compile_plan(slow_pipeline)
-    with pytest.raises(ExecutionTimeout, match="did not finish within 0.05 s"):
+    with pytest.raises(ExecutionTimeout, match=r"did not finish within 0\.05 s"):
         asyncio.run(execute(plan, {"delay": 5.0, "tag": "x"}, job_id="j", timeout_s=0.05))
 
 
@@ -165,7 +165,10 @@ def test_two_hundred_concurrent_runs_each_get_their_own_parameters_and_context()
     results = asyncio.run(main())
     for i, result in enumerate(results):
         assert result["output"] == {
-            "tag": f"t{i}", "job": f"job{i}", "param": f"t{i}", "job_after_sleep": f"job{i}",
+            "tag": f"t{i}",
+            "job": f"job{i}",
+            "param": f"t{i}",
+            "job_after_sleep": f"job{i}",
         }
 
 

@@ -61,8 +61,10 @@ def test_loads_a_module_from_the_import_root(tmp_path: Path) -> None:
     ("source", "message"),
     [
         ("no_such_module_xyz:pipe", "No module named 'no_such_module_xyz'"),
-        ("zserve.examples.weather:nope", "has no attribute 'nope'; pipelines it defines: "
-                                         "weather_pipeline"),
+        (
+            "zserve.examples.weather:nope",
+            "has no attribute 'nope'; pipelines it defines: weather_pipeline",
+        ),
         ("zserve.examples.weather:fetch_data", "is a Step, not a pipeline"),
         ("zserve.examples.weather", "is not of the form"),
         ("missing_file.py:p", "No such file"),

@@ -205,12 +205,14 @@ def test_auth_key(make_client: Any) -> None:
     assert client.get("/health").status_code == 200  # /health stays open
     doc = assert_problem(client.get("/info"), 401)
     assert "missing" in doc["detail"]
-    response = client.post("/invoke", json={"parameters": {"city": "a"}},
-                           headers={"Authorization": "Bearer wrong"})
+    response = client.post(
+        "/invoke", json={"parameters": {"city": "a"}}, headers={"Authorization": "Bearer wrong"}
+    )
     assert "wrong" in assert_problem(response, 401)["detail"]
     assert response.headers["www-authenticate"] == "Bearer"
-    ok = client.post("/invoke", json={"parameters": {"city": "a"}},
-                     headers={"Authorization": "Bearer s3cret"})
+    ok = client.post(
+        "/invoke", json={"parameters": {"city": "a"}}, headers={"Authorization": "Bearer s3cret"}
+    )
     assert ok.status_code == 200
 
 

@@ -128,7 +128,7 @@ def test_values_that_are_not_json_are_refused(store: Store) -> None:
     assert store.list_deployments() == []
 
 
-@pytest.mark.parametrize("name", ["", "  ", "weather:3"])
+@pytest.mark.parametrize("name", ["", "  ", " weather", "weather:3"])
 def test_names_that_cannot_be_referenced_are_refused(store: Store, name: str) -> None:
     with pytest.raises(UsageError):
         store.add_deployment(**deployment_args(name=name))

@@ -3,21 +3,22 @@ The only package that imports typer and rich; imports zserve.server only inside 
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from zserve._version import __version__
 from zserve.cli import deploy, deployments
-from zserve.cli._output import run_guarded
+from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="zserve",
+    cls=ZServeGroup,
     help="Serve Python pipelines over HTTP with millisecond-class latency.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain click-style output: usage errors end in one "Error: ..." line, not a rich box
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -48,4 +49,4 @@ app.add_typer(deployments.app, name="deployments")
 
 
 def main() -> None:
-    sys.exit(run_guarded(app))
+    app()

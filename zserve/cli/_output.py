@@ -1,4 +1,5 @@
-"""What every command shares: JSON envelopes, one-line errors with their exit codes."""
+"""What every command shares: JSON envelopes, and errors shown as one ``Error: ...`` line
+with the exit code the error carries (see ``zserve.errors.EXIT_CODES``)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import json
 import sys
 from typing import Any
 
-import click
 import typer
+from typer.core import TyperGroup
 
 from zserve.errors import ZServeError
 
-__all__ = ["JSON_VERSION", "fail", "print_json", "run_guarded"]
+__all__ = ["JSON_VERSION", "ZServeGroup", "print_json"]
 
 JSON_VERSION = 1
 
@@ -22,26 +23,13 @@ def print_json(doc: dict[str, Any]) -> None:
     sys.stdout.write("\n")
 
 
-def fail(err: ZServeError) -> typer.Exit:
-    typer.echo(f"Error: {err}", err=True)
-    return typer.Exit(err.exit_code)
+class ZServeGroup(TyperGroup):
+    """The root command group: a ZServeError from any command becomes one ``Error: ...``
+    line on stderr and the error's exit code (typer turns Ctrl-C into 130 itself)."""
 
-
-def run_guarded(app: typer.Typer) -> int:
-    """Run the app; a ZServeError becomes one ``Error: ...`` line and its exit code."""
-    try:
-        app(standalone_mode=False)
-    except ZServeError as err:
-        typer.echo(f"Error: {err}", err=True)
-        return err.exit_code
-    except click.exceptions.Abort:
-        typer.echo("Aborted.", err=True)
-        return 130
-    except KeyboardInterrupt:
-        return 130
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ZServeError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -157,6 +158,10 @@ def _run_uvicorn(
     if settings.workers == 1:
         config = uvicorn.Config(create_app(settings, record, plan), **common)
         server = uvicorn.Server(config)
+        # uvicorn re-raises the signal that stopped it once it has drained; a drained stop is
+        # a clean exit (code 0), so let that second delivery land on a handler that ignores it.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: None)
         server.run(sockets=[sock])
         return 0 if server.started else 3
     os.environ[SETTINGS_ENV] = settings.to_json()

@@ -204,8 +204,10 @@ class Store:
         When the latest version of ``name`` has the same source, code hash, settings and capture
         default, that version is returned with ``created=False`` (redeploying identical code).
         """
-        if not name or not name.strip():
+        if not name.strip():
             raise UsageError("A deployment name cannot be empty")
+        if name != name.strip():
+            raise UsageError(f"Invalid deployment name {name!r}: remove the surrounding spaces")
         if _NAME_VERSION.match(name):
             raise UsageError(
                 f"Invalid deployment name {name!r}: ':' followed by digits is read as a version"
