@@ -5,6 +5,9 @@ way (design §10 "The hot path"): an ``async def`` endpoint with a pydantic body
 functions inline, served by uvicorn with zserve's flags (one worker, uvloop + httptools via
 "auto", access log off, no server header). ``python benchmarks/baseline_app.py`` binds port 0
 and prints ``baseline: serving at http://127.0.0.1:PORT`` to stderr.
+
+With ``--def`` the endpoint is a plain ``def`` instead, which FastAPI runs in its threadpool: the
+fair comparison for a pipeline whose steps are plain ``@step`` (each run in a worker thread).
 """
 
 from __future__ import annotations
@@ -35,8 +38,7 @@ class InvokeRequest(BaseModel):
 app = FastAPI(title="zserve benchmark baseline")
 
 
-@app.post("/invoke")
-async def invoke(request: InvokeRequest):
+def answer(request: InvokeRequest) -> dict:
     job_id = str(uuid.uuid4())
     start = time.perf_counter()
     data = fetch_data.fn(request.parameters.city)
@@ -50,6 +52,19 @@ async def invoke(request: InvokeRequest):
         "capture": "none",
         "execution_time_ms": round(elapsed * 1000, 3),
     }
+
+
+if "--def" in sys.argv:
+
+    @app.post("/invoke")
+    def invoke_in_threadpool(request: InvokeRequest):
+        return answer(request)
+
+else:
+
+    @app.post("/invoke")
+    async def invoke(request: InvokeRequest):
+        return answer(request)
 
 
 @app.get("/health")

@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 WEATHER = "zserve.examples.weather:weather_pipeline"
+#: Pipelines that do the baseline's work, so the baseline is measured beside them.
+WEATHER_LIKE = {WEATHER, "benchmarks.weather_threaded:weather_pipeline"}
 START_DEADLINE_S = 30.0
 TARGETS = {"rps_ratio": (">=", 0.9), "p50_ratio": ("<=", 1.2)}
 RESPONSE_KEYS = {"success", "outputs", "job_id", "run_id", "capture", "execution_time_ms"}
@@ -52,8 +54,14 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per start")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
-        "--pipeline", default=WEATHER,
-        help="module:attr to deploy; anything but the weather pipeline skips the baseline",
+        "--baseline-def",
+        action="store_true",
+        help="also measure a FastAPI plain-def endpoint (threadpool), as side baseline_def",
+    )
+    parser.add_argument(
+        "--pipeline",
+        default=WEATHER,
+        help="module:attr to deploy; a pipeline other than the weather ones skips the baseline",
     )
     parser.add_argument(
         "--params", default='{"city": "Paris"}', help="JSON parameters for each invoke"
@@ -61,6 +69,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1 or args.duration < 1 or args.warmup < 1:
         parser.error("--rounds, --duration and --warmup must be >= 1")
+    try:
+        args.params = json.loads(args.params)
+    except ValueError as err:
+        parser.error(f"--params is not JSON: {err}")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # stop the servers in `finally`s
         signal.signal(sig, signal.default_int_handler)
     try:
@@ -76,7 +88,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    body = json.dumps({"parameters": json.loads(args.params)})
+    body = json.dumps({"parameters": args.params})
     missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
     if missing:
         log(f"bench-baseline: warning: no {', '.join(missing)}: uvicorn falls back to asyncio/h11")
@@ -86,11 +98,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env["ZSERVE_HOME"] = str(tmp / "home")
         deployment_id = deploy(args.pipeline, env)
-        zserve_env = {**env, "ZSERVE_DEPLOYMENT_ID": deployment_id, "ZSERVE_PORT": "0",
-                      "ZSERVE_WORKERS": "1"}
+        zserve_env = {
+            **env,
+            "ZSERVE_DEPLOYMENT_ID": deployment_id,
+            "ZSERVE_PORT": "0",
+            "ZSERVE_WORKERS": "1",
+        }
         sides = {"zserve": ([sys.executable, "-m", "zserve.server.app"], zserve_env)}
-        if args.pipeline == WEATHER:
+        if args.pipeline in WEATHER_LIKE:
             sides["baseline"] = ([sys.executable, str(BENCH / "baseline_app.py")], env)
+            if args.baseline_def:
+                argv = [sys.executable, str(BENCH / "baseline_app.py"), "--def"]
+                sides["baseline_def"] = (argv, env)
         runs, notes, reference = [], [], None
         for rnd in range(1, args.rounds + 1):
             for side, (argv, side_env) in sides.items():
@@ -104,9 +123,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     wrk(url, 2, 16, args.warmup, body)
                     latency = wrk(url, 1, 1, args.duration, body, latency=True)
                     throughput = wrk(url, 2, 16, args.duration, body)
-                runs.append({"side": side, "round": rnd, "p50_ms": latency["p50_ms"],
-                             "p99_ms": latency["p99_ms"], "rps": throughput["rps"],
-                             "startup_s": round(startup_s, 3)})
+                runs.append(
+                    {
+                        "side": side,
+                        "round": rnd,
+                        "p50_ms": latency["p50_ms"],
+                        "p99_ms": latency["p99_ms"],
+                        "rps": throughput["rps"],
+                        "startup_s": round(startup_s, 3),
+                    }
+                )
                 lines = logfile.read_text(errors="replace").splitlines()
                 notes += [f"{side} {rnd}: {line}" for line in lines if NOTABLE_RE.search(line)]
     return summarize(args, runs, list(sides), notes)
@@ -114,9 +140,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def deploy(pipeline: str, env: dict[str, str]) -> str:
     argv = [sys.executable, "-m", "zserve", "deploy", pipeline, "--json"]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         return str(json.loads(proc.stdout)["deployment"]["id"])
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"`zserve deploy {pipeline} --json` did not finish in 120 s") from None
     except (ValueError, KeyError, TypeError):
         raise BenchError(
             f"`zserve deploy {pipeline} --json` exited {proc.returncode} without a deployment id\n"
@@ -129,8 +157,15 @@ def serving(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[tup
     """Start a server in its own session; yield its URL once /health is 200; always stop it."""
     start = time.perf_counter()
     with logfile.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = wait_healthy(proc, logfile, start + START_DEADLINE_S)
         yield url, time.perf_counter() - start
@@ -188,12 +223,14 @@ def invoke_once(url: str, body: str) -> Any:
     return doc["outputs"]
 
 
-def wrk(url: str, threads: int, conns: int, seconds: int, body: str,
-        latency: bool = False) -> dict[str, float]:
+def wrk(
+    url: str, threads: int, conns: int, seconds: int, body: str, latency: bool = False
+) -> dict[str, float]:
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "-s", str(BENCH / "post.lua")]
     argv += ["--latency", f"{url}/invoke"] if latency else [f"{url}/invoke"]
-    proc = subprocess.run(argv, env={**os.environ, "BENCH_BODY": body}, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        argv, env={**os.environ, "BENCH_BODY": body}, capture_output=True, text=True, check=False
+    )
     out = proc.stdout
     if proc.returncode != 0 or "Non-2xx or 3xx responses" in out or "Socket errors" in out:
         raise BenchError(f"{' '.join(argv)} (exit {proc.returncode}):\n{out}{proc.stderr}")
@@ -201,7 +238,7 @@ def wrk(url: str, threads: int, conns: int, seconds: int, body: str,
     if latency:
         for pct in (50, 99):
             value, unit = _find(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, argv, 2)
-            result[f"p{pct}_ms"] = float(value) * UNIT_MS[unit]
+            result[f"p{pct}_ms"] = round(float(value) * UNIT_MS[unit], 4)
     return result
 
 
@@ -212,18 +249,28 @@ def _find(pattern: str, text: str, argv: list[str], groups: int = 1) -> Any:
     return match.group(1) if groups == 1 else match.groups()
 
 
-def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], sides: list[str],
-              notes: list[str]) -> dict[str, Any]:
+def summarize(
+    args: argparse.Namespace, runs: list[dict[str, Any]], sides: list[str], notes: list[str]
+) -> dict[str, Any]:
     median = {
-        side: {key: round(statistics.median(r[key] for r in runs if r["side"] == side), 3)
-               for key in ("p50_ms", "p99_ms", "rps", "startup_s")}
+        side: {
+            key: round(statistics.median(r[key] for r in runs if r["side"] == side), 3)
+            for key in ("p50_ms", "p99_ms", "rps", "startup_s")
+        }
         for side in sides
     }
     report: dict[str, Any] = {
-        "json_version": 1, "pipeline": args.pipeline, "rounds": args.rounds,
-        "duration_s": args.duration, "warmup_s": args.warmup, "params": json.loads(args.params),
+        "json_version": 1,
+        "pipeline": args.pipeline,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "params": args.params,
         "load": {"latency": "wrk -t1 -c1 --latency", "throughput": "wrk -t2 -c16"},
-        "runs": runs, "median": median, "ratios": None, "targets": None,
+        "runs": runs,
+        "median": median,
+        "ratios": None,
+        "targets": None,
         "server_log_notes": notes,
     }
     if "baseline" in median:
@@ -233,9 +280,17 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], sides: list[
             "p50_ratio": round(z["p50_ms"] / b["p50_ms"], 3),
             "p99_ratio": round(z["p99_ms"] / b["p99_ms"], 3),
         }
+        if "baseline_def" in median:
+            d = median["baseline_def"]
+            report["ratios"]["rps_ratio_vs_def"] = round(z["rps"] / d["rps"], 3)
+            report["ratios"]["p50_ratio_vs_def"] = round(z["p50_ms"] / d["p50_ms"], 3)
         report["targets"] = {
-            name: {"target": f"{op} {limit}", "met": (report["ratios"][name] >= limit)
-                   if op == ">=" else (report["ratios"][name] <= limit)}
+            name: {
+                "target": f"{op} {limit}",
+                "met": (report["ratios"][name] >= limit)
+                if op == ">="
+                else (report["ratios"][name] <= limit),
+            }
             for name, (op, limit) in TARGETS.items()
         }
     return report
@@ -246,13 +301,15 @@ def render(report: dict[str, Any]) -> str:
         f"{report['pipeline']}: {report['rounds']} round(s) x {report['duration_s']} s per run; "
         "latency at c=1 (wrk -t1 -c1), req/s at c=16 (wrk -t2 -c16)",
         "",
-        f"{'round':<8}{'side':<10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'start s':>9}",
+        f"{'round':<8}{'side':<13}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'start s':>9}",
     ]
     rows = [(str(r["round"]), r) for r in report["runs"]]
     rows += [("median", {"side": side, **m}) for side, m in report["median"].items()]
     for label, r in rows:
-        lines.append(f"{label:<8}{r['side']:<10}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-                     f"{r['rps']:>9.0f}{r['startup_s']:>9.2f}")
+        lines.append(
+            f"{label:<8}{r['side']:<13}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+            f"{r['rps']:>9.0f}{r['startup_s']:>9.2f}"
+        )
     if report["ratios"]:
         lines.append("")
         for name, value in report["ratios"].items():
@@ -260,6 +317,8 @@ def render(report: dict[str, Any]) -> str:
             if target := report["targets"].get(name):
                 line += f"  (target {target['target']}: {'met' if target['met'] else 'MISSED'})"
             lines.append(line)
+    else:
+        lines += ["", "No baseline: it only exists for the weather pipeline."]
     if report["server_log_notes"]:
         lines += ["", "Notable server log lines:", *report["server_log_notes"]]
     return "\n".join(lines)

@@ -39,6 +39,9 @@ def test_spec_quickstart_with_zenml_names(deployed: Any, servers: Any) -> None:
         assert response.status_code == 200
         assert response.json()["outputs"]["output"].startswith("Analysis for Paris")
         assert client.get("/info").json()["deployment"]["id"] == deployment["id"]
+        metrics = client.get("/metrics").json()
+        assert metrics["invocations"]["by_status"]["completed"] == 1
+        assert metrics["latency_ms"]["count"] == 1
     assert server.stop() == 0
 
 
@@ -193,3 +196,20 @@ def test_sigterm_drains_an_in_flight_request(deployed: Any, servers: Any) -> Non
     assert result["response"].status_code == 200
     assert result["response"].json()["outputs"] == {"tag": "drained"}
     assert server.proc.wait(30) == 0
+
+
+def test_a_failing_step_reaches_the_client_without_traceback_and_the_log_with_one(
+    deployed: Any, servers: Any
+) -> None:
+    deployment = deployed("zserve.examples.failing:failing_pipeline")
+    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]})
+    with server.client() as client:
+        response = client.post("/invoke", json={"parameters": {"value": 5}})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["step"] == "explode"
+    assert "Traceback" not in response.text
+    server.stop()
+    log = server.output()
+    assert "Traceback (most recent call last)" in log
+    assert "ValueError: cannot process value 5" in log

@@ -1,4 +1,9 @@
-"""Fixtures for the store tests: real SQLite files under ``tmp_path``."""
+"""Fixtures for the store tests: a real SQLite file under ``tmp_path``, and a fresh PostgreSQL
+database per test when ``ZSERVE_TEST_POSTGRES_URL`` names a server (``scripts/test-services``).
+
+Every test that uses ``store_url`` or ``store`` runs once per backend (``[sqlite]``,
+``[postgresql]``), except those in ``SQLITE_ONLY``: they inspect the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,80 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from store_backends import (  # noqa: E402
+    BACKENDS,
+    POSTGRESQL,
+    SKIP_REASON,
+    SQLITE,
+    postgres_admin_url,
+    postgres_database,
+    sqlite_url,
+)
+
 from zserve.store import Store  # noqa: E402
+
+#: Tests written against the SQLite file (sqlite3, its path, PRAGMAs, the lock file beside it),
+#: by module. Their backend-neutral counterparts are in test_store_schema.py.
+SQLITE_ONLY = {
+    "test_store_migrations": {
+        "test_fresh_database_is_created_and_migrated_to_head",
+        "test_connections_use_wal_normal_sync_and_a_busy_timeout",
+        "test_up_to_date_database_is_not_migrated_again",
+        "test_database_behind_head_is_upgraded",
+        "test_database_from_a_newer_zserve_is_refused",
+    },
+    "test_store_concurrency": {
+        "test_processes_opening_a_fresh_database_at_once_migrate_it_once",
+    },
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "postgresql: the PostgreSQL variant of a store test (needs a server)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rpartition(".")[2]
+    sqlite_only = SQLITE_ONLY.get(module, set())
+    missing = sorted(name for name in sqlite_only if not hasattr(metafunc.module, name))
+    assert not missing, f"conftest SQLITE_ONLY names tests {module} no longer has: {missing}"
+    if metafunc.function.__name__ in sqlite_only:
+        return  # the fixture's default: SQLite, and no [sqlite] in the test id
+    # Skipped by a mark rather than in the fixture, so that -ra sums the skips up per file.
+    postgres_marks = [pytest.mark.postgresql]
+    if postgres_admin_url() is None:
+        postgres_marks.append(pytest.mark.skip(reason=SKIP_REASON))
+    params = [
+        pytest.param(backend, marks=postgres_marks) if backend == POSTGRESQL else backend
+        for backend in BACKENDS
+    ]
+    metafunc.parametrize("store_backend", params, indirect=True)
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/home/zserve.db"
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The database kind this test runs on."""
+    backend: str = getattr(request, "param", SQLITE)
+    if backend == POSTGRESQL and postgres_admin_url() is None:
+        pytest.skip(SKIP_REASON)
+    return backend
+
+
+@pytest.fixture
+def store_url(store_backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database of its own: a SQLite file that does not exist yet, or a new
+    PostgreSQL database (dropped after the test)."""
+    if store_backend == SQLITE:
+        yield sqlite_url(tmp_path)
+        return
+    admin_url = postgres_admin_url()
+    assert admin_url is not None
+    with postgres_database(admin_url) as url:
+        yield url
 
 
 @pytest.fixture

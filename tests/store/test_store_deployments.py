@@ -128,7 +128,7 @@ def test_values_that_are_not_json_are_refused(store: Store) -> None:
     assert store.list_deployments() == []
 
 
-@pytest.mark.parametrize("name", ["", "  ", " weather", "weather:3"])
+@pytest.mark.parametrize("name", ["", "  ", " weather", "weather:3", "wea\x00ther", "a\nb"])
 def test_names_that_cannot_be_referenced_are_refused(store: Store, name: str) -> None:
     with pytest.raises(UsageError):
         store.add_deployment(**deployment_args(name=name))
@@ -181,6 +181,12 @@ def test_unknown_reference_names_it_and_says_how_to_list(store: Store) -> None:
     assert "zserve deployments list" in message
     assert isinstance(info.value, NotFound)
     assert (info.value.exit_code, info.value.http_status) == (2, 404)
+
+
+def test_a_reference_with_a_control_character_is_not_found(store: Store) -> None:
+    _add(store)
+    with pytest.raises(DeploymentNotFound):
+        store.get_deployment("weather\x00")
 
 
 def test_unknown_version_lists_the_versions_there_are(store: Store) -> None:

@@ -11,9 +11,11 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from zserve.settings import SETTINGS_ENV, Settings
 __all__ = ["bind_socket", "check_sources", "load_plan", "resolve_deployment", "serve"]
 
 logger = logging.getLogger("zserve.server")
+#: prometheus_client's switch to multiprocess mode, read once when it is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def resolve_deployment(settings: Settings) -> DeploymentRecord:
@@ -101,8 +105,6 @@ def _log_config(level: str) -> dict[str, Any]:
 
 def serve(settings: Settings, record: DeploymentRecord | None = None) -> int:
     """Serve ``record`` (default: the deployment ``settings`` names) until stopped."""
-    from zserve.server.metrics import MULTIPROC_ENV, make_multiproc_dir, remove_multiproc_dir
-
     if record is None:
         record = resolve_deployment(settings)
     capture = record.settings.get("capture") or settings.capture_default
@@ -124,13 +126,27 @@ def serve(settings: Settings, record: DeploymentRecord | None = None) -> int:
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings = settings.replace(port=port)
-    metrics_dir = make_multiproc_dir()
-    os.environ[MULTIPROC_ENV] = metrics_dir
+    metrics_dir = _metrics_dir(settings.workers)
     try:
         return _run_uvicorn(settings, record, plan, sock)
     finally:
         sock.close()
-        remove_multiproc_dir(metrics_dir)
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """Shared metrics for several workers: a fresh directory, named in the environment that the
+    workers inherit, set before any of them imports prometheus_client. One worker keeps its
+    metrics in memory (and never uses a directory the caller's environment happens to name)."""
+    if workers == 1:
+        os.environ.pop(MULTIPROC_ENV, None)
+        return None
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    path = tempfile.mkdtemp(prefix="zserve-metrics-", dir=base)
+    os.environ[MULTIPROC_ENV] = path
+    return path
 
 
 def _run_uvicorn(

@@ -1,17 +1,14 @@
 """Execution metrics, correct across worker processes.
 
-Each server gets its own prometheus_client multiprocess directory (on tmpfs), created by the
-parent before any worker starts (``PROMETHEUS_MULTIPROC_DIR`` must be set before
-prometheus_client is imported). Every label combination is touched at worker start, so a
-request only updates memory-mapped values and opens no file. Without that variable (in-process
-tests) each app keeps a private registry.
+A server with several workers gets its own prometheus_client multiprocess directory (on tmpfs),
+created by the parent (``zserve.server.boot``) before any worker starts: prometheus_client reads
+``PROMETHEUS_MULTIPROC_DIR`` once, when it is first imported. Every label combination is touched
+at worker start, so a request only updates memory-mapped values and opens no file. A single
+worker (or an in-process test) keeps a private in-memory registry.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from typing import Any
 
 from prometheus_client import (
@@ -21,11 +18,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
-__all__ = ["BUCKETS", "STATUSES", "Metrics", "make_multiproc_dir"]
+__all__ = ["BUCKETS", "CONTENT_TYPE", "STATUSES", "Metrics"]
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds. Fine at the low end: run-only invokes take a millisecond or less.
 BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
            0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))  # fmt: skip
@@ -34,19 +31,11 @@ CAPTURES = ("none",)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-def make_multiproc_dir() -> str:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="zserve-metrics-", dir=base)
-
-
-def remove_multiproc_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.multiproc_dir = os.environ.get(MULTIPROC_ENV) or None
+        # prometheus_client chose multiprocess values when it was imported (boot.py decides)
+        self.multiprocess = values.ValueClass is not values.MutexValue
         self.invocations = Counter(
             "zserve_invocations",
             "Pipeline invocations by outcome and capture mode.",
@@ -74,10 +63,10 @@ class Metrics:
             self._observe[capture](seconds)
 
     def _collect_registry(self) -> CollectorRegistry:
-        if self.multiproc_dir is None:
+        if not self.multiprocess:
             return self.registry
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
 
     def prometheus_text(self) -> bytes:

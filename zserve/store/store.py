@@ -206,6 +206,8 @@ class Store:
         """
         if not name.strip():
             raise UsageError("A deployment name cannot be empty")
+        if not name.isprintable():
+            raise UsageError(f"Invalid deployment name {name!r}: use printable characters only")
         if name != name.strip():
             raise UsageError(f"Invalid deployment name {name!r}: remove the surrounding spaces")
         if _NAME_VERSION.match(name):
@@ -384,6 +386,8 @@ def _resolve(session: Session, ref: str) -> list[Deployment]:
     ref = ref.strip()
     if not ref:
         raise UsageError(f"A deployment reference cannot be empty: {_LIST_HINT}")
+    if not ref.isprintable():  # no stored name has such characters (PostgreSQL refuses NUL)
+        raise DeploymentNotFound(f"No deployment matches {ref!r}: {_LIST_HINT}")
 
     match = _NAME_VERSION.match(ref)
     if match:
