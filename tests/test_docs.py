@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from tests.conftest import ROOT
 from zserve.errors import EXIT_CODES
@@ -36,3 +37,61 @@ def test_environment_table_lists_every_setting_and_alias() -> None:
 
 def test_readme_shows_the_two_commands() -> None:
     assert "scripts/demo" in README and "scripts/test" in README
+
+
+def reference_rows() -> dict[str, set[str]]:
+    """README command reference: command path -> the options its row names."""
+    rows = {}
+    for cells in table_after("## Command reference"):
+        usage = cells[0].strip("`")
+        words = usage.split()[1:]  # drop "zserve"
+        path = []
+        for word in words:
+            if not re.fullmatch(r"[a-z][a-z-]*", word):
+                break
+            path.append(word)
+        rows[" ".join(path)] = set(re.findall(r"--[a-z][a-z-]*", usage))
+    return rows
+
+
+def cli_commands() -> dict[str, set[str]]:
+    """Every leaf command of the CLI -> its options (as `--help` shows them)."""
+    import typer
+
+    from zserve.cli import app
+
+    root = typer.main.get_command(app)
+    found: dict[str, set[str]] = {}
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        subcommands = getattr(cmd, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, [*path, name])
+            return
+        options = {o for p in cmd.params for o in p.opts if o.startswith("--")}
+        found[" ".join(path)] = options - {"--help"}
+
+    walk(root, [])
+    return found
+
+
+def test_command_reference_matches_the_cli() -> None:
+    documented = reference_rows()
+    actual = cli_commands()
+    documented.pop("", None)  # the `zserve --version` row
+    assert sorted(documented) == sorted(actual), "README command reference vs the CLI"
+    for command, options in actual.items():
+        assert documented[command] == options, f"options of `zserve {command}`"
+
+
+def test_every_command_has_help() -> None:
+    from typer.testing import CliRunner
+
+    from zserve.cli import app
+
+    for command, options in cli_commands().items():
+        result = CliRunner().invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0, command
+        for option in options:
+            assert option in result.stdout, f"{option} missing from `zserve {command} --help`"

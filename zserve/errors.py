@@ -20,7 +20,9 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   └── ExecutionTimeout         exit 1   http 504
     └── ServerError                  exit 3   http 503   cannot start or cannot be reached
         ├── SourceChanged            exit 3              code changed since deploy: redeploy
-        └── PortInUse                exit 3
+        ├── PortInUse                exit 3
+        ├── ServerUnreachable        exit 3              no server answers at that address
+        └── Overloaded               exit 3   http 429   too much work: retry later
 
 Errors never carry a traceback to a client: ``str(error)`` is the one line a person reads.
 """
@@ -31,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "EXIT_CODES",
+    "PROBLEM_BASE",
     "AmbiguousDeployment",
     "CaptureNotSupported",
     "DeploymentNotFound",
@@ -39,10 +42,12 @@ __all__ = [
     "InvalidParameters",
     "NotFound",
     "NotSupported",
+    "Overloaded",
     "PayloadTooLarge",
     "PipelineDefinitionError",
     "PortInUse",
     "ServerError",
+    "ServerUnreachable",
     "SourceChanged",
     "SourceError",
     "StepFailed",
@@ -50,6 +55,9 @@ __all__ = [
     "UsageError",
     "ZServeError",
 ]
+
+#: Where problem types live: ``type`` is this plus the class's ``problem``.
+PROBLEM_BASE = "https://zserve.dev/problems/"
 
 #: The CLI's exit codes. The README's table is checked against this one by a test.
 EXIT_CODES: dict[int, str] = {
@@ -82,6 +90,19 @@ class ZServeError(Exception):
     def problem_fields(self) -> dict[str, Any]:
         """Extra members of the problem+json document (beyond type/title/status/detail)."""
         return {}
+
+    def to_problem(self, **extra: Any) -> dict[str, Any]:
+        """The RFC 9457 problem document for this error, as the server answers it."""
+        doc: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.problem,
+            "title": self.title,
+            "status": self.http_status,
+            "detail": self.message,
+            "success": False,
+        }
+        doc.update(self.problem_fields())
+        doc.update(extra)
+        return doc
 
 
 class UsageError(ZServeError):
@@ -202,3 +223,14 @@ class SourceChanged(ServerError):
 class PortInUse(ServerError):
     problem = "port-in-use"
     title = "Port already in use"
+
+
+class ServerUnreachable(ServerError):
+    problem = "unreachable"
+    title = "Server unreachable"
+
+
+class Overloaded(ServerError):
+    http_status = 429
+    problem = "overloaded"
+    title = "Too many requests"

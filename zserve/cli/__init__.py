@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from zserve._version import __version__
-from zserve.cli import deploy, deployments
+from zserve.cli import deploy, deployments, invoke, run, servers, start
 from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
@@ -46,6 +46,12 @@ def root(
 
 app.command("deploy")(deploy.deploy)
 app.add_typer(deployments.app, name="deployments")
+app.command("start")(start.start)
+app.command("ps")(servers.ps)
+app.command("logs")(servers.logs)
+app.command("stop")(servers.stop)
+app.command("invoke")(invoke.invoke)
+app.command("run")(run.run)
 
 
 def main() -> None:

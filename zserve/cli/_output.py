@@ -1,5 +1,5 @@
-"""What every command shares: JSON envelopes, and errors shown as one ``Error: ...`` line
-with the exit code the error carries (see ``zserve.errors.EXIT_CODES``)."""
+"""What every command shares: JSON envelopes, printing outputs, and errors shown as one
+``Error: ...`` line with the exit code the error carries (``zserve.errors.EXIT_CODES``)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,41 @@ from typer.core import TyperGroup
 
 from zserve.errors import ZServeError
 
-__all__ = ["JSON_VERSION", "ZServeGroup", "print_json"]
+__all__ = ["JSON_VERSION", "ZServeGroup", "fail", "print_document", "print_json", "print_outputs"]
 
 JSON_VERSION = 1
 
 
 def print_json(doc: dict[str, Any]) -> None:
-    """Exactly one JSON document on stdout, for scripts."""
-    sys.stdout.write(json.dumps({"json_version": JSON_VERSION, **doc}, indent=2, default=str))
+    """A local command's result: exactly one JSON document on stdout, versioned."""
+    print_document({"json_version": JSON_VERSION, **doc})
+
+
+def print_document(doc: Any) -> None:
+    """A document as it is (a server's answer is printed unchanged)."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=str))
     sys.stdout.write("\n")
+
+
+def print_outputs(outputs: dict[str, Any]) -> None:
+    """Outputs for people: a single output alone, several as ``name: value`` lines."""
+    if list(outputs) == ["output"]:
+        typer.echo(_text(outputs["output"]))
+        return
+    if not outputs:
+        typer.echo("(no outputs)")
+    for name, value in outputs.items():
+        typer.echo(f"{name}: {_text(value)}")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+
+
+def fail(err: ZServeError) -> typer.Exit:
+    """Show ``err`` as one line on stderr; return the Exit to raise."""
+    typer.echo(f"Error: {err}", err=True)
+    return typer.Exit(err.exit_code)
 
 
 class ZServeGroup(TyperGroup):
@@ -31,5 +57,4 @@ class ZServeGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except ZServeError as err:
-            typer.echo(f"Error: {err}", err=True)
-            raise typer.Exit(err.exit_code) from None
+            raise fail(err) from None

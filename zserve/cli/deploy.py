@@ -63,7 +63,7 @@ def deploy(
     verb = "Deployed" if created else "Unchanged, already deployed as"
     typer.echo(f"{verb} {record.ref} ({pipe.name}, {len(plan.steps)} step(s))")
     typer.echo(f"id: {record.id}")
-    typer.echo(f"Serve it: ZSERVE_DEPLOYMENT_ID={record.id} python -m zserve.server.app")
+    typer.echo(f"Serve it: zserve start --deployment {record.name} --detach")
 
 
 def _digest(hashes: dict[str, Any]) -> str:

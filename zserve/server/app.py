@@ -40,7 +40,7 @@ from zserve.errors import (
 from zserve.server import problems
 from zserve.server.metrics import Metrics
 from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware
-from zserve.settings import Settings
+from zserve.settings import SETTINGS_ENV, Settings
 
 __all__ = ["DEPLOYMENT_ENV", "app_from_env", "create_app", "main"]
 
@@ -276,7 +276,7 @@ def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: everything comes from the environment."""
     from zserve.server.boot import load_plan
 
-    settings = Settings.from_json(os.environ["ZSERVE_SETTINGS_JSON"])
+    settings = Settings.from_json(os.environ[SETTINGS_ENV])
     record = DeploymentRecord.from_json(os.environ[DEPLOYMENT_ENV])
     return create_app(settings, record, load_plan(record))
 
@@ -285,11 +285,20 @@ def main() -> None:
     """``python -m zserve.server.app``: serve the deployment named by the environment."""
     import sys
 
+    from zserve.registry import LOG_FILE_ENV, SERVER_ID_ENV
     from zserve.server.boot import serve
 
     try:
-        settings = Settings.from_env()
-        code = serve(settings)
+        # `zserve start --detach` hands over its resolved settings; otherwise the environment
+        if SETTINGS_ENV in os.environ:
+            settings = Settings.from_json(os.environ[SETTINGS_ENV])
+        else:
+            settings = Settings.from_env()
+        code = serve(
+            settings,
+            server_id=os.environ.get(SERVER_ID_ENV),
+            log_file=os.environ.get(LOG_FILE_ENV),
+        )
     except ZServeError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

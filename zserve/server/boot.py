@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from zserve import registry
+from zserve._version import __version__
 from zserve.engine.deployment import DeploymentRecord
 from zserve.engine.plan import Plan, compile_plan
 from zserve.errors import (
@@ -103,8 +105,18 @@ def _log_config(level: str) -> dict[str, Any]:
     return config
 
 
-def serve(settings: Settings, record: DeploymentRecord | None = None) -> int:
-    """Serve ``record`` (default: the deployment ``settings`` names) until stopped."""
+def serve(
+    settings: Settings,
+    record: DeploymentRecord | None = None,
+    *,
+    server_id: str | None = None,
+    log_file: str | None = None,
+) -> int:
+    """Serve ``record`` (default: the deployment ``settings`` names) until stopped.
+
+    The server is listed in the registry (``$ZSERVE_HOME/servers/``) while it runs, under
+    ``server_id`` (default: a new one); ``log_file`` is recorded for ``zserve logs``.
+    """
     if record is None:
         record = resolve_deployment(settings)
     capture = record.settings.get("capture") or settings.capture_default
@@ -126,10 +138,25 @@ def serve(settings: Settings, record: DeploymentRecord | None = None) -> int:
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings = settings.replace(port=port)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    entry = registry.this_process_entry(
+        id=server_id or registry.new_server_id(),
+        url=f"http://{host}:{port}",
+        host=settings.host,
+        port=port,
+        deployment_id=record.id,
+        deployment=record.ref,
+        pipeline=record.pipeline_name,
+        workers=settings.workers,
+        log_file=log_file,
+        version=__version__,
+    )
     metrics_dir = _metrics_dir(settings.workers)
+    registry.register(settings.home, entry)
     try:
-        return _run_uvicorn(settings, record, plan, sock)
+        return _run_uvicorn(settings, record, plan, sock, entry)
     finally:
+        registry.unregister(settings.home, entry.id)
         sock.close()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -150,7 +177,11 @@ def _metrics_dir(workers: int) -> str | None:
 
 
 def _run_uvicorn(
-    settings: Settings, record: DeploymentRecord, plan: Plan, sock: socket.socket
+    settings: Settings,
+    record: DeploymentRecord,
+    plan: Plan,
+    sock: socket.socket,
+    entry: registry.ServerEntry,
 ) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -164,10 +195,9 @@ def _run_uvicorn(
         "timeout_graceful_shutdown": 30,
         "server_header": False,
     }
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
-        f"zserve: serving deployment {record.ref} ({record.id}) at "
-        f"http://{host}:{settings.port} with {settings.workers} worker(s)",
+        f"zserve: serving deployment {record.ref} ({record.id}) at {entry.url} with "
+        f"{settings.workers} worker(s), server {entry.id}, pid {entry.pid}",
         file=sys.stderr,
         flush=True,
     )

@@ -10,11 +10,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from zserve.errors import ZServeError
+from zserve.errors import PROBLEM_BASE, ZServeError
 
 __all__ = ["PROBLEM_BASE", "install_handlers", "problem", "problem_from_error"]
 
-PROBLEM_BASE = "https://zserve.dev/problems/"
 logger = logging.getLogger("zserve.server")
 
 _TITLES = {
@@ -52,14 +51,11 @@ def problem(
 
 def problem_from_error(err: ZServeError, **extra: Any) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
-    return problem(
-        err.http_status,
-        str(err),
-        type_=PROBLEM_BASE + err.problem,
-        title=err.title,
+    return Response(
+        to_json(err.to_problem(**extra)),
+        status_code=err.http_status,
+        media_type="application/problem+json",
         headers=headers,
-        **err.problem_fields(),
-        **extra,
     )
 
 

@@ -1,0 +1,260 @@
+"""The CLI driving real servers: start --detach, ps, invoke, logs, stop, run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ROOT, cli
+
+WEATHER = "zserve.examples.weather:weather_pipeline"
+
+
+@pytest.fixture
+def started(zhome: Path) -> Iterator[list[dict[str, Any]]]:
+    """Servers started by a test; afterwards `zserve stop --all` must leave no process."""
+    servers: list[dict[str, Any]] = []
+    yield servers
+    cli("stop", "--all", "--timeout", "10", check=False)
+    pids = [pid for s in servers for pid in [s["pid"], *s["worker_pids"]]]
+    leftovers = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def start(started: list[dict[str, Any]], *args: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(
+        cli("start", "--port", "0", "--detach", "--json", *args).stdout
+    )
+    started.append(doc)
+    return doc
+
+
+def ps() -> list[dict[str, Any]]:
+    servers: list[dict[str, Any]] = json.loads(cli("ps", "--json").stdout)["servers"]
+    return servers
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_start_detached_then_ps_invoke_logs_and_stop(
+    started: list[dict[str, Any]], workers: int
+) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    doc = start(started, "--deployment", "weather", "--workers", str(workers))
+    assert doc["url"] == f"http://127.0.0.1:{doc['port']}"
+    assert len(doc["worker_pids"]) == workers
+    assert doc["deployment"] == "weather:1"
+
+    (row,) = ps()
+    assert row["id"] == doc["server_id"] and row["status"] == "healthy"
+    assert row["workers"] == workers
+    assert sorted(p["pid"] for p in row["processes"] if p["role"] == "worker") == sorted(
+        doc["worker_pids"]
+    )
+    assert row["memory_bytes"] > 0 and row["cpu_percent"] >= 0
+    assert "weather:1" in cli("ps").stdout
+
+    # through the CLI (--param coerced by the schema: days=3 is an int) and through plain HTTP
+    out = cli("invoke", "--param", "city=Paris", "--param", "days=3").stdout
+    assert out.strip().startswith("Analysis for Paris over 3 day(s)")
+    raw = json.loads(
+        cli("invoke", "--server", doc["server_id"], "-p", "city=Rome", "--json").stdout
+    )
+    assert raw["success"] is True and raw["outputs"]["output"].startswith("Analysis for Rome")
+    response = httpx.post(f"{doc['url']}/invoke", json={"parameters": {"city": "Oslo"}})
+    assert response.status_code == 200
+
+    assert "Application startup complete" in cli("logs", doc["server_id"]).stdout
+
+    stopped = json.loads(cli("stop", doc["server_id"], "--json").stdout)["stopped"]
+    assert stopped[0]["server_id"] == doc["server_id"] and stopped[0]["graceful"] is True
+    assert ps() == []
+    for pid in [doc["pid"], *doc["worker_pids"]]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    # the log outlives the server
+    assert "Finished server process" in cli("logs", doc["server_id"]).stdout
+
+
+def test_a_killed_worker_is_replaced_and_the_server_keeps_serving(
+    started: list[dict[str, Any]],
+) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    doc = start(started, "--deployment", "weather", "--workers", "2")
+    victim = doc["worker_pids"][0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline:
+        (row,) = ps()
+        workers = [p["pid"] for p in row["processes"] if p["role"] == "worker"]
+        if len(workers) == 2 and victim not in workers:
+            break
+        time.sleep(0.2)
+    assert len(workers) == 2 and victim not in workers, workers
+    started[0]["worker_pids"] = workers
+    for i in range(20):  # new connections: both workers answer
+        with httpx.Client(base_url=doc["url"]) as client:
+            response = client.post("/invoke", json={"parameters": {"city": f"c{i}"}})
+            assert response.status_code == 200
+
+
+def test_invoke_exit_codes(started: list[dict[str, Any]]) -> None:
+    cli("deploy", "zserve.examples.failing:failing_pipeline", "--name", "failing")
+    start(started, "--deployment", "failing")
+    failed = cli("invoke", "-p", "value=2", check=False)
+    assert failed.returncode == 1
+    assert (
+        failed.stderr.strip() == "Error: Step 'explode' raised ValueError: cannot process value 2"
+    )
+    invalid = cli("invoke", "-p", "value=x", "-p", "other=1", check=False)
+    assert invalid.returncode == 2
+    assert "parameters.value" in invalid.stderr and "parameters.other" in invalid.stderr
+    as_json = cli("invoke", "-p", "value=2", "--json", check=False)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["step"] == "explode"  # the problem document, unchanged
+    unreachable = cli("invoke", "--url", "http://127.0.0.1:9", check=False)
+    assert unreachable.returncode == 3
+    assert "No zserve server answers at http://127.0.0.1:9" in unreachable.stderr
+
+
+def test_no_server_and_several_servers_are_clear_errors(
+    started: list[dict[str, Any]],
+) -> None:
+    none = cli("invoke", check=False)
+    assert none.returncode == 2 and "No zserve server is running" in none.stderr
+    cli("deploy", WEATHER, "--name", "a")
+    cli("deploy", "zserve.examples.multi_output:multi_output_pipeline", "--name", "b")
+    a = start(started, "--deployment", "a")
+    b = start(started, "--deployment", "b")
+    several = cli("invoke", "-p", "x=1", check=False)
+    assert several.returncode == 2
+    assert a["server_id"] in several.stderr and b["server_id"] in several.stderr
+    out = cli("invoke", "--deployment", "b", "-p", "x=4").stdout
+    assert out == "output_0: 8\noutput_1: Result: 4\n"
+    by_port = cli("invoke", "--server", str(a["port"]), "-p", "city=Lyon").stdout
+    assert "Lyon" in by_port
+    env = {**os.environ, "ZSERVE_URL": b["url"]}
+    assert "output_0: 2" in cli("invoke", "-p", "x=1", env=env).stdout
+
+
+def test_start_failures_carry_the_servers_own_error(
+    started: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = cli("start", "-d", "weather", "--port", str(port), "--detach", check=False)
+    assert busy.returncode == 3
+    assert busy.stderr.strip() == (
+        f"Error: Port {port} on 127.0.0.1 is already in use: stop what is using it, or pick "
+        "another port with --port / ZSERVE_PORT (0 picks a free one)"
+    )
+    unknown = cli("start", "-d", "nope", "--detach", check=False)
+    assert unknown.returncode == 2 and "No deployment matches 'nope'" in unknown.stderr
+
+    flow = tmp_path / "flow.py"
+    flow.write_text(
+        "from zserve import pipeline\n\n@pipeline\ndef flow(x: int) -> int:\n    return x\n"
+    )
+    cli("deploy", f"{flow}:flow")
+    flow.write_text(flow.read_text() + "\n# edited\n")
+    changed = cli("start", "-d", "flow", "--port", "0", "--detach", check=False)
+    assert changed.returncode == 3
+    assert f"{flow} changed since deployment flow:1 was made: redeploy" in changed.stderr
+    assert ps() == []
+
+
+def test_foreground_start_serves_until_ctrl_c_then_exits_0(zhome: Path) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zserve", "start", "-d", "weather", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not rows:
+            rows = [r for r in ps() if r["status"] == "healthy"]
+            time.sleep(0.1)
+        assert rows, "the foreground server never showed up in `zserve ps`"
+        assert rows[0]["pid"] == proc.pid and rows[0]["log_file"] is None
+        response = httpx.post(rows[0]["url"] + "/invoke", json={"parameters": {"city": "x"}})
+        assert response.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert ps() == []
+
+
+def test_run_in_process(zhome: Path, tmp_path: Path) -> None:
+    assert cli("run", WEATHER, "-p", "city=Nice").stdout.startswith("Analysis for Nice")
+    cli("deploy", "zserve.examples.multi_output:multi_output_pipeline", "--name", "m")
+    assert cli("run", "m", "-p", "x=2").stdout == "output_0: 4\noutput_1: Result: 2\n"
+    assert cli("run", "m:1", "-p", "x=3").stdout.startswith("output_0: 6")
+    doc = json.loads(cli("run", "m", "-p", "x=1", "--json").stdout)
+    assert doc["success"] is True and doc["outputs"] == {"output_0": 2, "output_1": "Result: 1"}
+
+    failed = cli("run", "zserve.examples.failing:failing_pipeline", "--traceback", check=False)
+    assert failed.returncode == 1
+    assert "Traceback" in failed.stderr and failed.stderr.strip().endswith(
+        "Error: Step 'explode' raised ValueError: cannot process value 1"
+    )
+    problem = json.loads(
+        cli("run", "zserve.examples.failing:failing_pipeline", "--json", check=False).stdout
+    )
+    assert problem["status"] == 500 and problem["step"] == "explode"
+    invalid = cli("run", WEATHER, "-p", "days=many", check=False)
+    assert invalid.returncode == 2
+    assert "parameters.city: Field required" in invalid.stderr
+    assert "parameters.days" in invalid.stderr
+    slow = cli(
+        "run",
+        "zserve.examples.slow:slow_pipeline",
+        "-p",
+        "delay=5",
+        "--timeout",
+        "0.1",
+        check=False,
+    )
+    assert slow.returncode == 1 and "did not finish within 0.1 s" in slow.stderr
+
+
+def test_invoke_loads_no_server_or_database_code(started: list[dict[str, Any]]) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    doc = start(started, "--deployment", "weather")
+    probe = (
+        "import sys, json\nfrom zserve.cli import app\n"
+        f"try:\n    app(['invoke', '--url', '{doc['url']}', '-p', 'city=x'])\n"
+        "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
+    # (pydantic is loaded by typer itself, so it is not on this list)
+    assert not loaded & {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic"}

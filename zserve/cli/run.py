@@ -1,0 +1,90 @@
+"""``zserve run``: run a pipeline in this process with the same engine, no server."""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+import uuid
+from typing import Any
+
+import typer
+
+from zserve.cli._output import fail, print_document, print_outputs
+from zserve.cli.invoke import CAPTURE_OPTION, PARAM_OPTION, PARAMS_JSON_OPTION
+from zserve.errors import InvalidParameters, StepFailed, ZServeError
+
+
+def run(
+    target: str = typer.Argument(
+        ...,
+        help="A source ('package.module:pipeline', 'path/file.py:pipeline') or a deployment "
+        "(id, name, or name:version).",
+    ),
+    param: list[str] | None = PARAM_OPTION,
+    params_json: str | None = PARAMS_JSON_OPTION,
+    capture: str | None = CAPTURE_OPTION,
+    timeout: float | None = typer.Option(None, "--timeout", help="Give up after S seconds."),
+    app_dir: str | None = typer.Option(
+        None, "--app-dir", help="Directory to import a source from (default: the current one)."
+    ),
+    show_traceback: bool = typer.Option(
+        False, "--traceback", help="When a step raises, also print its traceback."
+    ),
+    json_: bool = typer.Option(False, "--json", help="Print the same JSON a server answers."),
+) -> None:
+    """Run a pipeline in-process (no server): same engine, output and exit codes as invoke."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from zserve.cli._params import parse_params
+    from zserve.engine.plan import compile_plan
+    from zserve.engine.runner import execute
+    from zserve.errors import CaptureNotSupported
+    from zserve.sdk.loader import load_pipeline
+
+    source, root = _source(target, app_dir)
+    plan = compile_plan(load_pipeline(source, root).pipeline)
+    job_id = str(uuid.uuid4())
+    try:
+        if capture not in (None, "none"):
+            raise CaptureNotSupported(
+                f"Capture mode {capture!r} is not supported yet: run with --capture none"
+            )
+        params = parse_params(param, params_json, plan.schema)
+        try:
+            values = plan.validate_parameters(params)
+        except ValidationError as exc:
+            raise InvalidParameters(
+                [{"loc": ["parameters", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+            ) from None
+        start = time.perf_counter()
+        outputs = asyncio.run(execute(plan, values, job_id=job_id, timeout_s=timeout))
+        elapsed = time.perf_counter() - start
+    except ZServeError as err:
+        if show_traceback and isinstance(err, StepFailed) and err.__cause__ is not None:
+            traceback.print_exception(err.__cause__)
+        if json_:
+            extra: dict[str, Any] = {"job_id": job_id, "run_id": None}
+            print_document(err.to_problem(**extra))
+        raise fail(err) from None
+    if json_:
+        print_document({
+            "success": True, "outputs": outputs, "job_id": job_id, "run_id": None,
+            "capture": "none", "execution_time_ms": round(elapsed * 1000, 3),
+        })  # fmt: skip
+        return
+    print_outputs(outputs)
+
+
+def _source(target: str, app_dir: str | None) -> tuple[str, str | None]:
+    """A source is 'module:attr' or 'file.py:attr'; anything else names a deployment."""
+    if ":" in target and not re.fullmatch(r"[^:]+:\d+", target):
+        return target, app_dir
+    from zserve.settings import Settings
+    from zserve.store import Store
+
+    with Store(Settings.from_env().store_url) as store:
+        record = store.get_deployment(target)
+    return record.source, record.import_root

@@ -1,0 +1,127 @@
+"""``zserve start``: serve a deployment, in the foreground or detached."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from zserve.cli._output import print_json
+from zserve.errors import CaptureNotSupported, ServerError
+from zserve.settings import CAPTURE_MODES, LOG_LEVELS, Settings
+
+#: How long `start --detach` waits for /health before giving up (seconds).
+DEFAULT_START_TIMEOUT = 60.0
+
+
+def start(
+    deployment: str = typer.Option(
+        ..., "--deployment", "-d", help="The deployment: id, name (latest), or name:version."
+    ),
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(
+        None, "--port", help="Port to bind (default 8001; 0 picks a free one)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", help="Worker processes (default 1; uvicorn restarts dead ones)."
+    ),
+    capture_default: str | None = typer.Option(
+        None, "--capture-default", help=f"Default capture mode: {', '.join(CAPTURE_MODES)}."
+    ),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help=f"Log level: {', '.join(LOG_LEVELS)}."
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", help="Run in the background; return once /health answers."
+    ),
+    start_timeout: float = typer.Option(
+        DEFAULT_START_TIMEOUT, "--start-timeout", help="With --detach: seconds to wait for /health."
+    ),
+    json_: bool = typer.Option(False, "--json", help="With --detach: print one JSON document."),
+) -> None:
+    """Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach."""
+    from zserve.store import Store
+
+    settings = Settings.from_env(
+        host=host, port=port, workers=workers, capture_default=capture_default,
+        log_level=log_level,
+    )  # fmt: skip
+    with Store(settings.store_url) as store:
+        record = store.get_deployment(deployment)
+    settings = settings.replace(deployment_id=record.id)
+    capture = record.settings.get("capture") or settings.capture_default
+    if capture != "none":
+        raise CaptureNotSupported(
+            f"Capture mode {capture!r} is not supported yet: start with --capture-default none"
+        )
+    if not detach:
+        from zserve.server.boot import serve
+
+        raise typer.Exit(serve(settings, record))
+    _detach(settings, start_timeout, json_)
+
+
+def _detach(settings: Settings, start_timeout: float, json_: bool) -> None:
+    import httpx
+
+    from zserve import registry
+    from zserve.registry import LOG_FILE_ENV, SERVER_ID_ENV
+    from zserve.settings import SETTINGS_ENV
+
+    server_id = registry.new_server_id()
+    logs = Path(settings.home) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = logs / f"{server_id}.log"
+    env = {**os.environ, SETTINGS_ENV: settings.to_json(), SERVER_ID_ENV: server_id,
+           LOG_FILE_ENV: str(log_file)}  # fmt: skip
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zserve.server.app"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # Ctrl-C in this terminal must not reach the server
+        )  # fmt: skip
+    deadline = time.monotonic() + start_timeout
+    entry = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(_startup_failure(log_file, proc.returncode))
+        entry = next((s for s in registry.list_servers(settings.home) if s.id == server_id), None)
+        if entry is not None and len(entry.worker_processes()) >= settings.workers:
+            try:
+                if httpx.get(entry.url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
+    else:
+        registry.stop_tree(proc.pid, timeout=0)
+        raise ServerError(
+            f"The server did not answer /health within {start_timeout:g} s and was stopped; "
+            f"its log: {log_file}"
+        )
+    assert entry is not None
+    worker_pids = sorted(p.pid for p in entry.worker_processes())
+    if json_:
+        print_json({
+            "server_id": entry.id, "url": entry.url, "port": entry.port, "pid": entry.pid,
+            "worker_pids": worker_pids, "deployment": entry.deployment,
+            "deployment_id": entry.deployment_id, "log_file": str(log_file),
+        })  # fmt: skip
+        return
+    typer.echo(f"Started server {entry.id}: {entry.url}")
+    typer.echo(f"  deployment {entry.deployment}, {settings.workers} worker(s), pid {entry.pid}")
+    typer.echo(f"  logs: zserve logs {entry.id}    stop: zserve stop {entry.id}")
+
+
+def _startup_failure(log_file: Path, code: int) -> str:
+    """The server's own error line, or the end of its log."""
+    lines = log_file.read_text(errors="replace").splitlines()
+    for line in reversed(lines):
+        if line.startswith("Error: "):
+            return line.removeprefix("Error: ")
+    tail = "\n".join(lines[-10:])
+    return f"The server exited with code {code} before it was ready; its log ({log_file}):\n{tail}"

@@ -1,0 +1,193 @@
+"""The registry of running servers: one JSON file per server in ``$ZSERVE_HOME/servers/``.
+
+A server records itself when it starts listening and removes its entry when it stops. An entry
+whose process is gone, or whose pid now belongs to another process (psutil's create time tells),
+is stale and removed whenever the registry is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from zserve.errors import NotFound, UsageError
+
+__all__ = [
+    "ServerEntry",
+    "find_server",
+    "list_servers",
+    "new_server_id",
+    "register",
+    "stop_tree",
+    "unregister",
+]
+
+#: Set by `zserve start --detach` for the server process it spawns.
+SERVER_ID_ENV = "ZSERVE_SERVER_ID"
+LOG_FILE_ENV = "ZSERVE_LOG_FILE"
+
+#: Worker processes spawned by uvicorn's supervisor run multiprocessing's spawn_main.
+_WORKER_MARK = "spawn_main"
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    id: str
+    pid: int
+    #: psutil create_time of ``pid``: tells our server from a process that reused its pid.
+    create_time: float
+    url: str
+    host: str
+    port: int
+    deployment_id: str
+    deployment: str  # name:version
+    pipeline: str
+    workers: int
+    log_file: str | None
+    started_at: float
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def is_alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            return bool(abs(proc.create_time() - self.create_time) < 0.5 and proc.is_running())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    def process(self) -> psutil.Process:
+        return psutil.Process(self.pid)
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The processes answering requests: the workers, or the server itself for one."""
+        try:
+            proc = self.process()
+            if self.workers == 1:
+                return [proc]
+            return [c for c in proc.children() if _WORKER_MARK in " ".join(_cmdline(c))]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return list(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
+
+
+def servers_dir(home: str) -> Path:
+    return Path(home) / "servers"
+
+
+def new_server_id() -> str:
+    return secrets.token_hex(4)
+
+
+def register(home: str, entry: ServerEntry) -> Path:
+    """Write the entry atomically (a reader never sees half a file)."""
+    folder = servers_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{entry.id}.json"
+    tmp = folder / f".{entry.id}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(entry.to_dict(), indent=2))
+    tmp.replace(path)
+    return path
+
+
+def unregister(home: str, server_id: str) -> None:
+    (servers_dir(home) / f"{server_id}.json").unlink(missing_ok=True)
+
+
+def this_process_entry(**fields: Any) -> ServerEntry:
+    """An entry for the calling process (pid and create time filled in)."""
+    proc = psutil.Process()
+    return ServerEntry(
+        pid=proc.pid, create_time=proc.create_time(), started_at=time.time(), **fields
+    )
+
+
+def list_servers(home: str) -> list[ServerEntry]:
+    """Running servers, oldest first. Stale entries are removed on the way."""
+    folder = servers_dir(home)
+    if not folder.is_dir():
+        return []
+    entries = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            entry = ServerEntry(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            path.unlink(missing_ok=True)  # unreadable: not ours to keep
+            continue
+        if entry.is_alive():
+            entries.append(entry)
+        else:
+            path.unlink(missing_ok=True)
+    return sorted(entries, key=lambda e: e.started_at)
+
+
+def describe(entries: list[ServerEntry]) -> str:
+    return "; ".join(f"{e.id} ({e.deployment} at {e.url})" for e in entries)
+
+
+def find_server(home: str, ref: str | None) -> ServerEntry:
+    """A running server by id (or unique id prefix), port, or deployment name; with no ref,
+    the only running server."""
+    servers = list_servers(home)
+    if ref is None:
+        if len(servers) == 1:
+            return servers[0]
+        if not servers:
+            raise NotFound(
+                "No zserve server is running: start one with "
+                "`zserve start --deployment NAME --detach`"
+            )
+        raise UsageError(
+            f"{len(servers)} servers are running; name one (id, port or deployment): "
+            + describe(servers)
+        )
+    matches = [s for s in servers if s.id == ref]
+    if not matches and ref.isdigit():
+        matches = [s for s in servers if s.port == int(ref)]
+    if not matches:
+        matches = [s for s in servers if s.id.startswith(ref)]
+    if not matches:
+        matches = [
+            s for s in servers if ref in (s.deployment, s.deployment.split(":")[0], s.deployment_id)
+        ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        running = describe(servers) if servers else "none"
+        raise NotFound(f"No running server matches {ref!r}; running: {running}")
+    raise UsageError(f"{ref!r} matches {len(matches)} servers; name one by id: {describe(matches)}")
+
+
+def stop_tree(pid: int, timeout: float) -> bool:
+    """SIGTERM ``pid``, give it and its descendants ``timeout`` seconds to exit, then SIGKILL
+    whatever is left. True when everything exited by itself."""
+    try:
+        main = psutil.Process(pid)
+        tree = [main, *main.children(recursive=True)]
+        if timeout > 0:
+            main.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return True
+    _, alive = psutil.wait_procs(tree, timeout=timeout) if timeout > 0 else ([], tree)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return not alive
