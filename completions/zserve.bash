@@ -3,7 +3,8 @@
 # After changing commands or options run scripts/gen-completions (its --check mode is tested).
 #
 # Install: `source completions/zserve.bash` (e.g. from ~/.bashrc), or copy it to
-# /etc/bash_completion.d/zserve (or ~/.local/share/bash-completion/completions/zserve).
+# /etc/bash_completion.d/zserve (all users) or, with the bash-completion package,
+# to ~/.local/share/bash-completion/completions/zserve.
 
 # __zserve_spec PATH: what command PATH (e.g. 'zserve deployments show') accepts.
 # Sets __zs_cmds (subcommands), __zs_opts (option names), __zs_nslots (positional
@@ -58,129 +59,134 @@ __zserve_spec() {
   esac
 }
 
-# __zserve_value PATH WORD: how the value of option WORD (or of positional '#N') of
-# command PATH completes. Sets __zs_kind (choice, file, dir, text, none; empty for flags and
-# unknown words), __zs_nargs (values the option takes) and __zs_choices.
+# __zserve_value PATH WORD: how the value of option WORD (or of positional '#N')
+# of command PATH completes. Sets __zs_kind (choice, file, dir, text, none; empty
+# for flags and unknown words), __zs_nargs (values the option takes), __zs_choices.
 __zserve_value() {
-  __zs_kind= __zs_nargs=0 __zs_choices=()
+  __zs_kind='' __zs_nargs=0 __zs_choices=()
   case "$1 $2" in
     'zserve deploy --app-dir')
-      __zs_kind=dir
+      __zs_kind="dir"
       __zs_nargs=1
       ;;
     'zserve deploy --capture')
-      __zs_kind=text
+      __zs_kind="choice"
+      __zs_choices=(none metadata full sampled errors_only)
       __zs_nargs=1
       ;;
     'zserve deploy -n'|'zserve deploy --name')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve deploy #0')
-      __zs_kind=file
+      __zs_kind="file"
       ;;
     'zserve deployments delete #0')
-      __zs_kind=text
+      __zs_kind="text"
       ;;
     'zserve deployments list --name')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve deployments show #0')
-      __zs_kind=text
+      __zs_kind="text"
       ;;
     'zserve invoke --capture')
-      __zs_kind=text
+      __zs_kind="choice"
+      __zs_choices=(none metadata full sampled errors_only)
       __zs_nargs=1
       ;;
     'zserve invoke -d'|'zserve invoke --deployment')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve invoke -p'|'zserve invoke --param')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve invoke --params-json')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve invoke -s'|'zserve invoke --server')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve invoke --timeout')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve invoke --url')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve logs -n'|'zserve logs --tail')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve logs #0')
-      __zs_kind=text
+      __zs_kind="text"
       ;;
     'zserve run --app-dir')
-      __zs_kind=dir
+      __zs_kind="dir"
       __zs_nargs=1
       ;;
     'zserve run --capture')
-      __zs_kind=text
+      __zs_kind="choice"
+      __zs_choices=(none metadata full sampled errors_only)
       __zs_nargs=1
       ;;
     'zserve run -p'|'zserve run --param')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve run --params-json')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve run --timeout')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve run #0')
-      __zs_kind=file
+      __zs_kind="file"
       ;;
     'zserve start --capture-default')
-      __zs_kind=text
+      __zs_kind="choice"
+      __zs_choices=(none metadata full sampled errors_only)
       __zs_nargs=1
       ;;
     'zserve start -d'|'zserve start --deployment')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve start --host')
-      __zs_kind=text
+      __zs_kind="text"
       __zs_nargs=1
       ;;
     'zserve start --log-level')
-      __zs_kind=text
+      __zs_kind="choice"
+      __zs_choices=(critical error warning info debug trace)
       __zs_nargs=1
       ;;
     'zserve start --port')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve start --start-timeout')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve start -w'|'zserve start --workers')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve stop --timeout')
-      __zs_kind=none
+      __zs_kind="none"
       __zs_nargs=1
       ;;
     'zserve stop #0')
-      __zs_kind=text
+      __zs_kind="text"
       ;;
   esac
 }
@@ -227,12 +233,12 @@ __zserve_option() {
 
 # __zserve_files KIND PARTIAL PREFIX: file (or, for KIND dir, directory) names.
 __zserve_files() {
-  local f IFS=$'\n'
+  local f
   local -a found
   if [[ $1 == dir ]]; then
-    found=($(compgen -d -- "$2"))
+    mapfile -t found < <(compgen -d -- "$2")
   else
-    found=($(compgen -f -- "$2"))
+    mapfile -t found < <(compgen -f -- "$2")
   fi
   if [[ -z $3 ]]; then
     compopt -o filenames 2>/dev/null
@@ -274,7 +280,7 @@ __zserve_offer() {
 
 _zserve() {
   local -a words __zs_cmds __zs_opts __zs_choices
-  local cword cur w c i path=zserve npos=0 pending=0 pending_opt= dashdash=0 strip brk=
+  local cword cur w c i path=zserve npos=0 pending=0 pending_opt='' dashdash=0 strip brk=''
   local __zs_kind __zs_nargs __zs_nslots __zs_rest
   COMPREPLY=()
   __zserve_words

@@ -114,7 +114,7 @@ complete -c zserve -n "__zserve_at zserve" -s V -l version -d 'Print the version
 
 # zserve deploy
 complete -c zserve -n "__zserve_at 'zserve deploy'" -l app-dir -r -f -a '(__zserve_dirs)' -d 'Directory to import the source from (default: the current one).'
-complete -c zserve -n "__zserve_at 'zserve deploy'" -l capture -r -f -a '(__zserve_at_file)' -d 'Default capture mode: none, metadata, full, sampled, errors_only.'
+complete -c zserve -n "__zserve_at 'zserve deploy'" -l capture -r -f -a 'none metadata full sampled errors_only' -d 'Default capture mode.'
 complete -c zserve -n "__zserve_at 'zserve deploy'" -s h -l help -d 'Show this message and exit.'
 complete -c zserve -n "__zserve_at 'zserve deploy'" -l json -d 'Print one JSON document.'
 complete -c zserve -n "__zserve_at 'zserve deploy'" -s n -l name -r -f -a '(__zserve_at_file)' -d 'Deployment name (default: the pipeline\'s name).'
@@ -142,7 +142,7 @@ complete -c zserve -n "__zserve_at 'zserve deployments show'" -l json -d 'Print 
 complete -c zserve -n "__zserve_positional 'zserve deployments show' 0" -f -a '(__zserve_at_file)'
 
 # zserve invoke
-complete -c zserve -n "__zserve_at 'zserve invoke'" -l capture -r -f -a '(__zserve_at_file)' -d 'Capture mode for this run: none, metadata, full, sampled, errors_only.'
+complete -c zserve -n "__zserve_at 'zserve invoke'" -l capture -r -f -a 'none metadata full sampled errors_only' -d 'Capture mode for this run.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The running server of this deployment.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -s h -l help -d 'Show this message and exit.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -l json -d 'Print the server\'s JSON answer as it is.'
@@ -164,7 +164,7 @@ complete -c zserve -n "__zserve_at 'zserve ps'" -l json -d 'Print one JSON docum
 
 # zserve run
 complete -c zserve -n "__zserve_at 'zserve run'" -l app-dir -r -f -a '(__zserve_dirs)' -d 'Directory to import a source from (default: the current one).'
-complete -c zserve -n "__zserve_at 'zserve run'" -l capture -r -f -a '(__zserve_at_file)' -d 'Capture mode for this run: none, metadata, full, sampled, errors_only.'
+complete -c zserve -n "__zserve_at 'zserve run'" -l capture -r -f -a 'none metadata full sampled errors_only' -d 'Capture mode for this run.'
 complete -c zserve -n "__zserve_at 'zserve run'" -s h -l help -d 'Show this message and exit.'
 complete -c zserve -n "__zserve_at 'zserve run'" -l json -d 'Print the same JSON a server answers.'
 complete -c zserve -n "__zserve_at 'zserve run'" -s p -l param -r -f -a '(__zserve_at_file)' -d 'A parameter as name=value (repeatable); typed by the pipeline.'
@@ -174,13 +174,13 @@ complete -c zserve -n "__zserve_at 'zserve run'" -l traceback -d 'When a step ra
 complete -c zserve -n "__zserve_positional 'zserve run' 0" -F
 
 # zserve start
-complete -c zserve -n "__zserve_at 'zserve start'" -l capture-default -r -f -a '(__zserve_at_file)' -d 'Default capture mode: none, metadata, full, sampled, errors_only.'
+complete -c zserve -n "__zserve_at 'zserve start'" -l capture-default -r -f -a 'none metadata full sampled errors_only' -d 'Default capture mode (default none).'
 complete -c zserve -n "__zserve_at 'zserve start'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The deployment: id, name (latest), or name:version.'
 complete -c zserve -n "__zserve_at 'zserve start'" -l detach -d 'Run in the background; return once /health answers.'
 complete -c zserve -n "__zserve_at 'zserve start'" -s h -l help -d 'Show this message and exit.'
 complete -c zserve -n "__zserve_at 'zserve start'" -l host -r -f -a '(__zserve_at_file)' -d 'Address to bind (default 127.0.0.1).'
 complete -c zserve -n "__zserve_at 'zserve start'" -l json -d 'With --detach: print one JSON document.'
-complete -c zserve -n "__zserve_at 'zserve start'" -l log-level -r -f -a '(__zserve_at_file)' -d 'Log level: critical, error, warning, info, debug, trace.'
+complete -c zserve -n "__zserve_at 'zserve start'" -l log-level -r -f -a 'critical error warning info debug trace' -d 'Log level (default info).'
 complete -c zserve -n "__zserve_at 'zserve start'" -l port -r -f -d 'Port to bind (default 8001; 0 picks a free one).'
 complete -c zserve -n "__zserve_at 'zserve start'" -l start-timeout -r -f -d 'With --detach: seconds to wait for /health.'
 complete -c zserve -n "__zserve_at 'zserve start'" -s w -l workers -r -f -d 'Worker processes (default 1; uvicorn restarts dead ones).'

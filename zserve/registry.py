@@ -142,9 +142,10 @@ def describe(entries: list[ServerEntry]) -> str:
     return "; ".join(f"{e.id} ({e.deployment} at {e.url})" for e in entries)
 
 
-def find_server(home: str, ref: str | None) -> ServerEntry:
-    """A running server by id (or unique id prefix), port, or deployment name; with no ref,
-    the only running server."""
+def find_server(home: str, ref: str | None, *, deployment_only: bool = False) -> ServerEntry:
+    """A running server by id, port, deployment (name, name:version or id), or id prefix (4+
+    characters), in that order; with no ref, the only running server. ``deployment_only``
+    matches deployments alone."""
     servers = list_servers(home)
     if ref is None:
         if len(servers) == 1:
@@ -158,15 +159,19 @@ def find_server(home: str, ref: str | None) -> ServerEntry:
             f"{len(servers)} servers are running; name one (id, port or deployment): "
             + describe(servers)
         )
-    matches = [s for s in servers if s.id == ref]
-    if not matches and ref.isdigit():
-        matches = [s for s in servers if s.port == int(ref)]
-    if not matches:
-        matches = [s for s in servers if s.id.startswith(ref)]
-    if not matches:
-        matches = [
-            s for s in servers if ref in (s.deployment, s.deployment.split(":")[0], s.deployment_id)
-        ]
+    by_deployment = [
+        s for s in servers if ref in (s.deployment, s.deployment.split(":")[0], s.deployment_id)
+    ]
+    if deployment_only:
+        matches = by_deployment
+    else:
+        matches = [s for s in servers if s.id == ref]
+        if not matches and ref.isdigit():
+            matches = [s for s in servers if s.port == int(ref)]
+        if not matches:
+            matches = by_deployment
+        if not matches and len(ref) >= 4:
+            matches = [s for s in servers if s.id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if not matches:

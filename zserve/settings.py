@@ -12,14 +12,24 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from zserve.errors import UsageError
 
-__all__ = ["CAPTURE_MODES", "ENV_VARS", "SETTINGS_ENV", "Settings"]
+__all__ = [
+    "CAPTURE_MODES",
+    "ENV_VARS",
+    "LOG_LEVELS",
+    "SETTINGS_ENV",
+    "CaptureMode",
+    "LogLevel",
+    "Settings",
+]
 
-CAPTURE_MODES = ("none", "metadata", "full", "sampled", "errors_only")
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+CaptureMode = Literal["none", "metadata", "full", "sampled", "errors_only"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+CAPTURE_MODES: tuple[str, ...] = get_args(CaptureMode)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 #: Where the parent process hands resolved settings to its workers.
 SETTINGS_ENV = "ZSERVE_SETTINGS_JSON"

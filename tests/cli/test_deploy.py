@@ -90,7 +90,6 @@ def test_list_show_delete(zhome: Path) -> None:
         (("deployments", "delete", "nope"), "Error: No deployment matches 'nope'"),
         (("deploy", "no_such_mod_zz:p"), "Error: No module named 'no_such_mod_zz'"),
         (("deploy", WEATHER, "--capture", "full"), "Error: Capture mode 'full' is not supported"),
-        (("deploy", WEATHER, "--capture", "lots"), "Error: Unknown capture mode 'lots'"),
         (("deploy", "zserve.examples.weather:fetch_data"), "is a Step, not a pipeline"),
     ],
 )
@@ -145,3 +144,55 @@ def test_version_and_help() -> None:
 
     assert zserve("--version").stdout.strip() == f"zserve {__version__}"
     assert "deploy" in zserve("--help").stdout
+
+
+def test_prints_at_import_do_not_spoil_json_output(zhome: Path, tmp_path: Path) -> None:
+    flow = tmp_path / "noisy.py"
+    flow.write_text(
+        "from zserve import pipeline\nprint('hello from import')\n\n"
+        "@pipeline\ndef noisy(x: int) -> int:\n    return x\n"
+    )
+    result = zserve("deploy", f"{flow}:noisy", "--json")
+    assert json.loads(result.stdout)["deployment"]["name"] == "noisy"
+    assert "hello from import" in result.stderr
+
+
+def test_a_relative_file_source_is_relative_to_the_working_directory(
+    zhome: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "p.py").write_text(
+        "from zserve import pipeline\n\n@pipeline\ndef p(x: int) -> int:\n    return x\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = zserve("deploy", "src/p.py:p", "--app-dir", "src", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["deployment"]["source"] == f"{tmp_path}/src/p.py:p"
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("foo://x", 2, "The store URL 'foo://x' is not usable"),
+        (
+            "postgresql+psycopg://u:pw@127.0.0.1:9/db",
+            3,
+            "Cannot open the store at postgresql+psycopg://u:***@127.0.0.1:9/db",
+        ),
+    ],
+)
+def test_an_unusable_store_is_one_error_line(
+    zhome: Path, monkeypatch: pytest.MonkeyPatch, url: str, code: int, message: str
+) -> None:
+    monkeypatch.setenv("ZSERVE_STORE_URL", url)
+    result = zserve("deployments", "list")
+    assert result.exit_code == code
+    assert result.stderr.startswith(f"Error: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_an_unknown_capture_mode_is_a_usage_error(zhome: Path) -> None:
+    result = zserve("deploy", WEATHER, "--capture", "lots")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith("Error: Invalid value for '--capture'")
+    assert "errors_only" in result.stderr

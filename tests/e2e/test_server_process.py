@@ -213,3 +213,30 @@ def test_a_failing_step_reaches_the_client_without_traceback_and_the_log_with_on
     log = server.output()
     assert "Traceback (most recent call last)" in log
     assert "ValueError: cannot process value 5" in log
+
+
+def test_a_worker_restarted_after_the_source_changed_stops_the_server(
+    zhome: Path, tmp_path: Path, servers: Any
+) -> None:
+    import json
+    import signal
+
+    import psutil
+
+    flow = tmp_path / "wp.py"
+    flow.write_text("from zserve import pipeline\n\n@pipeline\ndef wp() -> str:\n    return 'v1'\n")
+    deployment = json.loads(cli("deploy", f"{flow}:wp", "--json").stdout)["deployment"]
+    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"], "ZSERVE_WORKERS": "2"})
+    flow.write_text(flow.read_text().replace("v1", "v2"))
+    workers = [
+        c
+        for c in psutil.Process(server.proc.pid).children()
+        if "spawn_main" in " ".join(c.cmdline())
+    ]
+    assert len(workers) == 2
+    workers[0].send_signal(signal.SIGKILL)
+    assert server.proc.wait(60) is not None  # the whole server stops, rather than mix versions
+    log = server.output()
+    assert f"{flow} changed since deployment wp:1 was made" in log
+    assert "stopping the server" in log
+    assert log.count("Traceback") == 0

@@ -198,3 +198,104 @@ def test_non_blocking_steps_stay_on_the_loop_and_async_steps_are_awaited() -> No
     assert [s.where for s in plan.stages or []] == ["loop"]
     assert run(mixed, x=1) == {"output": 4}
     assert len(set(loop_threads)) == 1
+
+
+@step
+def append(items: list[int], value: int) -> list[int]:
+    items.append(value)
+    return items
+
+
+@pipeline
+def with_list_constant(value: int) -> list[int]:
+    return append([], value)
+
+
+def test_a_list_written_in_the_body_is_fresh_for_every_run() -> None:
+    assert run(with_list_constant, value=1) == {"output": [1]}
+    assert run(with_list_constant, value=2) == {"output": [2]}
+
+
+def test_after_a_timeout_no_further_sync_step_starts() -> None:
+    import time
+
+    ran: list[str] = []
+
+    @step
+    def first(x: int) -> int:
+        ran.append("first")
+        return x
+
+    @step
+    def slow(x: int) -> int:
+        time.sleep(0.3)
+        ran.append("slow")
+        return x
+
+    @step
+    def charge_card(x: int) -> int:
+        ran.append("charge_card")
+        return x
+
+    @pipeline
+    def chain3(x: int) -> int:
+        return charge_card(slow(first(x)))
+
+    plan = compile_plan(chain3)
+    assert [s.where for s in plan.stages or []] == ["thread"]
+    with pytest.raises(ExecutionTimeout):
+        asyncio.run(execute(plan, {"x": 1}, job_id="j", timeout_s=0.1))
+    time.sleep(0.5)  # the running step finishes in its thread; nothing after it may start
+    assert ran == ["first", "slow"]
+
+
+def test_a_step_calling_sys_exit_is_a_step_failure() -> None:
+    import sys
+
+    @step
+    def quits(x: int) -> int:
+        sys.exit(4)
+
+    @pipeline
+    def p(x: int) -> int:
+        return quits(x)
+
+    with pytest.raises(StepFailed, match="Step 'quits' raised SystemExit: 4"):
+        run(p, x=1)
+
+
+def test_an_implicit_tuple_of_the_wrong_length_names_the_pipeline() -> None:
+    from zserve.errors import ExecutionFailed
+
+    @pipeline
+    def pair(x: int) -> tuple[int, int]:
+        return (x, x, x)  # type: ignore[return-value]
+
+    with pytest.raises(ExecutionFailed, match=r"'pair' is annotated to return 2 values .* 3"):
+        run(pair, x=1)
+
+
+def test_a_pipeline_calling_another_pipeline_inlines_its_steps() -> None:
+    @pipeline
+    def inner(city: str) -> str:
+        return analyze(fetch(city), 2)
+
+    @pipeline
+    def outer(city: str) -> str:
+        return inner(city)
+
+    assert [n.id for n in outer.graph.nodes] == ["fetch", "analyze"]
+    assert run(outer, city="Bern") == {"output": "Bern:2"}
+
+
+STEPS = {"fetch": fetch}
+
+
+@pipeline
+def via_dict(city: str) -> dict[str, Any]:
+    return STEPS["fetch"](city)  # type: ignore[no-any-return]
+
+
+def test_steps_reached_through_a_dict_are_traced() -> None:
+    assert [n.id for n in via_dict.graph.nodes] == ["fetch"]
+    assert run(via_dict, city="Graz") == {"output": {"city": "Graz", "temp": 25}}

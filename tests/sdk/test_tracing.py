@@ -176,3 +176,29 @@ def test_generator_steps_are_refused_clearly_until_streaming_exists() -> None:
 
     with pytest.raises(TypeError, match="generator"):
         step(gen)
+
+
+def test_node_ids_stay_unique_when_a_step_is_named_like_a_repeat() -> None:
+    @step(name="double_2")
+    def other(x: int) -> int:
+        return -x
+
+    @pipeline
+    def p(x: int) -> dict[str, int]:
+        return {"a": double(x), "b": other(x), "c": double(x)}
+
+    assert [n.id for n in p.graph.nodes] == ["double", "double_2", "double_3"]
+    assert p.graph.outputs["b"] == Ref("step", "double_2")
+
+
+def test_positional_only_step_parameters_are_refused() -> None:
+    @step
+    def po(x: int, /) -> int:
+        return x
+
+    @pipeline
+    def p(x: int) -> int:
+        return po(x)
+
+    with pytest.raises(PipelineDefinitionError, match="parameter 'x' must be an ordinary"):
+        _ = p.graph

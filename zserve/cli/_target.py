@@ -29,8 +29,10 @@ def resolve_url(url: str | None, server: str | None, deployment: str | None) -> 
     if url:
         return url
     settings = Settings.from_env()
-    if server or deployment:
-        return registry.find_server(settings.home, server or deployment).url
+    if server:
+        return registry.find_server(settings.home, server).url
+    if deployment:
+        return registry.find_server(settings.home, deployment, deployment_only=True).url
     if settings.url:
         return settings.url
     return registry.find_server(settings.home, None).url

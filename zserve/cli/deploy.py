@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 import typer
 
 from zserve.cli._output import print_json
-from zserve.settings import CAPTURE_MODES, Settings
+from zserve.settings import CaptureMode, Settings
 
 
 def deploy(
@@ -17,9 +19,7 @@ def deploy(
     name: str | None = typer.Option(
         None, "--name", "-n", help="Deployment name (default: the pipeline's name)."
     ),
-    capture: str | None = typer.Option(
-        None, "--capture", help=f"Default capture mode: {', '.join(CAPTURE_MODES)}."
-    ),
+    capture: CaptureMode | None = typer.Option(None, "--capture", help="Default capture mode."),
     app_dir: str | None = typer.Option(
         None, "--app-dir", help="Directory to import the source from (default: the current one)."
     ),
@@ -27,16 +27,16 @@ def deploy(
 ) -> None:
     """Import and compile a pipeline and store it as a deployment; print its id."""
     from zserve.engine.plan import compile_plan
-    from zserve.errors import CaptureNotSupported, UsageError
+    from zserve.errors import CaptureNotSupported
     from zserve.sdk.loader import file_hashes, load_pipeline
     from zserve.store import Store
 
-    if capture is not None and capture not in CAPTURE_MODES:
-        raise UsageError(f"Unknown capture mode {capture!r}: use one of {', '.join(CAPTURE_MODES)}")
     settings = Settings.from_env()
-    loaded = load_pipeline(source, app_dir)
-    pipe = loaded.pipeline
-    plan = compile_plan(pipe)
+    # whatever the user's module prints while it is imported must not end up in --json output
+    with contextlib.redirect_stdout(sys.stderr):
+        loaded = load_pipeline(source, app_dir)
+        pipe = loaded.pipeline
+        plan = compile_plan(pipe)
     mode = capture or pipe.capture or settings.capture_default
     if mode != "none":
         raise CaptureNotSupported(

@@ -7,7 +7,7 @@ import typer
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli._params import parse_params
 from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION, resolve_url
-from zserve.settings import CAPTURE_MODES, Settings
+from zserve.settings import CaptureMode, Settings
 
 PARAM_OPTION = typer.Option(
     None, "--param", "-p", help="A parameter as name=value (repeatable); typed by the pipeline."
@@ -15,15 +15,13 @@ PARAM_OPTION = typer.Option(
 PARAMS_JSON_OPTION = typer.Option(
     None, "--params-json", help="Parameters as a JSON object, @file.json, or @- for stdin."
 )
-CAPTURE_OPTION = typer.Option(
-    None, "--capture", help=f"Capture mode for this run: {', '.join(CAPTURE_MODES)}."
-)
+CAPTURE_OPTION = typer.Option(None, "--capture", help="Capture mode for this run.")
 
 
 def invoke(
     param: list[str] | None = PARAM_OPTION,
     params_json: str | None = PARAMS_JSON_OPTION,
-    capture: str | None = CAPTURE_OPTION,
+    capture: CaptureMode | None = CAPTURE_OPTION,
     timeout: float | None = typer.Option(
         None, "--timeout", help="Give up after this many seconds (the server answers 504)."
     ),

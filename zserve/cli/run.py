@@ -13,6 +13,7 @@ import typer
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli.invoke import CAPTURE_OPTION, PARAM_OPTION, PARAMS_JSON_OPTION
 from zserve.errors import InvalidParameters, StepFailed, ZServeError
+from zserve.settings import CaptureMode
 
 
 def run(
@@ -23,7 +24,7 @@ def run(
     ),
     param: list[str] | None = PARAM_OPTION,
     params_json: str | None = PARAMS_JSON_OPTION,
-    capture: str | None = CAPTURE_OPTION,
+    capture: CaptureMode | None = CAPTURE_OPTION,
     timeout: float | None = typer.Option(None, "--timeout", help="Give up after S seconds."),
     app_dir: str | None = typer.Option(
         None, "--app-dir", help="Directory to import a source from (default: the current one)."

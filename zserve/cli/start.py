@@ -12,7 +12,7 @@ import typer
 
 from zserve.cli._output import print_json
 from zserve.errors import CaptureNotSupported, ServerError
-from zserve.settings import CAPTURE_MODES, LOG_LEVELS, Settings
+from zserve.settings import CaptureMode, LogLevel, Settings
 
 #: How long `start --detach` waits for /health before giving up (seconds).
 DEFAULT_START_TIMEOUT = 60.0
@@ -29,11 +29,11 @@ def start(
     workers: int | None = typer.Option(
         None, "--workers", "-w", help="Worker processes (default 1; uvicorn restarts dead ones)."
     ),
-    capture_default: str | None = typer.Option(
-        None, "--capture-default", help=f"Default capture mode: {', '.join(CAPTURE_MODES)}."
+    capture_default: CaptureMode | None = typer.Option(
+        None, "--capture-default", help="Default capture mode (default none)."
     ),
-    log_level: str | None = typer.Option(
-        None, "--log-level", help=f"Log level: {', '.join(LOG_LEVELS)}."
+    log_level: LogLevel | None = typer.Option(
+        None, "--log-level", help="Log level (default info)."
     ),
     detach: bool = typer.Option(
         False, "--detach", help="Run in the background; return once /health answers."

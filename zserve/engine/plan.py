@@ -4,13 +4,15 @@ models that validate a request."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
+from zserve.errors import PipelineDefinitionError
 from zserve.sdk.pipeline import Pipeline
 from zserve.sdk.schema import parameter_schema
 from zserve.sdk.tracing import Node, Ref
@@ -38,7 +40,18 @@ def _getter(ref: Ref) -> Getter:
             return lambda params, results: results[key]
         return lambda params, results: results[key][index]
     value = ref.value
-    return lambda params, results: value
+    if _immutable(value):
+        return lambda params, results: value
+    # A list or dict written in the body: every run gets its own copy.
+    return lambda params, results: copy.deepcopy(value)
+
+
+def _immutable(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_immutable(v) for v in value)
+    return False
 
 
 @dataclass
@@ -82,6 +95,8 @@ class Plan:
     request_model: type[BaseModel]
     defaults: dict[str, Any]
     schema: dict[str, dict[str, Any]]
+    #: step id -> how many items its result must have (an implicit step annotated tuple[...])
+    arity: dict[str, int] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,6 +114,7 @@ def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[BaseModel], dic
     defaults: dict[str, Any] = {}
     for name, param in pipe.signature.parameters.items():
         annotation = hints.get(name, Any)
+        _check_parameter(pipe.name, name, annotation)
         if param.default is inspect.Parameter.empty:
             fields[name] = (annotation, ...)
         else:
@@ -120,6 +136,24 @@ def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[BaseModel], dic
         timeout_s=(float | None, Field(default=None, gt=0)),
     )
     return params_model, request_model, defaults
+
+
+def _check_parameter(pipeline: str, name: str, annotation: Any) -> None:
+    """A parameter must be a request field: a plain name and a type pydantic reads from JSON."""
+    if name.startswith(("_", "model_")):
+        raise PipelineDefinitionError(
+            f"pipeline '{pipeline}': parameter '{name}' cannot be a request field (names "
+            "starting with '_' or 'model_' are reserved by pydantic); rename it"
+        )
+    try:
+        TypeAdapter(annotation).json_schema()
+    except Exception as exc:
+        kind = getattr(annotation, "__name__", repr(annotation))
+        raise PipelineDefinitionError(
+            f"pipeline '{pipeline}': parameter '{name}' has type {kind}, which cannot be read "
+            "from a JSON request; use JSON-friendly types (str, int, float, bool, list, dict, "
+            f"pydantic models, dataclasses) ({type(exc).__name__})"
+        ) from None
 
 
 def _compile_step(node: Node) -> CompiledStep:
@@ -174,6 +208,11 @@ def compile_plan(pipe: Pipeline) -> Plan:
         request_model=request_model,
         defaults=defaults,
         schema=schema,
+        arity={
+            ref.name: 1 + max(r.index or 0 for r in graph.outputs.values() if r.name == ref.name)
+            for ref in graph.outputs.values()
+            if ref.kind == "step" and ref.index is not None
+        },
     )
     plan.spec = describe(plan)
     return plan

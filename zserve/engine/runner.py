@@ -8,11 +8,12 @@ the time of the slowest branch; the first failing step cancels its siblings.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from zserve.engine.context import RunContext, _current
 from zserve.engine.plan import CompiledStep, Plan
-from zserve.errors import ExecutionTimeout, StepFailed
+from zserve.errors import ExecutionFailed, ExecutionTimeout, StepFailed
 
 __all__ = ["execute"]
 
@@ -44,9 +45,21 @@ async def execute(
                 raise ExecutionTimeout(
                     f"Pipeline '{plan.name}' did not finish within {timeout_s:g} s"
                 ) from None
-        return {name: get(params, results) for name, get in plan.outputs}
+        return _outputs(plan, params, results)
     finally:
         _current.reset(token)
+
+
+def _outputs(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    for node, arity in plan.arity.items():
+        value = results[node]
+        if not isinstance(value, tuple | list) or len(value) != arity:
+            got = f"{len(value)} values" if isinstance(value, tuple | list) else repr(value)[:80]
+            raise ExecutionFailed(
+                f"Pipeline '{plan.name}' is annotated to return {arity} values "
+                f"(output_0..output_{arity - 1}) but returned {got}"
+            )
+    return {name: get(params, results) for name, get in plan.outputs}
 
 
 async def _run(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> None:
@@ -55,23 +68,33 @@ async def _run(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> N
         return
     for stage in plan.stages:
         if stage.where == "thread":
-            await asyncio.to_thread(_run_sync_steps, stage.steps, params, results)
+            stop = threading.Event()
+            try:
+                await asyncio.to_thread(_run_sync_steps, stage.steps, params, results, stop)
+            except asyncio.CancelledError:
+                stop.set()  # timed out or cancelled: the thread starts no further step
+                raise
             continue
         for s in stage.steps:
             try:
                 kwargs = s.kwargs(params, results)
                 results[s.id] = await s.fn(**kwargs) if s.is_async else s.fn(**kwargs)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise StepFailed(s.id, exc) from exc
 
 
 def _run_sync_steps(
-    steps: list[CompiledStep], params: dict[str, Any], results: dict[str, Any]
+    steps: list[CompiledStep],
+    params: dict[str, Any],
+    results: dict[str, Any],
+    stop: threading.Event,
 ) -> None:
     for s in steps:
+        if stop.is_set():
+            return
         try:
             results[s.id] = s.fn(**s.kwargs(params, results))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise StepFailed(s.id, exc) from exc
 
 
@@ -83,7 +106,7 @@ async def _run_step(s: CompiledStep, params: dict[str, Any], results: dict[str, 
         if s.blocking:
             return await asyncio.to_thread(s.fn, **kwargs)
         return s.fn(**kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise StepFailed(s.id, exc) from exc
 
 

@@ -50,8 +50,9 @@ def load_pipeline(source: str, import_root: str | None = None) -> LoadedSource:
     if target.endswith(".py") or "/" in target:
         path = Path(target)
         if not path.is_absolute():
-            path = Path(root) / path
-        path = path.resolve()
+            # relative to the working directory, like any CLI path; else to the import root
+            here, there = path.resolve(), (Path(root) / path).resolve()
+            path = here if here.is_file() or not there.is_file() else there
         module = _import_file(path)
         normalized = f"{path}:{attr}"
     else:
@@ -66,7 +67,8 @@ def load_pipeline(source: str, import_root: str | None = None) -> LoadedSource:
                 if found
                 else "; it defines no @pipeline"
             )
-            raise SourceError(f"Module '{module.__name__}' has no attribute '{attr}'{hint}")
+            where = f"{target}" if target.endswith(".py") or "/" in target else f"Module '{target}'"
+            raise SourceError(f"{where} has no attribute '{attr}'{hint}")
         obj = getattr(obj, part)
     if not isinstance(obj, Pipeline):
         kind = "function" if inspect.isfunction(obj) else type(obj).__name__
@@ -113,7 +115,8 @@ def _import_file(path: Path) -> ModuleType:
 def _import_failure(name: str, exc: BaseException) -> str:
     """The error as the user needs it: the exception and where in *their* code it was raised."""
     frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if "importlib" not in f.filename]
+    ours = str(Path(__file__).resolve().parent.parent)  # the zserve package itself
+    user = [f for f in frames if "importlib" not in f.filename and not f.filename.startswith(ours)]
     where = f" ({user[-1].filename}:{user[-1].lineno})" if user else ""
     return f"Importing '{name}' failed: {type(exc).__name__}: {exc}{where}"
 

@@ -89,11 +89,11 @@ class Pipeline:
         names = set(code.co_names) | set(code.co_freevars)
         for name in names:
             value = scope.get(name)
-            if isinstance(value, Step):
+            if _wires_steps(value):
                 return True
-            # module.step_name: any module attribute that is a Step counts
+            # module.step_name: any module attribute that is a step counts
             if inspect.ismodule(value) and any(
-                isinstance(getattr(value, attr, None), Step) for attr in code.co_names
+                _wires_steps(getattr(value, attr, None)) for attr in code.co_names
             ):
                 return True
         return False
@@ -124,6 +124,17 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name}>"
+
+
+def _wires_steps(value: Any) -> bool:
+    """A step, another pipeline (its steps are inlined), or a dict/list/tuple holding steps."""
+    if isinstance(value, Step | Pipeline):
+        return True
+    if isinstance(value, dict):
+        return any(isinstance(v, Step | Pipeline) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(isinstance(v, Step | Pipeline) for v in value)
+    return False
 
 
 @overload

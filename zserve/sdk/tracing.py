@@ -174,7 +174,6 @@ class Tracer:
         self.pipeline_name = pipeline_name
         self.code = code
         self.graph = Graph()
-        self._ids: dict[str, int] = {}
 
     def where(self) -> str:
         """``file:line`` of the pipeline body line being traced."""
@@ -208,14 +207,17 @@ class Tracer:
             raise PipelineDefinitionError(
                 f"{self.where()}: step '{step.name}' called with the wrong arguments: {exc}"
             ) from None
-        count = self._ids.get(step.name, 0) + 1
-        self._ids[step.name] = count
-        node_id = step.name if count == 1 else f"{step.name}_{count}"
+        used = {node.id for node in self.graph.nodes}
+        node_id, count = step.name, 1
+        while node_id in used:  # the same step called again: name_2, name_3, ...
+            count += 1
+            node_id = f"{step.name}_{count}"
         inputs: dict[str, Ref] = {}
         for pname, param in step.signature.parameters.items():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
                 raise PipelineDefinitionError(
-                    f"step '{step.name}' takes *{pname}: steps need named parameters"
+                    f"step '{step.name}': parameter '{pname}' must be an ordinary named "
+                    "parameter (no *args, **kwargs or positional-only)"
                 )
             if pname in bound.arguments:
                 inputs[pname] = self.ref(bound.arguments[pname], f"argument '{pname}'")

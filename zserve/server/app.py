@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -110,7 +112,8 @@ class Service:
             "execution_time_ms": round(elapsed * 1000, 3),
         }
         try:
-            content = to_json(doc)
+            # NaN and infinities are not JSON: they are answered as null, as browsers do
+            content = to_json(doc, inf_nan_mode="null")
         except PydanticSerializationError as exc:
             return _unserialisable(outputs, exc, job_id)
         return Response(content, media_type="application/json")
@@ -274,17 +277,25 @@ def _document_invoke(app: FastAPI, service: Service) -> None:
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: everything comes from the environment."""
-    from zserve.server.boot import load_plan
+    from zserve.errors import SourceChanged
+    from zserve.server.boot import check_sources, load_plan
 
     settings = Settings.from_json(os.environ[SETTINGS_ENV])
     record = DeploymentRecord.from_json(os.environ[DEPLOYMENT_ENV])
+    try:
+        check_sources(record)
+    except SourceChanged as err:
+        # A worker restarted by uvicorn's supervisor after the code changed on disk: serving
+        # the new code beside the old would mix versions, and failing here would restart it
+        # forever. Stop the whole server instead, saying why.
+        print(f"Error: {err}; stopping the server", file=sys.stderr, flush=True)
+        os.kill(os.getppid(), signal.SIGTERM)
+        raise SystemExit(3) from None
     return create_app(settings, record, load_plan(record))
 
 
 def main() -> None:
     """``python -m zserve.server.app``: serve the deployment named by the environment."""
-    import sys
-
     from zserve.registry import LOG_FILE_ENV, SERVER_ID_ENV
     from zserve.server.boot import serve
 

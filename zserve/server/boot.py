@@ -11,6 +11,7 @@ import errno
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -55,17 +56,20 @@ def resolve_deployment(settings: Settings) -> DeploymentRecord:
 
 def check_sources(record: DeploymentRecord) -> None:
     """Refuse to serve code that changed since it was deployed."""
+    redeploy = (
+        f"`zserve deploy {shlex.quote(record.source)} --name {shlex.quote(record.name)} "
+        f"--app-dir {shlex.quote(record.import_root)}`"
+    )
     for path, digest in sorted(record.file_hashes.items()):
         p = Path(path)
         if not p.is_file():
             raise SourceChanged(
                 f"{path} (part of deployment {record.ref}) no longer exists: redeploy with "
-                f"`zserve deploy {record.source} --name {record.name}`"
+                f"{redeploy}"
             )
         if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
             raise SourceChanged(
-                f"{path} changed since deployment {record.ref} was made: redeploy with "
-                f"`zserve deploy {record.source} --name {record.name}`"
+                f"{path} changed since deployment {record.ref} was made: redeploy with {redeploy}"
             )
 
 

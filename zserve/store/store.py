@@ -34,11 +34,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from zserve.engine.deployment import DeploymentRecord
-from zserve.errors import AmbiguousDeployment, DeploymentNotFound, UsageError
+from zserve.errors import AmbiguousDeployment, DeploymentNotFound, ServerError, UsageError
 from zserve.store.models import Deployment
 
 if TYPE_CHECKING:
@@ -103,12 +103,21 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = make_url(url)
-        self._sqlite_path = _sqlite_file(parsed)
-        if self._sqlite_path is not None:
-            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-            parsed = parsed.set(database=str(self._sqlite_path))
-        self.engine: Engine = create_engine(parsed)
+        shown = _hide_password(url)
+        try:
+            parsed = make_url(url)
+            self._sqlite_path = _sqlite_file(parsed)
+            if self._sqlite_path is not None:
+                self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+                parsed = parsed.set(database=str(self._sqlite_path))
+            self.engine: Engine = create_engine(parsed)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise UsageError(
+                f"The store URL {shown!r} is not usable ({exc}): set ZSERVE_STORE_URL to a "
+                "SQLAlchemy URL such as sqlite:///path/zserve.db or postgresql+psycopg://..."
+            ) from None
+        except OSError as exc:
+            raise ServerError(f"Cannot create the store at {shown}: {exc}") from None
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _configure_sqlite)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -116,6 +125,10 @@ class Store:
         self.migrated = False
         try:
             self.migrated = self._migrate_if_behind()
+        except (SQLAlchemyError, OSError) as exc:
+            self.engine.dispose()
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            raise ServerError(f"Cannot open the store at {shown}: {reason}") from None
         except BaseException:
             self.engine.dispose()
             raise
@@ -444,3 +457,10 @@ def _resolve(session: Session, ref: str) -> list[Deployment]:
                 f"{MIN_ID_PREFIX} characters): {_LIST_HINT}"
             )
     raise DeploymentNotFound(f"No deployment matches {ref!r}: {_LIST_HINT}")
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
