@@ -258,3 +258,16 @@ def test_invoke_loads_no_server_or_database_code(started: list[dict[str, Any]]) 
     loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
     # (pydantic is loaded by typer itself, so it is not on this list)
     assert not loaded & {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic"}
+
+
+def test_an_open_address_without_a_key_warns(started: list[dict[str, Any]]) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    proc = cli("start", "-d", "weather", "--host", "0.0.0.0", "--port", "0", "--detach", "--json")
+    started.append(json.loads(proc.stdout))
+    assert proc.stderr.startswith("Warning: listening on 0.0.0.0 without an auth key")
+    env = {**os.environ, "ZSERVE_AUTH_KEY": "k"}
+    keyed = cli(
+        "start", "-d", "weather", "--host", "0.0.0.0", "--port", "0", "--detach", "--json", env=env
+    )
+    started.append(json.loads(keyed.stdout))
+    assert "Warning" not in keyed.stderr

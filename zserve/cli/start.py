@@ -58,10 +58,12 @@ def start(
         raise CaptureNotSupported(
             f"Capture mode {capture!r} is not supported yet: start with --capture-default none"
         )
-    if not detach:
-        from zserve.server.boot import serve
+    from zserve.server.boot import open_address_warning, serve
 
+    if not detach:  # serve() prints the open-address warning itself
         raise typer.Exit(serve(settings, record))
+    if warning := open_address_warning(settings):
+        typer.echo(warning, err=True)
     _detach(settings, start_timeout, json_)
 
 

@@ -38,8 +38,19 @@ from zserve.settings import SETTINGS_ENV, Settings
 __all__ = ["bind_socket", "check_sources", "load_plan", "resolve_deployment", "serve"]
 
 logger = logging.getLogger("zserve.server")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: prometheus_client's switch to multiprocess mode, read once when it is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def open_address_warning(settings: Settings) -> str | None:
+    """A warning when the server will be reachable beyond this machine without a key."""
+    if settings.host in LOOPBACK or settings.auth_key:
+        return None
+    return (
+        f"Warning: listening on {settings.host} without an auth key: anyone who can reach "
+        "this address can run the pipeline. Set ZSERVE_AUTH_KEY."
+    )
 
 
 def resolve_deployment(settings: Settings) -> DeploymentRecord:
@@ -133,12 +144,8 @@ def serve(
         plan = load_plan(record)
     except ZServeError as err:
         raise ServerError(f"Deployment {record.ref} cannot be loaded: {err}") from None
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth_key:
-        print(
-            f"Warning: listening on {settings.host} without an auth key: anyone who can reach "
-            "this address can run the pipeline. Set ZSERVE_AUTH_KEY.",
-            file=sys.stderr,
-        )
+    if warning := open_address_warning(settings):
+        print(warning, file=sys.stderr)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings = settings.replace(port=port)
