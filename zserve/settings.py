@@ -48,6 +48,14 @@ ENV_VARS: dict[str, tuple[str, str | None]] = {
     "max_body_bytes": ("ZSERVE_MAX_BODY_BYTES", None),
     "max_threads": ("ZSERVE_MAX_THREADS", None),
     "access_log": ("ZSERVE_ACCESS_LOG", None),
+    "max_concurrency": ("ZSERVE_MAX_CONCURRENCY", None),
+    "max_queue": ("ZSERVE_MAX_QUEUE", None),
+    "timeout_s": ("ZSERVE_TIMEOUT_S", None),
+    "job_ttl_s": ("ZSERVE_JOB_TTL_S", None),
+    "job_max_count": ("ZSERVE_JOB_MAX_COUNT", None),
+    "sse_ping_s": ("ZSERVE_SSE_PING_S", None),
+    "grace_s": ("ZSERVE_GRACE_S", None),
+    "broker_url": ("ZSERVE_BROKER_URL", None),
     "url": ("ZSERVE_URL", None),
 }
 
@@ -67,6 +75,20 @@ class Settings:
     #: Threads for sync steps, per worker.
     max_threads: int = 64
     access_log: bool = False
+    #: Executions running at once per worker; beyond it they queue, and past the queue, 429.
+    max_concurrency: int = 64
+    max_queue: int = 1000
+    #: Default per-request timeout (seconds); None waits as long as the pipeline runs.
+    timeout_s: float | None = None
+    #: Finished jobs are kept this long, and at most this many.
+    job_ttl_s: float = 3600.0
+    job_max_count: int = 10_000
+    #: Seconds between SSE comment pings on an idle stream.
+    sse_ping_s: float = 15.0
+    #: On SIGTERM, running jobs and requests get this long to finish.
+    grace_s: float = 30.0
+    #: memory:// for one worker; several workers share a SQLite file in $ZSERVE_HOME.
+    broker_url: str = ""
     url: str | None = None
 
     def __post_init__(self) -> None:
@@ -83,7 +105,8 @@ class Settings:
             raise UsageError(
                 f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
             )
-        for name in ("port", "workers", "max_body_bytes", "max_threads"):
+        for name in ("port", "workers", "max_body_bytes", "max_threads", "max_concurrency",
+                     "job_max_count"):
             value = getattr(self, name)
             low = 0 if name == "port" else 1
             if value < low or (name == "port" and value > 65535):
@@ -141,6 +164,11 @@ def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
             return int(raw)
         except ValueError:
             raise UsageError(f"{var}={raw!r} is not a whole number") from None
+    if "float" in type_name:
+        try:
+            return float(raw)
+        except ValueError:
+            raise UsageError(f"{var}={raw!r} is not a number of seconds") from None
     if name in ("capture_default", "log_level"):
         return raw.strip().lower()
     return raw

@@ -170,14 +170,6 @@ def test_parameter_schema_simple_form() -> None:
     }
 
 
-def test_generator_steps_are_refused_clearly_until_streaming_exists() -> None:
-    def gen(x: int) -> Any:
-        yield x
-
-    with pytest.raises(TypeError, match="generator"):
-        step(gen)
-
-
 def test_node_ids_stay_unique_when_a_step_is_named_like_a_repeat() -> None:
     @step(name="double_2")
     def other(x: int) -> int:

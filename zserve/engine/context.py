@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zserve.engine.runner import Observer
 
 __all__ = ["RunContext", "get_context"]
+
+#: The step being run (set around each step call, in its own task or thread context).
+current_step: ContextVar[str | None] = ContextVar("zserve_step", default=None)
 
 
 @dataclass
@@ -19,6 +25,18 @@ class RunContext:
     run_id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    observer: Observer | None = field(default=None, repr=False)
+
+    @property
+    def step(self) -> str | None:
+        """The name of the step calling this."""
+        return current_step.get()
+
+    def emit(self, data: Any) -> None:
+        """Report progress from inside a step: a ``step.progress`` event for whoever follows
+        the job (SSE, WebSocket, ``zserve stream``). Costs nothing when nobody listens."""
+        if self.observer is not None:
+            self.observer.progress(current_step.get() or "", data)
 
     def log_metadata(self, values: dict[str, Any]) -> None:
         """Attach metadata to the run. Kept in memory; stored when the run is tracked."""

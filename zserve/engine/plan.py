@@ -60,6 +60,7 @@ class CompiledStep:
     name: str
     fn: Callable[..., Any]
     is_async: bool
+    is_generator: bool
     #: a sync step that may block: runs in a worker thread
     blocking: bool
     args: list[tuple[str, Getter]]
@@ -163,6 +164,7 @@ def _compile_step(node: Node) -> CompiledStep:
         name=step.name,
         fn=step.fn,
         is_async=step.is_async,
+        is_generator=step.is_generator,
         blocking=step.blocking,
         args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
         upstream=node.upstream,
@@ -230,7 +232,8 @@ def describe(plan: Plan) -> dict[str, Any]:
                 "inputs": {arg: ref.to_dict() for arg, ref in nodes[s.id].inputs.items()},
                 "upstream": s.upstream,
                 "outputs": ["output"],
-                "kind": "async" if s.is_async else ("sync" if s.blocking else "sync-on-loop"),
+                "kind": ("async" if s.is_async else ("sync" if s.blocking else "sync-on-loop"))
+                + ("-generator" if s.is_generator else ""),
             }
             for s in plan.steps
         ],

@@ -3,19 +3,61 @@
 Linear plans run as straight-line code, with one thread hop per run of consecutive blocking sync
 steps. Other plans start every step as soon as its inputs are ready, so parallel branches take
 the time of the slowest branch; the first failing step cancels its siblings.
+
+An ``Observer`` hears about every step (started, finished, chunks, progress); it is how jobs
+record their steps' states and publish events. Cancelling the task that runs ``execute`` stops
+the run: async steps at once, a sync step when it returns (its result is discarded), a generator
+step between two items; no further step starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
-from zserve.engine.context import RunContext, _current
+from zserve.engine.context import RunContext, _current, current_step
 from zserve.engine.plan import CompiledStep, Plan
 from zserve.errors import ExecutionFailed, ExecutionTimeout, StepFailed
 
-__all__ = ["execute"]
+__all__ = ["Observer", "execute"]
+
+
+class Observer:
+    """Hooks the runner calls; this base does nothing. Calls may come from worker threads."""
+
+    def step_started(self, step: str) -> None:
+        pass
+
+    def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
+        pass
+
+    def chunk(self, step: str, item: Any) -> None:
+        pass
+
+    def progress(self, step: str, data: Any) -> None:
+        pass
+
+
+_SILENT = Observer()
+
+
+class _Stopped(Exception):
+    """A generator step in a thread saw the run's stop flag between two items."""
+
+
+class _Run:
+    """What one execution carries: values, the observer, and the stop flag for threads."""
+
+    __slots__ = ("observer", "params", "results", "stop")
+
+    def __init__(self, params: dict[str, Any], observer: Observer) -> None:
+        self.params = params
+        self.results: dict[str, Any] = {}
+        self.observer = observer
+        self.stop = threading.Event()
 
 
 async def execute(
@@ -25,27 +67,32 @@ async def execute(
     job_id: str,
     capture: str = "none",
     timeout_s: float | None = None,
+    observer: Observer | None = None,
 ) -> dict[str, Any]:
     """Run ``plan`` with validated ``params``; return its named outputs.
 
-    Raises StepFailed (the step's exception is its ``__cause__``) or ExecutionTimeout.
+    Raises StepFailed (the step's exception is its ``__cause__``), ExecutionTimeout, or
+    CancelledError when the calling task is cancelled.
     """
-    token = _current.set(
-        RunContext(job_id=job_id, pipeline=plan.name, capture=capture, parameters=params)
-    )
+    run = _Run(params, observer or _SILENT)
+    ctx = RunContext(job_id=job_id, pipeline=plan.name, capture=capture, parameters=params,
+                     observer=run.observer)  # fmt: skip
+    token = _current.set(ctx)
     try:
-        results: dict[str, Any] = {}
         if timeout_s is None:
-            await _run(plan, params, results)
+            await _run(plan, run)
         else:
             try:
                 async with asyncio.timeout(timeout_s):
-                    await _run(plan, params, results)
+                    await _run(plan, run)
             except TimeoutError:
                 raise ExecutionTimeout(
                     f"Pipeline '{plan.name}' did not finish within {timeout_s:g} s"
                 ) from None
-        return _outputs(plan, params, results)
+        return _outputs(plan, params, run.results)
+    except BaseException:
+        run.stop.set()  # a step still running in a thread starts nothing more
+        raise
     finally:
         _current.reset(token)
 
@@ -62,55 +109,97 @@ def _outputs(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> dic
     return {name: get(params, results) for name, get in plan.outputs}
 
 
-async def _run(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> None:
+async def _run(plan: Plan, run: _Run) -> None:
     if plan.stages is None:
-        await _run_graph(plan, params, results)
+        await _run_graph(plan, run)
         return
     for stage in plan.stages:
         if stage.where == "thread":
-            stop = threading.Event()
-            try:
-                await asyncio.to_thread(_run_sync_steps, stage.steps, params, results, stop)
-            except asyncio.CancelledError:
-                stop.set()  # timed out or cancelled: the thread starts no further step
-                raise
-            continue
-        for s in stage.steps:
-            try:
-                kwargs = s.kwargs(params, results)
-                results[s.id] = await s.fn(**kwargs) if s.is_async else s.fn(**kwargs)
-            except (Exception, SystemExit) as exc:
-                raise StepFailed(s.id, exc) from exc
+            await asyncio.to_thread(_run_sync_steps, stage.steps, run)
+        else:
+            for s in stage.steps:
+                run.results[s.id] = await _run_step_here(s, run)
 
 
-def _run_sync_steps(
-    steps: list[CompiledStep],
-    params: dict[str, Any],
-    results: dict[str, Any],
-    stop: threading.Event,
-) -> None:
+def _run_sync_steps(steps: list[CompiledStep], run: _Run) -> None:
+    """Consecutive blocking sync steps, one after the other, in one worker thread."""
     for s in steps:
-        if stop.is_set():
+        if run.stop.is_set():
             return
-        try:
-            results[s.id] = s.fn(**s.kwargs(params, results))
-        except (Exception, SystemExit) as exc:
-            raise StepFailed(s.id, exc) from exc
+        run.results[s.id] = _call_sync(s, run)
 
 
-async def _run_step(s: CompiledStep, params: dict[str, Any], results: dict[str, Any]) -> Any:
+def _call_sync(s: CompiledStep, run: _Run) -> Any:
+    observer = run.observer
+    token = current_step.set(s.id)
+    observer.step_started(s.id)
+    start = time.perf_counter()
     try:
-        kwargs = s.kwargs(params, results)
-        if s.is_async:
-            return await s.fn(**kwargs)
-        if s.blocking:
-            return await asyncio.to_thread(s.fn, **kwargs)
-        return s.fn(**kwargs)
+        kwargs = s.kwargs(run.params, run.results)
+        result = _drain(s, s.fn(**kwargs), run) if s.is_generator else s.fn(**kwargs)
+    except _Stopped:
+        raise
     except (Exception, SystemExit) as exc:
+        observer.step_finished(s.id, time.perf_counter() - start, exc)
         raise StepFailed(s.id, exc) from exc
+    finally:
+        current_step.reset(token)
+    observer.step_finished(s.id, time.perf_counter() - start, None)
+    return result
 
 
-async def _run_graph(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> None:
+def _drain(s: CompiledStep, gen: Generator[Any, Any, Any], run: _Run) -> Any:
+    items: list[Any] = []
+    while True:
+        if run.stop.is_set():
+            gen.close()
+            raise _Stopped
+        try:
+            item = next(gen)
+        except StopIteration as done:
+            return items if done.value is None else done.value
+        run.observer.chunk(s.id, item)
+        items.append(item)
+
+
+async def _run_step_here(s: CompiledStep, run: _Run) -> Any:
+    """An async step, or a non-blocking sync step, on the event loop."""
+    if not s.is_async:
+        return _call_sync(s, run)
+    observer = run.observer
+    token = current_step.set(s.id)
+    observer.step_started(s.id)
+    start = time.perf_counter()
+    try:
+        kwargs = s.kwargs(run.params, run.results)
+        if s.is_generator:
+            result: Any = await _drain_async(s, s.fn(**kwargs), run)
+        else:
+            result = await s.fn(**kwargs)
+    except (Exception, SystemExit) as exc:
+        observer.step_finished(s.id, time.perf_counter() - start, exc)
+        raise StepFailed(s.id, exc) from exc
+    finally:
+        current_step.reset(token)
+    observer.step_finished(s.id, time.perf_counter() - start, None)
+    return result
+
+
+async def _drain_async(s: CompiledStep, agen: AsyncIterator[Any], run: _Run) -> list[Any]:
+    items: list[Any] = []
+    async for item in agen:
+        run.observer.chunk(s.id, item)
+        items.append(item)
+    return items
+
+
+async def _run_step(s: CompiledStep, run: _Run) -> Any:
+    if s.blocking:
+        return await asyncio.to_thread(_call_sync, s, run)
+    return await _run_step_here(s, run)
+
+
+async def _run_graph(plan: Plan, run: _Run) -> None:
     by_id = {s.id: s for s in plan.steps}
     waiting = {s.id: set(s.upstream) for s in plan.steps}
     ready = [s for s in plan.steps if not s.upstream]
@@ -118,7 +207,7 @@ async def _run_graph(plan: Plan, params: dict[str, Any], results: dict[str, Any]
     try:
         while ready or running:
             for s in ready:
-                running[asyncio.ensure_future(_run_step(s, params, results))] = s
+                running[asyncio.ensure_future(_run_step(s, run))] = s
             ready = []
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             failure: BaseException | None = None
@@ -128,7 +217,7 @@ async def _run_graph(plan: Plan, params: dict[str, Any], results: dict[str, Any]
                 if exc is not None:
                     failure = failure or exc
                     continue
-                results[s.id] = task.result()
+                run.results[s.id] = task.result()
                 for d in plan.dependents[s.id]:
                     waiting[d].discard(s.id)
                     if not waiting[d]:
@@ -137,6 +226,7 @@ async def _run_graph(plan: Plan, params: dict[str, Any], results: dict[str, Any]
                 raise failure
     finally:
         if running:
+            run.stop.set()
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)

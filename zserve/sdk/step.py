@@ -26,13 +26,10 @@ class Step(Generic[P, R]):
         self.fn = fn
         self.name = name or fn.__name__
         self.signature = inspect.signature(fn)
-        self.is_async = inspect.iscoroutinefunction(fn)
+        #: an ``async def`` or ``async def ... yield`` step: runs on the event loop
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        #: a generator step: each item it yields is streamed as a ``step.chunk`` event
         self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-        if self.is_generator:
-            raise TypeError(
-                f"Step '{self.name}' is a generator: streaming steps are not supported yet; "
-                "return the whole value instead"
-            )
         #: A sync step that may block runs in a worker thread; ``blocking=False`` declares a
         #: short, CPU-trivial sync step that runs on the event loop and skips the thread hop.
         self.blocking = blocking and not self.is_async
@@ -77,10 +74,14 @@ def step(
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False)``.
 
-    ``def`` and ``async def`` functions are supported. A sync step runs in a worker thread with
-    the request's context copied, unless ``blocking=False`` says it is short enough to run on the
-    event loop (no I/O, microseconds of work). Inside a pipeline body a step call stands for the
-    step's (awaited) return value; elsewhere it calls the function (``.fn`` is the function).
+    ``def`` and ``async def`` functions are supported, and generators of either kind: each
+    yielded item is streamed as a ``step.chunk`` event, and the step's output is the list of
+    items (or, for a sync generator, the value it ``return``s, when not None).
+
+    A sync step runs in a worker thread with the request's context copied, unless
+    ``blocking=False`` says it is short enough to run on the event loop (no I/O, microseconds of
+    work). Inside a pipeline body a step call stands for the step's (awaited) return value;
+    elsewhere it calls the function (``.fn`` is the function).
     """
     decorator = _StepDecorator(name, blocking)
     return decorator if fn is None else decorator(fn)

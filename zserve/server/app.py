@@ -27,14 +27,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from zserve._version import __version__
+from zserve.broker import open_broker
 from zserve.engine.deployment import DeploymentRecord
+from zserve.engine.jobs import JobManager
 from zserve.engine.plan import Plan
-from zserve.engine.runner import execute
 from zserve.errors import (
     CaptureNotSupported,
     ExecutionFailed,
     InvalidParameters,
-    NotSupported,
     StepFailed,
     UsageError,
     ZServeError,
@@ -63,38 +63,43 @@ class Service:
         self.started = time.time()
         self.started_at = datetime.now(UTC).isoformat()
         self.ready = False
+        self.jobs = JobManager(
+            plan, open_broker(settings.broker_url or "memory://"), capture=self.capture,
+            max_concurrency=settings.max_concurrency, max_queue=settings.max_queue,
+            retention_s=settings.job_ttl_s, retention_count=settings.job_max_count,
+        )  # fmt: skip
 
-    async def invoke(self, request: Request) -> Response:
-        body = await request.body()
-        mode = request.query_params.get("mode", "sync")
-        if mode != "sync":
-            if mode == "async":
-                raise NotSupported(
-                    "mode=async is not available on this server yet: use a sync invoke"
-                )
-            raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default)")
+    def parse(self, body: bytes | str) -> tuple[dict[str, Any], float | None]:
+        """Validate an invoke body in one pass: (parameters, timeout_s)."""
         try:
             req = self.request_model.model_validate_json(body)
         except ValidationError as exc:
             self.metrics.record("invalid", self.capture, None)
-            return problems.problem_from_error(_request_error(exc))
+            raise _request_error(exc) from None
         override = req.capture_override  # type: ignore[attr-defined]
         if override is not None and override.mode != "none":
             raise CaptureNotSupported(
                 f"capture_override.mode={override.mode!r} is not supported yet: this server "
                 "runs run-only; use 'none' or leave capture_override out"
             )
-        params = dict(req.parameters)  # type: ignore[attr-defined]
+        timeout: float | None = req.timeout_s  # type: ignore[attr-defined]
+        return dict(req.parameters), timeout or self.settings.timeout_s  # type: ignore[attr-defined]
+
+    async def invoke(self, request: Request) -> Response:
+        body = await request.body()
+        mode = request.query_params.get("mode", "sync") if request.scope["query_string"] else "sync"
+        if mode not in ("sync", "async"):
+            raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default) or mode=async")
+        params, timeout = self.parse(body)
+        if mode == "async":
+            job = await self.jobs.submit(params, timeout)
+            links = {"job": f"/jobs/{job.job_id}", "stream": f"/stream/{job.job_id}"}
+            accepted = {"job_id": job.job_id, "status": job.status, "links": links}
+            return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
         job_id = str(uuid.uuid4())
         start = time.perf_counter()
         try:
-            outputs = await execute(
-                self.plan,
-                params,
-                job_id=job_id,
-                capture=self.capture,
-                timeout_s=req.timeout_s,  # type: ignore[attr-defined]
-            )
+            _, outputs = await self.jobs.run_sync(params, timeout, job_id)
         except ExecutionFailed as err:
             elapsed = time.perf_counter() - start
             status = "failed" if isinstance(err, StepFailed) else "timeout"
@@ -208,11 +213,13 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="zserve-step")
         loop.set_default_executor(executor)
+        await service.jobs.start()
         service.ready = True
         try:
             yield
         finally:
             service.ready = False
+            await service.jobs.shutdown(settings.grace_s)
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -246,6 +253,9 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
             return Response(service.metrics.prometheus_text(), media_type=CONTENT_TYPE)
         return JSONResponse(service.metrics.summary())
 
+    from zserve.server import streaming
+
+    streaming.add_job_routes(app, service)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.auth_key:
         app.add_middleware(AuthMiddleware, key=settings.auth_key)

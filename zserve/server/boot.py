@@ -203,8 +203,9 @@ def _run_uvicorn(
         "log_level": settings.log_level,
         "log_config": _log_config(settings.log_level),
         "access_log": settings.access_log,
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": settings.grace_s,
         "server_header": False,
+        "ws_max_size": settings.max_body_bytes,
     }
     print(
         f"zserve: serving deployment {record.ref} ({record.id}) at {entry.url} with "

@@ -50,7 +50,11 @@ def problem(
 
 
 def problem_from_error(err: ZServeError, **extra: Any) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+    headers = None
+    if err.http_status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif err.http_status == 429:
+        headers = {"Retry-After": str(getattr(err, "retry_after", 1))}
     return Response(
         to_json(err.to_problem(**extra)),
         status_code=err.http_status,

@@ -1,0 +1,20 @@
+"""Job state, events and cancel requests shared by the workers of a server.
+May import zserve.engine types, events, errors and settings; never server or cli."""
+
+from zserve.broker.base import Broker
+from zserve.broker.memory import MemoryBroker
+
+__all__ = ["Broker", "MemoryBroker", "open_broker"]
+
+
+def open_broker(url: str) -> Broker:
+    """``memory://`` or ``sqlite:///path/broker.db``."""
+    if url.startswith("memory:"):
+        return MemoryBroker()
+    if url.startswith("sqlite:"):
+        from zserve.broker.sqlite import SQLiteBroker
+
+        return SQLiteBroker(url.removeprefix("sqlite://"))
+    from zserve.errors import UsageError
+
+    raise UsageError(f"Unknown broker URL {url!r}: use memory:// or sqlite:///path/broker.db")

@@ -1,0 +1,88 @@
+"""The broker contract: where the jobs of async, streamed and WebSocket invocations live, so
+that any worker of a server can answer for any job.
+
+One worker owns a job while it runs it (``JobRecord.worker``) and publishes its events; any
+worker may read jobs and events, ask for a cancel, or end a job whose owner died. The broker
+assigns each event its ``seq`` (1, 2, 3, ... per job), and ends a job exactly once: ``finish``
+is a compare-and-set from queued/running, and writes the terminal event in the same step.
+
+All methods are coroutines called on the worker's event loop; an implementation that blocks
+(SQLite) does its I/O on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+from zserve.engine.job import JobRecord
+from zserve.events import Event
+
+__all__ = ["Broker"]
+
+
+class Broker(abc.ABC):
+    #: "memory" or "sqlite" (shown by /status)
+    kind: str = ""
+
+    async def start(self) -> None:  # noqa: B027 (an optional hook)
+        """Open connections; called once per worker before any other method."""
+
+    async def close(self) -> None:  # noqa: B027 (an optional hook)
+        """Release everything; called once per worker at shutdown."""
+
+    @abc.abstractmethod
+    async def create(self, job: JobRecord, first: Event) -> Event:
+        """Store a new job and its first event (``job.queued``); return the event with seq 1."""
+
+    @abc.abstractmethod
+    async def publish(
+        self, job_id: str, events: Sequence[Event], changes: dict[str, Any] | None = None
+    ) -> list[Event]:
+        """Append non-terminal events (seq assigned in order) and apply ``changes`` to the job's
+        fields (e.g. ``status``, ``started_at``, ``steps``, ``worker``) in one step. Does nothing
+        and returns [] when the job has already finished."""
+
+    @abc.abstractmethod
+    async def finish(self, job_id: str, terminal: Event, changes: dict[str, Any]) -> Event | None:
+        """End the job: only if it is still queued or running, set its status from the terminal
+        event's type (``events.TERMINAL``), apply ``changes`` (``finished_at``, ``outputs``,
+        ``error``, ``steps``) and append ``terminal``, all at once. Returns the terminal event
+        with its seq, or None when the job had already finished (nothing is written)."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def events(self, job_id: str, after: int = 0) -> list[Event]:
+        """The job's events with ``seq > after``, in order."""
+
+    @abc.abstractmethod
+    async def wait(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        """Like ``events``, but waits up to ``timeout`` seconds for at least one."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask the job's owner to cancel it (it may run on another worker)."""
+
+    @abc.abstractmethod
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs have a cancel request."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, worker: str, ttl: float) -> None:
+        """``worker`` is alive for ``ttl`` more seconds: its jobs keep their lease."""
+
+    @abc.abstractmethod
+    async def expired(self, now: float) -> list[JobRecord]:
+        """Unfinished jobs owned by a worker whose lease ran out before ``now``."""
+
+    @abc.abstractmethod
+    async def prune(self, before: float, keep: int) -> int:
+        """Forget finished jobs that finished before ``before``, and the oldest finished jobs
+        beyond ``keep``, with their events; return how many were dropped."""

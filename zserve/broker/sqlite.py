@@ -1,0 +1,383 @@
+"""The broker shared by the worker processes of one server on one host: one SQLite file (WAL).
+
+Each worker process opens its own ``SQLiteBroker`` on the file. All of an instance's I/O runs on
+one thread of its own. Writes are queued, and the writes that queue up while a transaction is in
+flight are committed together in the next one (each in a savepoint of its own, so one failing
+write fails alone): a burst of small publishes (token chunks) costs few commits. A job ends by
+compare-and-set with its terminal event in the same transaction, so it gets exactly one terminal
+event whichever process gets there first. Waiters learn of this instance's writes at once and of
+other processes' writes by polling ``PRAGMA data_version`` (one cheap query per tick, shared by
+all waiters): SQLite has no cross-process notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from zserve.broker.base import Broker
+from zserve.engine.job import FINISHED, JobRecord
+from zserve.events import TERMINAL, Event
+
+__all__ = ["SQLiteBroker"]
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+#: How often waiters look for other processes' writes.
+POLL_S = 0.025
+BUSY_TIMEOUT_MS = 5000
+OPEN = "status IN ('queued', 'running')"
+DONE = "status IN ('completed', 'failed', 'cancelled')"
+FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
+
+SCHEMA = (
+    # The record is JobRecord.to_row() as JSON; the columns beside it are copies to query by.
+    """CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL,
+    created_at REAL NOT NULL, finished_at REAL, worker TEXT NOT NULL, record TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)",
+    """CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    type TEXT NOT NULL, ts REAL NOT NULL, step TEXT, data TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS cancels (job_id TEXT PRIMARY KEY) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS leases (worker TEXT PRIMARY KEY, expires_at REAL NOT NULL)
+    WITHOUT ROWID""",
+)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, default=repr, separators=(",", ":"))
+
+
+def _encode(events: Sequence[Event]) -> list[tuple[Event, str]]:
+    """Events with their data as JSON, taken on the caller's side (a snapshot)."""
+    return [(e, _dump(e.data)) for e in events]
+
+
+def _changes(changes: dict[str, Any], *, finishing: bool) -> str:
+    unknown = set(changes) - FIELDS
+    if unknown or "job_id" in changes:
+        raise ValueError(f"Not a changeable job field: {sorted(unknown or {'job_id'})}")
+    if not finishing and changes.get("status") in FINISHED:
+        raise ValueError("A job is ended by finish(), not by publishing a finished status")
+    return _dump(changes)
+
+
+class SQLiteBroker(Broker):
+    kind = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="zserve-broker")
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # guards _pending and _flushing (loop thread vs I/O thread)
+        self._pending: list[tuple[Op, Future[Any]]] = []
+        self._flushing = False
+        self._data_version = 0
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._waiting: Counter[str] = Counter()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- on the I/O thread ----------------------------------------------------------------------
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("SQLiteBroker used before start() or after close()")
+        return self._db
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        self._db = db
+        [(ok, error)] = self._transaction([lambda db: [db.execute(s) for s in SCHEMA]])
+        if not ok:
+            raise error
+        self._data_version = self._version()
+
+    def _shut(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _transaction(self, ops: Sequence[Op]) -> list[tuple[bool, Any]]:
+        """Run ``ops`` in one write transaction, each in a savepoint: (ok, result or error)."""
+        db = self._conn
+        outcomes: list[tuple[bool, Any]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                db.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, op(db)))
+                except Exception as exc:
+                    db.execute("ROLLBACK TO op")
+                    outcomes.append((False, exc))
+                db.execute("RELEASE op")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending, self._flushing = self._pending, [], False
+        batch = [(op, fut) for op, fut in batch if fut.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            outcomes = self._transaction([op for op, _ in batch])
+        except Exception as exc:  # the whole transaction failed: nothing was written
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def _version(self) -> int:
+        version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    def _records(self, sql: str, *args: Any) -> list[JobRecord]:
+        rows = self._conn.execute(sql, args).fetchall()
+        return [JobRecord.from_row(json.loads(r[0])) for r in rows]
+
+    def _events(self, job_id: str, after: int) -> list[Event]:
+        sql = (
+            "SELECT seq, type, ts, step, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq"
+        )
+        rows = self._conn.execute(sql, (job_id, after))
+        return [Event(t, job_id, ts, step, json.loads(d), seq) for seq, t, ts, step, d in rows]
+
+    def _poll(self, job_id: str, after: int) -> tuple[bool, list[Event]]:
+        """(whether the job exists, its events after ``after``)."""
+        found = self._events(job_id, after)
+        if found:
+            return True, found
+        exists = self._conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return exists is not None, []
+
+    # Write ops: run inside _transaction, given its connection.
+
+    @staticmethod
+    def _record_if_open(db: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+        row = db.execute(f"SELECT record FROM jobs WHERE job_id = ? AND {OPEN}", (job_id,))
+        found = row.fetchone()
+        return None if found is None else dict(json.loads(found[0]))
+
+    @staticmethod
+    def _save_if_open(db: sqlite3.Connection, row: dict[str, Any]) -> bool:
+        """Write the record back, compare-and-set: only while the job is queued or running."""
+        sql = "UPDATE jobs SET status = ?, created_at = ?, finished_at = ?, worker = ?, record = ?"
+        values = [row[k] for k in ("status", "created_at", "finished_at", "worker")]
+        cursor = db.execute(
+            f"{sql} WHERE job_id = ? AND {OPEN}", (*values, _dump(row), row["job_id"])
+        )
+        return cursor.rowcount == 1
+
+    @staticmethod
+    def _append(
+        db: sqlite3.Connection, job_id: str, encoded: list[tuple[Event, str]]
+    ) -> list[Event]:
+        """Append events with the next seqs (the caller holds the write lock)."""
+        last = db.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
+        placed = [e.with_seq((last or 0) + i) for i, (e, _) in enumerate(encoded, 1)]
+        rows = [
+            (job_id, p.seq, p.type, p.ts, p.step, data)
+            for p, (_, data) in zip(placed, encoded, strict=True)
+        ]
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return placed
+
+    # -- on the event loop ----------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue a write for the next transaction (FIFO with every read submitted after it)."""
+        fut: Future[Any] = Future()
+        with self._lock:
+            self._pending.append((op, fut))
+            if not self._flushing:
+                self._flushing = True
+                self._executor.submit(self._flush)
+        result: T = await asyncio.wrap_future(fut)
+        return result
+
+    def _wake(self, job_id: str) -> None:
+        waker = self._wakers.pop(job_id, None)
+        if waker is not None:
+            waker.set()
+
+    async def _watch_others(self) -> None:
+        """While anyone waits: every tick, wake all waiters if another process wrote anything."""
+        while self._waiting:
+            await asyncio.sleep(POLL_S)
+            version = await self._read(self._version)
+            if version != self._data_version:
+                self._data_version = version
+                wakers, self._wakers = self._wakers, {}
+                for waker in wakers.values():
+                    waker.set()
+
+    async def start(self) -> None:
+        await self._read(self._open)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self._read(self._shut)
+        self._executor.shutdown()
+
+    async def create(self, job: JobRecord, first: Event) -> Event:
+        row, encoded = job.to_row(), _encode([first])
+        values = (job.job_id, job.status, job.created_at, job.finished_at, job.worker, _dump(row))
+
+        def op(db: sqlite3.Connection) -> Event:
+            db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", values)
+            return self._append(db, job.job_id, encoded)[0]
+
+        placed = await self._write(op)
+        self._wake(job.job_id)
+        return placed
+
+    async def publish(
+        self, job_id: str, events: Sequence[Event], changes: dict[str, Any] | None = None
+    ) -> list[Event]:
+        if any(e.terminal for e in events):
+            raise ValueError("publish() takes non-terminal events; a job is ended by finish()")
+        patch, encoded = _changes(changes or {}, finishing=False), _encode(events)
+
+        def op(db: sqlite3.Connection) -> list[Event]:
+            row = self._record_if_open(db, job_id)
+            if row is None:
+                return []
+            if changes:
+                self._save_if_open(db, {**row, **json.loads(patch)})
+            return self._append(db, job_id, encoded)
+
+        placed = await self._write(op)
+        if placed:
+            self._wake(job_id)
+        return placed
+
+    async def finish(self, job_id: str, terminal: Event, changes: dict[str, Any]) -> Event | None:
+        if terminal.type not in TERMINAL:
+            raise ValueError(f"{terminal.type!r} is not a terminal event")
+        patch = _changes({**changes, "status": TERMINAL[terminal.type]}, finishing=True)
+        encoded = _encode([terminal])
+
+        def op(db: sqlite3.Connection) -> Event | None:
+            row = self._record_if_open(db, job_id)
+            if row is None or not self._save_if_open(db, {**row, **json.loads(patch)}):
+                return None
+            db.execute("DELETE FROM cancels WHERE job_id = ?", (job_id,))
+            return self._append(db, job_id, encoded)[0]
+
+        placed = await self._write(op)
+        if placed is not None:
+            self._wake(job_id)
+        return placed
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        found = await self._read(self._records, "SELECT record FROM jobs WHERE job_id = ?", job_id)
+        return found[0] if found else None
+
+    async def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
+        if status is None:
+            sql = "SELECT record FROM jobs ORDER BY created_at DESC LIMIT ?"
+            return await self._read(self._records, sql, limit)
+        sql = "SELECT record FROM jobs WHERE status = ? ORDER BY created_at DESC LIMIT ?"
+        return await self._read(self._records, sql, status, limit)
+
+    async def events(self, job_id: str, after: int = 0) -> list[Event]:
+        return await self._read(self._events, job_id, after)
+
+    async def wait(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._waiting[job_id] += 1
+        try:
+            while True:
+                # Registered before reading, so a write after the read cannot go unnoticed.
+                waker = self._wakers.setdefault(job_id, asyncio.Event())
+                exists, found = await self._read(self._poll, job_id, after)
+                remaining = deadline - loop.time()
+                if found or not exists or remaining <= 0:
+                    return found
+                if self._poller is None or self._poller.done():
+                    self._poller = loop.create_task(self._watch_others())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), remaining)
+        finally:
+            self._waiting[job_id] -= 1
+            if not self._waiting[job_id]:
+                del self._waiting[job_id]
+                self._wakers.pop(job_id, None)
+
+    async def request_cancel(self, job_id: str) -> None:
+        sql = f"INSERT OR IGNORE INTO cancels SELECT job_id FROM jobs WHERE job_id = ? AND {OPEN}"
+        await self._write(lambda db: db.execute(sql, (job_id,)).rowcount)
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        def query() -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(job_ids), 500):
+                chunk = list(job_ids[i : i + 500])
+                marks = ", ".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT job_id FROM cancels WHERE job_id IN ({marks})", chunk
+                )
+                found.update(r[0] for r in rows)
+            return found
+
+        return await self._read(query) if job_ids else set()
+
+    async def heartbeat(self, worker: str, ttl: float) -> None:
+        sql = "INSERT OR REPLACE INTO leases VALUES (?, ?)"
+        expires = time.time() + ttl
+        await self._write(lambda db: db.execute(sql, (worker, expires)).rowcount)
+
+    async def expired(self, now: float) -> list[JobRecord]:
+        sql = (
+            "SELECT j.record FROM jobs j LEFT JOIN leases l ON l.worker = j.worker"
+            f" WHERE j.{OPEN} AND j.worker != '' AND (l.expires_at IS NULL OR l.expires_at < ?)"
+            " ORDER BY j.created_at"
+        )
+        return await self._read(self._records, sql, now)
+
+    async def prune(self, before: float, keep: int) -> int:
+        # Finished before `before`, or not among the `keep` most recently finished.
+        sql = (
+            f"SELECT job_id FROM jobs WHERE {DONE} AND (COALESCE(finished_at, 0) < ? OR job_id"
+            f" NOT IN (SELECT job_id FROM jobs WHERE {DONE} ORDER BY COALESCE(finished_at, 0) DESC"
+            " LIMIT ?))"
+        )
+
+        def op(db: sqlite3.Connection) -> int:
+            doomed = [(r[0],) for r in db.execute(sql, (before, max(0, keep))).fetchall()]
+            for table in ("events", "cancels", "jobs"):
+                db.executemany(f"DELETE FROM {table} WHERE job_id = ?", doomed)
+            return len(doomed)
+
+        return await self._write(op)

@@ -1,0 +1,167 @@
+"""Jobs over HTTP: ``/jobs``, ``/jobs/{id}``, ``/jobs/{id}/cancel``, the SSE stream
+``/stream/{id}`` and the WebSocket ``/stream``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from zserve.engine.job import JOB_STATES
+from zserve.errors import NotFound, UsageError, ZServeError
+from zserve.events import Event
+
+if TYPE_CHECKING:
+    from zserve.server.app import Service
+
+__all__ = ["add_job_routes"]
+
+logger = logging.getLogger("zserve.server")
+
+
+def sse(event: Event) -> bytes:
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.to_json()}\n\n".encode()
+
+
+async def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | None]:
+    """The job's events after ``after``, as they come, up to the terminal one; ``None`` when
+    ``sse_ping_s`` passes without an event (time for a keep-alive)."""
+    broker = service.jobs.broker
+    while True:
+        events = await broker.wait(job_id, after, service.settings.sse_ping_s)
+        if not events:
+            job = await broker.get(job_id)
+            if job is None:  # pruned while we watched
+                return
+            yield None
+            continue
+        for event in events:
+            yield event
+            after = event.seq
+            if event.terminal:
+                return
+
+
+async def _streamable(service: Service, job_id: str) -> None:
+    job = await service.jobs.get(job_id)
+    if job.mode == "sync":
+        raise NotFound(
+            f"Job {job_id} was a sync invoke: its events are not kept. Use "
+            "POST /invoke?mode=async (or `zserve invoke --stream`) to follow a job"
+        )
+
+
+def add_job_routes(app: FastAPI, service: Service) -> None:
+    jobs = service.jobs
+
+    @app.get("/jobs", summary="Jobs, newest first")
+    async def list_jobs(
+        status: str | None = Query(None, description="|".join(JOB_STATES)),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        if status is not None and status not in JOB_STATES:
+            raise UsageError(f"Unknown status {status!r}: use one of {', '.join(JOB_STATES)}")
+        found = await jobs.list_jobs(status, limit)
+        return {"jobs": [j.to_dict() for j in found], "total": len(found)}
+
+    @app.get("/jobs/{job_id}", summary="One job: state, steps, outputs or error")
+    async def get_job(job_id: str) -> dict[str, Any]:
+        return (await jobs.get(job_id)).to_dict()
+
+    @app.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        job = await jobs.cancel(job_id)
+        return {"job_id": job.job_id, "status": job.status}
+
+    @app.get("/stream/{job_id}", summary="Server-Sent Events of a job (Last-Event-ID resumes)")
+    async def stream(job_id: str, request: Request) -> StreamingResponse:
+        await _streamable(service, job_id)
+        raw = request.headers.get("last-event-id", "0").strip() or "0"
+        if not raw.isdigit():
+            raise UsageError(f"Last-Event-ID {raw!r} is not an event sequence number")
+
+        async def body() -> AsyncIterator[bytes]:
+            async for event in follow(service, job_id, int(raw)):
+                yield b": ping\n\n" if event is None else sse(event)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+    @app.websocket("/stream")
+    async def websocket(ws: WebSocket) -> None:
+        await ws.accept()
+        # a client that goes away leaves the job running; it reattaches with {"job_id": ...}
+        with contextlib.suppress(WebSocketDisconnect):
+            await _websocket(service, ws)
+
+
+async def _websocket(service: Service, ws: WebSocket) -> None:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return
+    text = message.get("text")
+    if text is None:
+        await _refuse(ws, 1003, "Send a JSON text frame: an invoke body or {\"job_id\": ...}")
+        return
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise ValueError
+    except ValueError:
+        await _refuse(ws, 1003, "The message is not a JSON object")
+        return
+    try:
+        if "job_id" in doc:
+            job_id = str(doc["job_id"])
+            await _streamable(service, job_id)
+            after = int(doc.get("after", 0))
+        else:
+            params, timeout = service.parse(text)
+            job_id = (await service.jobs.submit(params, timeout, mode="stream")).job_id
+            after = 0
+    except ZServeError as err:
+        await ws.send_json({"event": "error", **err.to_problem()})
+        await ws.close(1008, str(err)[:120])
+        return
+
+    async def listen() -> None:
+        """The client may cancel the job while it streams."""
+        while True:
+            incoming = await ws.receive()
+            if incoming["type"] == "websocket.disconnect":
+                return
+            try:
+                action = json.loads(incoming.get("text") or "null")
+            except ValueError:
+                action = None
+            if isinstance(action, dict) and action.get("action") == "cancel":
+                with contextlib.suppress(ZServeError):
+                    await service.jobs.cancel(job_id)
+            else:
+                await ws.send_json({"event": "error", "detail": 'Only {"action": "cancel"} '
+                                    "can be sent while a job streams"})  # fmt: skip
+
+    listener = asyncio.ensure_future(listen())
+    try:
+        async for event in follow(service, job_id, after):
+            if listener.done():  # the client went away: the job goes on without it
+                return
+            if event is not None:
+                await ws.send_text(event.to_json())
+        await ws.close(1000)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await listener
+
+
+async def _refuse(ws: WebSocket, code: int, detail: str) -> None:
+    await ws.send_json({"event": "error", "status": code, "detail": detail})
+    await ws.close(code, detail[:120])
