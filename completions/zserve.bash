@@ -13,7 +13,7 @@ __zserve_spec() {
   __zs_cmds=() __zs_opts=() __zs_nslots=0 __zs_rest=0
   case $1 in
     zserve)
-      __zs_cmds=(deploy deployments invoke logs ps run start stop)
+      __zs_cmds=(deploy deployments invoke jobs logs ps run start stop stream)
       __zs_opts=(--help --version -V -h)
       ;;
     'zserve deploy')
@@ -36,7 +36,22 @@ __zserve_spec() {
       __zs_nslots=1
       ;;
     'zserve invoke')
-      __zs_opts=(--capture --deployment --help --json --param --params-json --server --timeout --url -d -h -p -s)
+      __zs_opts=(--async --capture --deployment --help --json --param --params-json --server --stream --timeout --url -d -h -p -s)
+      ;;
+    'zserve jobs')
+      __zs_cmds=(cancel list show)
+      __zs_opts=(--help -h)
+      ;;
+    'zserve jobs cancel')
+      __zs_opts=(--deployment --help --json --server --url -d -h -s)
+      __zs_nslots=1
+      ;;
+    'zserve jobs list')
+      __zs_opts=(--deployment --help --json --limit --server --status --url -d -h -n -s)
+      ;;
+    'zserve jobs show')
+      __zs_opts=(--deployment --help --json --server --url -d -h -s)
+      __zs_nslots=1
       ;;
     'zserve logs')
       __zs_opts=(--follow --help --tail -f -h -n)
@@ -54,6 +69,10 @@ __zserve_spec() {
       ;;
     'zserve stop')
       __zs_opts=(--all --help --json --timeout -h)
+      __zs_nslots=1
+      ;;
+    'zserve stream')
+      __zs_opts=(--deployment --help --json --server --url -d -h -s)
       __zs_nslots=1
       ;;
   esac
@@ -119,6 +138,57 @@ __zserve_value() {
     'zserve invoke --url')
       __zs_kind="text"
       __zs_nargs=1
+      ;;
+    'zserve jobs cancel -d'|'zserve jobs cancel --deployment')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs cancel -s'|'zserve jobs cancel --server')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs cancel --url')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs cancel #0')
+      __zs_kind="text"
+      ;;
+    'zserve jobs list -d'|'zserve jobs list --deployment')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs list -n'|'zserve jobs list --limit')
+      __zs_kind="none"
+      __zs_nargs=1
+      ;;
+    'zserve jobs list -s'|'zserve jobs list --server')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs list --status')
+      __zs_kind="choice"
+      __zs_choices=(queued running completed failed cancelled)
+      __zs_nargs=1
+      ;;
+    'zserve jobs list --url')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs show -d'|'zserve jobs show --deployment')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs show -s'|'zserve jobs show --server')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs show --url')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve jobs show #0')
+      __zs_kind="text"
       ;;
     'zserve logs -n'|'zserve logs --tail')
       __zs_kind="none"
@@ -186,6 +256,21 @@ __zserve_value() {
       __zs_nargs=1
       ;;
     'zserve stop #0')
+      __zs_kind="text"
+      ;;
+    'zserve stream -d'|'zserve stream --deployment')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve stream -s'|'zserve stream --server')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve stream --url')
+      __zs_kind="text"
+      __zs_nargs=1
+      ;;
+    'zserve stream #0')
       __zs_kind="text"
       ;;
   esac

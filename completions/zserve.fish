@@ -13,16 +13,18 @@ complete -c zserve -f
 function __zserve_subcommands
     switch $argv[1]
         case zserve
-            printf '%s\n' deploy deployments invoke logs ps run start stop
+            printf '%s\n' deploy deployments invoke jobs logs ps run start stop stream
         case 'zserve deployments'
             printf '%s\n' delete list show
+        case 'zserve jobs'
+            printf '%s\n' cancel list show
     end
 end
 
 # __zserve_nargs PATH OPTION: how many values OPTION of command PATH takes (0: a flag).
 function __zserve_nargs
     switch "$argv[1] $argv[2]"
-        case 'zserve deploy --app-dir' 'zserve deploy --capture' 'zserve deploy -n' 'zserve deploy --name' 'zserve deployments list --name' 'zserve invoke --capture' 'zserve invoke -d' 'zserve invoke --deployment' 'zserve invoke -p' 'zserve invoke --param' 'zserve invoke --params-json' 'zserve invoke -s' 'zserve invoke --server' 'zserve invoke --timeout' 'zserve invoke --url' 'zserve logs -n' 'zserve logs --tail' 'zserve run --app-dir' 'zserve run --capture' 'zserve run -p' 'zserve run --param' 'zserve run --params-json' 'zserve run --timeout' 'zserve start --capture-default' 'zserve start -d' 'zserve start --deployment' 'zserve start --host' 'zserve start --log-level' 'zserve start --port' 'zserve start --start-timeout' 'zserve start -w' 'zserve start --workers' 'zserve stop --timeout'
+        case 'zserve deploy --app-dir' 'zserve deploy --capture' 'zserve deploy -n' 'zserve deploy --name' 'zserve deployments list --name' 'zserve invoke --capture' 'zserve invoke -d' 'zserve invoke --deployment' 'zserve invoke -p' 'zserve invoke --param' 'zserve invoke --params-json' 'zserve invoke -s' 'zserve invoke --server' 'zserve invoke --timeout' 'zserve invoke --url' 'zserve jobs cancel -d' 'zserve jobs cancel --deployment' 'zserve jobs cancel -s' 'zserve jobs cancel --server' 'zserve jobs cancel --url' 'zserve jobs list -d' 'zserve jobs list --deployment' 'zserve jobs list -n' 'zserve jobs list --limit' 'zserve jobs list -s' 'zserve jobs list --server' 'zserve jobs list --status' 'zserve jobs list --url' 'zserve jobs show -d' 'zserve jobs show --deployment' 'zserve jobs show -s' 'zserve jobs show --server' 'zserve jobs show --url' 'zserve logs -n' 'zserve logs --tail' 'zserve run --app-dir' 'zserve run --capture' 'zserve run -p' 'zserve run --param' 'zserve run --params-json' 'zserve run --timeout' 'zserve start --capture-default' 'zserve start -d' 'zserve start --deployment' 'zserve start --host' 'zserve start --log-level' 'zserve start --port' 'zserve start --start-timeout' 'zserve start -w' 'zserve start --workers' 'zserve stop --timeout' 'zserve stream -d' 'zserve stream --deployment' 'zserve stream -s' 'zserve stream --server' 'zserve stream --url'
             echo 1
         case '*'
             echo 0
@@ -103,12 +105,14 @@ end
 # zserve
 complete -c zserve -n "__zserve_at zserve" -a deploy -d 'Import and compile a pipeline and store it as a deployment; print its id.'
 complete -c zserve -n "__zserve_at zserve" -a deployments -d 'List, show and delete stored deployments.'
-complete -c zserve -n "__zserve_at zserve" -a invoke -d 'Invoke the pipeline on a running server and print its outputs.'
+complete -c zserve -n "__zserve_at zserve" -a invoke -d 'Invoke the pipeline on a running server and print its outputs; with --async or --stream run it as a background job.'
+complete -c zserve -n "__zserve_at zserve" -a jobs -d 'List, show and cancel background jobs.'
 complete -c zserve -n "__zserve_at zserve" -a logs -d 'Print a detached server\'s log (-f to follow it until the server stops).'
 complete -c zserve -n "__zserve_at zserve" -a ps -d 'List running servers: deployment, URL, status, workers, CPU and memory, uptime.'
 complete -c zserve -n "__zserve_at zserve" -a run -d 'Run a pipeline in-process (no server): same engine, output and exit codes as invoke.'
 complete -c zserve -n "__zserve_at zserve" -a start -d 'Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach.'
 complete -c zserve -n "__zserve_at zserve" -a stop -d 'Stop a server (or --all): SIGTERM, let in-flight work drain, then SIGKILL what is left.'
+complete -c zserve -n "__zserve_at zserve" -a stream -d 'Follow a job\'s events live until it ends; exit 0 completed, 1 failed, 5 cancelled.'
 complete -c zserve -n "__zserve_at zserve" -s h -l help -d 'Show this message and exit.'
 complete -c zserve -n "__zserve_at zserve" -s V -l version -d 'Print the version and exit.'
 
@@ -142,15 +146,48 @@ complete -c zserve -n "__zserve_at 'zserve deployments show'" -l json -d 'Print 
 complete -c zserve -n "__zserve_positional 'zserve deployments show' 0" -f -a '(__zserve_at_file)'
 
 # zserve invoke
+complete -c zserve -n "__zserve_at 'zserve invoke'" -l async -d 'Submit a background job and print its id (`zserve jobs show`).'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -l capture -r -f -a 'none metadata full sampled errors_only' -d 'Capture mode for this run.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The running server of this deployment.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -s h -l help -d 'Show this message and exit.'
-complete -c zserve -n "__zserve_at 'zserve invoke'" -l json -d 'Print the server\'s JSON answer as it is.'
+complete -c zserve -n "__zserve_at 'zserve invoke'" -l json -d 'Print the server\'s JSON answer as it is (with --stream: every event, as one document when the job ends).'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -s p -l param -r -f -a '(__zserve_at_file)' -d 'A parameter as name=value (repeatable); typed by the pipeline.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -l params-json -r -f -a '(__zserve_at_file)' -d 'Parameters as a JSON object, @file.json, or @- for stdin.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -s s -l server -r -f -a '(__zserve_at_file)' -d 'A running server: id, port or name.'
+complete -c zserve -n "__zserve_at 'zserve invoke'" -l stream -d 'Submit a job and follow its events live until it ends (implies --async); Ctrl-C cancels it.'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -l timeout -r -f -d 'Give up after this many seconds (the server answers 504).'
 complete -c zserve -n "__zserve_at 'zserve invoke'" -l url -r -f -a '(__zserve_at_file)' -d 'The server\'s URL (default: ZSERVE_URL).'
+
+# zserve jobs
+complete -c zserve -n "__zserve_at 'zserve jobs'" -a cancel -d 'Cancel a queued or running job (a finished one is an error, exit 2).'
+complete -c zserve -n "__zserve_at 'zserve jobs'" -a list -d 'List a server\'s jobs, newest first.'
+complete -c zserve -n "__zserve_at 'zserve jobs'" -a show -d 'Show one job: its status, each step\'s status and duration, and its outputs or error.'
+complete -c zserve -n "__zserve_at 'zserve jobs'" -s h -l help -d 'Show this message and exit.'
+
+# zserve jobs cancel
+complete -c zserve -n "__zserve_at 'zserve jobs cancel'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The running server of this deployment.'
+complete -c zserve -n "__zserve_at 'zserve jobs cancel'" -s h -l help -d 'Show this message and exit.'
+complete -c zserve -n "__zserve_at 'zserve jobs cancel'" -l json -d 'Print the server\'s JSON answer as it is.'
+complete -c zserve -n "__zserve_at 'zserve jobs cancel'" -s s -l server -r -f -a '(__zserve_at_file)' -d 'A running server: id, port or name.'
+complete -c zserve -n "__zserve_at 'zserve jobs cancel'" -l url -r -f -a '(__zserve_at_file)' -d 'The server\'s URL (default: ZSERVE_URL).'
+complete -c zserve -n "__zserve_positional 'zserve jobs cancel' 0" -f -a '(__zserve_at_file)'
+
+# zserve jobs list
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The running server of this deployment.'
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -s h -l help -d 'Show this message and exit.'
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -l json -d 'Print the server\'s JSON answer as it is.'
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -s n -l limit -r -f -d 'At most this many jobs.'
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -s s -l server -r -f -a '(__zserve_at_file)' -d 'A running server: id, port or name.'
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -l status -r -f -a 'queued running completed failed cancelled' -d 'Only jobs in this state.'
+complete -c zserve -n "__zserve_at 'zserve jobs list'" -l url -r -f -a '(__zserve_at_file)' -d 'The server\'s URL (default: ZSERVE_URL).'
+
+# zserve jobs show
+complete -c zserve -n "__zserve_at 'zserve jobs show'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The running server of this deployment.'
+complete -c zserve -n "__zserve_at 'zserve jobs show'" -s h -l help -d 'Show this message and exit.'
+complete -c zserve -n "__zserve_at 'zserve jobs show'" -l json -d 'Print the server\'s JSON answer as it is.'
+complete -c zserve -n "__zserve_at 'zserve jobs show'" -s s -l server -r -f -a '(__zserve_at_file)' -d 'A running server: id, port or name.'
+complete -c zserve -n "__zserve_at 'zserve jobs show'" -l url -r -f -a '(__zserve_at_file)' -d 'The server\'s URL (default: ZSERVE_URL).'
+complete -c zserve -n "__zserve_positional 'zserve jobs show' 0" -f -a '(__zserve_at_file)'
 
 # zserve logs
 complete -c zserve -n "__zserve_at 'zserve logs'" -s f -l follow -d 'Keep printing new lines.'
@@ -191,3 +228,11 @@ complete -c zserve -n "__zserve_at 'zserve stop'" -s h -l help -d 'Show this mes
 complete -c zserve -n "__zserve_at 'zserve stop'" -l json -d 'Print one JSON document.'
 complete -c zserve -n "__zserve_at 'zserve stop'" -l timeout -r -f -d 'Seconds to let in-flight work drain before SIGKILL.'
 complete -c zserve -n "__zserve_positional 'zserve stop' 0" -f -a '(__zserve_at_file)'
+
+# zserve stream
+complete -c zserve -n "__zserve_at 'zserve stream'" -s d -l deployment -r -f -a '(__zserve_at_file)' -d 'The running server of this deployment.'
+complete -c zserve -n "__zserve_at 'zserve stream'" -s h -l help -d 'Show this message and exit.'
+complete -c zserve -n "__zserve_at 'zserve stream'" -l json -d 'Print every event as one JSON document when the job ends.'
+complete -c zserve -n "__zserve_at 'zserve stream'" -s s -l server -r -f -a '(__zserve_at_file)' -d 'A running server: id, port or name.'
+complete -c zserve -n "__zserve_at 'zserve stream'" -l url -r -f -a '(__zserve_at_file)' -d 'The server\'s URL (default: ZSERVE_URL).'
+complete -c zserve -n "__zserve_positional 'zserve stream' 0" -f -a '(__zserve_at_file)'

@@ -9,21 +9,42 @@
 Every error the server answers (problem+json) is raised as the matching ``zserve.errors`` class
 (``InvalidParameters`` with ``.errors``, ``StepFailed`` with ``.step``, ...); a server that does
 not answer is ``ServerUnreachable``. ``AsyncClient`` is the same API for asyncio programs.
+
+Jobs run in the background and are followed by their events (Server-Sent Events)::
+
+    with Client("http://127.0.0.1:8001") as client:
+        job_id = client.submit({"prompt": "hello"})["job_id"]
+        for event in client.events(job_id):          # ends after the terminal event
+            print(event["seq"], event["event"], event.get("chunk", ""))
+        print(client.job(job_id)["status"])
+
+``events`` reconnects by itself (``Last-Event-ID``) when the connection drops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource, SSEError, aconnect_sse, connect_sse
 
 from zserve import errors
 from zserve._version import __version__
+from zserve.events import TERMINAL
 
 __all__ = ["AsyncClient", "Client", "InvokeResult", "error_from_response"]
 
 DEFAULT_TIMEOUT = 300.0
+#: ``events``: reconnect this many times in a row when the stream drops, waiting
+#: ``RETRY_BACKOFF_S`` x 1, 2, 4, ... between tries.
+STREAM_RETRIES = 3
+RETRY_BACKOFF_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,44 @@ def _headers(auth_key: str | None) -> dict[str, str]:
     return headers
 
 
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _stream_path(job_id: str) -> str:
+    return f"/stream/{quote(job_id, safe='')}"
+
+
+def _jobs_query(status: str | None, limit: int) -> dict[str, Any]:
+    query: dict[str, Any] = {"limit": limit}
+    if status is not None:
+        query["status"] = status
+    return query
+
+
+def _stream_headers(after: int) -> dict[str, str]:
+    return {"Last-Event-ID": str(after)} if after else {}
+
+
+def _sse_event(data: str) -> dict[str, Any] | None:
+    """One SSE ``data:`` field as an event document (``None`` for an empty one)."""
+    if not data:
+        return None
+    doc = json.loads(data)
+    return doc if isinstance(doc, dict) else None
+
+
+def _not_a_stream(url: str, exc: SSEError) -> errors.ServerError:
+    return errors.ServerError(f"The server at {url} did not answer with an event stream ({exc})")
+
+
+def _stream_ended(url: str, job_id: str, after: int, cause: str) -> errors.ServerError:
+    return errors.ServerError(
+        f"The event stream of job {job_id} from {url} broke off after event {after} and could "
+        f"not be resumed ({cause}): follow it again with `zserve stream {job_id}`"
+    )
+
+
 class Client:
     """A blocking client for one server. Use as a context manager, or call ``close()``."""
 
@@ -216,6 +275,101 @@ class Client:
             )
         )
 
+    def submit_response(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        """``POST /invoke?mode=async`` and return the raw response, error or not."""
+        body = _invoke_body(parameters, capture, sample_rate, timeout_s)
+        return self.request("POST", "/invoke", params={"mode": "async"}, json=body)
+
+    def submit(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Queue a job and return at once: ``{"job_id", "status": "queued", "links"}``."""
+        return _document(
+            self.submit_response(
+                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s
+            )
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job: status, steps, outputs or error (``NotFound`` for an unknown id)."""
+        return _document(self.request("GET", _job_path(job_id)))
+
+    def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Jobs, newest first: ``{"jobs": [...], "total"}``."""
+        return _document(self.request("GET", "/jobs", params=_jobs_query(status, limit)))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job: ``{"job_id", "status"}``. A finished job is a
+        ``UsageError`` (409), an unknown one ``NotFound``."""
+        return _document(self.request("POST", _job_path(job_id, "/cancel")))
+
+    def events(
+        self,
+        job_id: str,
+        last_event_id: int | None = None,
+        *,
+        retries: int = STREAM_RETRIES,
+    ) -> Generator[dict[str, Any], None, None]:
+        """The job's events (``{"event", "job_id", "seq", "ts", ...}``) from ``GET /stream/ID``,
+        after ``last_event_id`` when given, up to and including the terminal one. A dropped
+        connection is resumed with ``Last-Event-ID`` up to ``retries`` times in a row."""
+        after = last_event_id or 0
+        failures = 0
+        connected = False  # a server that never answered is unreachable, not a dropped stream
+        while True:
+            cause = "the stream ended before the job did"
+            try:
+                with connect_sse(
+                    self._http, "GET", _stream_path(job_id), headers=_stream_headers(after)
+                ) as source:
+                    _check_stream(source)
+                    connected = True
+                    for sse in source.iter_sse():
+                        doc = _sse_event(sse.data)
+                        if doc is None or int(doc.get("seq", 0)) <= after:
+                            continue
+                        after, failures = int(doc["seq"]), 0
+                        yield doc
+                        if doc.get("event") in TERMINAL:
+                            return
+            except SSEError as exc:
+                raise _not_a_stream(self.url, exc) from None
+            except httpx.TransportError as exc:
+                if not connected and isinstance(exc, httpx.ConnectError):
+                    raise _unreachable(self.url, exc) from None
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures += 1
+            if failures > retries:
+                raise _stream_ended(self.url, job_id, after, cause)
+            time.sleep(RETRY_BACKOFF_S * 2 ** (failures - 1))
+
+
+def _check_stream(source: EventSource) -> None:
+    """An error answer (problem+json) instead of a stream raises its ZServeError."""
+    response = source.response
+    if response.is_error:
+        response.read()
+        raise error_from_response(response)
+
+
+async def _acheck_stream(source: EventSource) -> None:
+    response = source.response
+    if response.is_error:
+        await response.aread()
+        raise error_from_response(response)
+
 
 class AsyncClient:
     """``Client`` for asyncio programs: the same methods, awaited."""
@@ -264,3 +418,61 @@ class AsyncClient:
     ) -> InvokeResult:
         body = _invoke_body(parameters, capture, sample_rate, timeout_s)
         return _result(await self.request("POST", "/invoke", json=body))
+
+    async def submit(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        body = _invoke_body(parameters, capture, sample_rate, timeout_s)
+        return _document(await self.request("POST", "/invoke", params={"mode": "async"}, json=body))
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return _document(await self.request("GET", _job_path(job_id)))
+
+    async def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+        return _document(await self.request("GET", "/jobs", params=_jobs_query(status, limit)))
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return _document(await self.request("POST", _job_path(job_id, "/cancel")))
+
+    async def events(
+        self,
+        job_id: str,
+        last_event_id: int | None = None,
+        *,
+        retries: int = STREAM_RETRIES,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """``Client.events``, as an async iterator."""
+        after = last_event_id or 0
+        failures = 0
+        connected = False  # a server that never answered is unreachable, not a dropped stream
+        while True:
+            cause = "the stream ended before the job did"
+            try:
+                async with aconnect_sse(
+                    self._http, "GET", _stream_path(job_id), headers=_stream_headers(after)
+                ) as source:
+                    await _acheck_stream(source)
+                    connected = True
+                    async for sse in source.aiter_sse():
+                        doc = _sse_event(sse.data)
+                        if doc is None or int(doc.get("seq", 0)) <= after:
+                            continue
+                        after, failures = int(doc["seq"]), 0
+                        yield doc
+                        if doc.get("event") in TERMINAL:
+                            return
+            except SSEError as exc:
+                raise _not_a_stream(self.url, exc) from None
+            except httpx.TransportError as exc:
+                if not connected and isinstance(exc, httpx.ConnectError):
+                    raise _unreachable(self.url, exc) from None
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures += 1
+            if failures > retries:
+                raise _stream_ended(self.url, job_id, after, cause)
+            await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (failures - 1))

@@ -11,7 +11,8 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   ├── NotSupported             exit 2   http 501   a feature this server does not offer
     │   │   └── CaptureNotSupported  exit 2   http 501   tracked capture modes (not built yet)
     │   ├── PayloadTooLarge          exit 2   http 413
-    │   └── AmbiguousDeployment      exit 2   http 409   lists the matches
+    │   ├── AmbiguousDeployment      exit 2   http 409   lists the matches
+    │   └── JobFinished              exit 2   http 409   cancel of a job that already ended
     ├── NotFound                     exit 2   http 404
     │   └── DeploymentNotFound       exit 2   http 404
     ├── Unauthorized                 exit 2   http 401
@@ -40,6 +41,7 @@ __all__ = [
     "ExecutionFailed",
     "ExecutionTimeout",
     "InvalidParameters",
+    "JobFinished",
     "NotFound",
     "NotSupported",
     "Overloaded",
@@ -160,6 +162,12 @@ class AmbiguousDeployment(UsageError):
     http_status = 409
     problem = "ambiguous-deployment"
     title = "Ambiguous deployment"
+
+
+class JobFinished(UsageError):
+    http_status = 409
+    problem = "job-finished"
+    title = "Job already finished"
 
 
 class NotFound(ZServeError):

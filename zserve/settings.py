@@ -105,8 +105,14 @@ class Settings:
             raise UsageError(
                 f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
             )
-        for name in ("port", "workers", "max_body_bytes", "max_threads", "max_concurrency",
-                     "job_max_count"):
+        for name in (
+            "port",
+            "workers",
+            "max_body_bytes",
+            "max_threads",
+            "max_concurrency",
+            "job_max_count",
+        ):
             value = getattr(self, name)
             low = 0 if name == "port" else 1
             if value < low or (name == "port" and value > 65535):

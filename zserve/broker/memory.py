@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,7 @@ class MemoryBroker(Broker):
             changed.set()
 
     async def create(self, job: JobRecord, first: Event) -> Event:
-        self._jobs[job.job_id] = job
+        self._jobs[job.job_id] = copy.deepcopy(job)  # the caller keeps its own record
         self._events[job.job_id] = []
         placed = self._append(job.job_id, first)
         self._notify(job.job_id)
@@ -50,7 +51,7 @@ class MemoryBroker(Broker):
         if job is None or job.finished:
             return []
         for name, value in (changes or {}).items():
-            setattr(job, name, value)
+            setattr(job, name, copy.deepcopy(value))
         placed = [self._append(job_id, e) for e in events]
         self._notify(job_id)
         return placed
@@ -60,7 +61,7 @@ class MemoryBroker(Broker):
         if job is None or job.finished:
             return None
         for name, value in changes.items():
-            setattr(job, name, value)
+            setattr(job, name, copy.deepcopy(value))
         job.status = TERMINAL[terminal.type]
         placed = self._append(job_id, terminal)
         self._cancel.discard(job_id)
@@ -68,24 +69,27 @@ class MemoryBroker(Broker):
         return placed
 
     async def get(self, job_id: str) -> JobRecord | None:
-        return self._jobs.get(job_id)
+        job = self._jobs.get(job_id)
+        return None if job is None else copy.deepcopy(job)
 
     async def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
         jobs = [j for j in self._jobs.values() if status is None or j.status == status]
         jobs.sort(key=lambda j: j.created_at, reverse=True)
-        return jobs[:limit]
+        return [copy.deepcopy(j) for j in jobs[:limit]]
 
     async def events(self, job_id: str, after: int = 0) -> list[Event]:
         return self._events.get(job_id, [])[after:]
 
     async def wait(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        found = await self.events(job_id, after)
-        if found or job_id not in self._jobs:
-            return found
-        changed = self._changed.setdefault(job_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-        return await self.events(job_id, after)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await self.events(job_id, after)
+            left = deadline - time.monotonic()
+            if found or job_id not in self._jobs or left <= 0:
+                return found
+            changed = self._changed.setdefault(job_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
 
     async def request_cancel(self, job_id: str) -> None:
         if job_id in self._jobs and not self._jobs[job_id].finished:
@@ -100,7 +104,7 @@ class MemoryBroker(Broker):
     async def expired(self, now: float) -> list[JobRecord]:
         return [
             j for j in self._jobs.values()
-            if not j.finished and j.worker and self._leases.get(j.worker, now) < now
+            if not j.finished and j.worker and self._leases.get(j.worker, 0.0) < now
         ]  # fmt: skip
 
     async def prune(self, before: float, keep: int) -> int:

@@ -46,6 +46,7 @@ SCHEMA = (
     created_at REAL NOT NULL, finished_at REAL, worker TEXT NOT NULL, record TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at)",
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)",
+    f"CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished_at, job_id) WHERE {DONE}",
     """CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, seq INTEGER NOT NULL,
     type TEXT NOT NULL, ts REAL NOT NULL, step TEXT, data TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)) WITHOUT ROWID""",
@@ -99,7 +100,19 @@ class SQLiteBroker(Broker):
     def _open(self) -> None:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL fails at once ("database is locked", no busy handler)
+        # while another process opens it too: retry for as long as the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                    break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"cannot put {self.path} in WAL mode")
+            time.sleep(0.01)
         db.execute("PRAGMA synchronous = NORMAL")
         self._db = db
         [(ok, error)] = self._transaction([lambda db: [db.execute(s) for s in SCHEMA]])
@@ -160,10 +173,8 @@ class SQLiteBroker(Broker):
         return [JobRecord.from_row(json.loads(r[0])) for r in rows]
 
     def _events(self, job_id: str, after: int) -> list[Event]:
-        sql = (
-            "SELECT seq, type, ts, step, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq"
-        )
-        rows = self._conn.execute(sql, (job_id, after))
+        sql = "SELECT seq, type, ts, step, data FROM events WHERE job_id = ? AND seq > ?"
+        rows = self._conn.execute(sql + " ORDER BY seq", (job_id, after))
         return [Event(t, job_id, ts, step, json.loads(d), seq) for seq, t, ts, step, d in rows]
 
     def _poll(self, job_id: str, after: int) -> tuple[bool, list[Event]]:
@@ -231,7 +242,10 @@ class SQLiteBroker(Broker):
         """While anyone waits: every tick, wake all waiters if another process wrote anything."""
         while self._waiting:
             await asyncio.sleep(POLL_S)
-            version = await self._read(self._version)
+            try:
+                version = await self._read(self._version)
+            except Exception:  # the waiters' own reads will raise it to their callers
+                version = -1
             if version != self._data_version:
                 self._data_version = version
                 wakers, self._wakers = self._wakers, {}
@@ -340,18 +354,9 @@ class SQLiteBroker(Broker):
         await self._write(lambda db: db.execute(sql, (job_id,)).rowcount)
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
-        def query() -> set[str]:
-            found: set[str] = set()
-            for i in range(0, len(job_ids), 500):
-                chunk = list(job_ids[i : i + 500])
-                marks = ", ".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT job_id FROM cancels WHERE job_id IN ({marks})", chunk
-                )
-                found.update(r[0] for r in rows)
-            return found
-
-        return await self._read(query) if job_ids else set()
+        sql = "SELECT job_id FROM cancels WHERE job_id IN (SELECT value FROM json_each(?))"
+        rows = await self._read(lambda: self._conn.execute(sql, (_dump(list(job_ids)),)).fetchall())
+        return {r[0] for r in rows}
 
     async def heartbeat(self, worker: str, ttl: float) -> None:
         sql = "INSERT OR REPLACE INTO leases VALUES (?, ?)"
@@ -367,15 +372,15 @@ class SQLiteBroker(Broker):
         return await self._read(self._records, sql, now)
 
     async def prune(self, before: float, keep: int) -> int:
-        # Finished before `before`, or not among the `keep` most recently finished.
+        # Finished before `before` (or at an unknown time), and the rest beyond the `keep` latest.
+        finished = f"SELECT job_id FROM jobs INDEXED BY jobs_by_finished WHERE {DONE} AND"
         sql = (
-            f"SELECT job_id FROM jobs WHERE {DONE} AND (COALESCE(finished_at, 0) < ? OR job_id"
-            f" NOT IN (SELECT job_id FROM jobs WHERE {DONE} ORDER BY COALESCE(finished_at, 0) DESC"
-            " LIMIT ?))"
+            f"{finished} (finished_at IS NULL OR finished_at < ?) UNION ALL SELECT job_id FROM"
+            f" ({finished} finished_at >= ? ORDER BY finished_at DESC LIMIT -1 OFFSET ?)"
         )
 
         def op(db: sqlite3.Connection) -> int:
-            doomed = [(r[0],) for r in db.execute(sql, (before, max(0, keep))).fetchall()]
+            doomed = db.execute(sql, (before, before, max(0, keep))).fetchall()
             for table in ("events", "cancels", "jobs"):
                 db.executemany(f"DELETE FROM {table} WHERE job_id = ?", doomed)
             return len(doomed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from zserve._version import __version__
-from zserve.cli import deploy, deployments, invoke, run, servers, start
+from zserve.cli import deploy, deployments, invoke, jobs, run, servers, start, stream
 from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
@@ -51,6 +51,8 @@ app.command("ps")(servers.ps)
 app.command("logs")(servers.logs)
 app.command("stop")(servers.stop)
 app.command("invoke")(invoke.invoke)
+app.add_typer(jobs.app, name="jobs")
+app.command("stream")(stream.stream)
 app.command("run")(run.run)
 
 

@@ -1,6 +1,9 @@
-"""``zserve invoke``: run the pipeline on a server and print its outputs."""
+"""``zserve invoke``: run the pipeline on a server and print its outputs; ``--async`` submits
+a job and prints its id, ``--stream`` submits one and follows its events (Ctrl-C cancels it)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -8,6 +11,9 @@ from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli._params import parse_params
 from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION, resolve_url
 from zserve.settings import CaptureMode, Settings
+
+if TYPE_CHECKING:
+    from zserve.client import Client
 
 PARAM_OPTION = typer.Option(
     None, "--param", "-p", help="A parameter as name=value (repeatable); typed by the pipeline."
@@ -25,12 +31,27 @@ def invoke(
     timeout: float | None = typer.Option(
         None, "--timeout", help="Give up after this many seconds (the server answers 504)."
     ),
+    async_: bool = typer.Option(
+        False, "--async", help="Submit a background job and print its id (`zserve jobs show`)."
+    ),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Submit a job and follow its events live until it ends (implies --async); "
+        "Ctrl-C cancels it.",
+    ),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,
-    json_: bool = typer.Option(False, "--json", help="Print the server's JSON answer as it is."),
+    json_: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the server's JSON answer as it is (with --stream: every event, as one "
+        "document when the job ends).",
+    ),
 ) -> None:
-    """Invoke the pipeline on a running server and print its outputs."""
+    """Invoke the pipeline on a running server and print its outputs; with --async or --stream
+    run it as a background job. Exit 0 completed, 1 failed, 5 cancelled."""
     from zserve.client import Client, error_from_response
 
     target = resolve_url(url, server, deployment)
@@ -39,6 +60,9 @@ def invoke(
     with Client(target, auth_key=settings.auth_key, timeout=timeout_client or 300) as client:
         schema = client.info()["parameters"] if param else None
         params = parse_params(param, params_json, schema)
+        if async_ or stream:
+            _submit(client, params, capture, timeout, stream=stream, json_=json_)
+            return
         response = client.invoke_response(params, capture=capture, timeout_s=timeout)
     error = error_from_response(response) if response.is_error else None
     if json_:
@@ -49,3 +73,37 @@ def invoke(
     if error is not None:
         raise fail(error)
     print_outputs(response.json()["outputs"])
+
+
+def _submit(
+    client: Client,
+    params: dict[str, Any],
+    capture: str | None,
+    timeout: float | None,
+    *,
+    stream: bool,
+    json_: bool,
+) -> None:
+    """``POST /invoke?mode=async``; print the job id (or the 202 document), or follow it."""
+    from zserve.cli.stream import follow, interrupted
+    from zserve.client import error_from_response
+
+    response = client.submit_response(params, capture=capture, timeout_s=timeout)
+    if response.is_error:
+        if json_:
+            print_document(response.json() if response.content else {})
+        raise fail(error_from_response(response))
+    accepted: dict[str, Any] = response.json()
+    if not stream:
+        if json_:
+            print_document(accepted)
+        else:
+            typer.echo(accepted["job_id"])
+        return
+    job_id = accepted["job_id"]
+    try:
+        job = client.job(job_id)  # its steps, so the live view can list them up front
+    except KeyboardInterrupt:
+        interrupted(client, job_id, cancel=True)
+        raise typer.Exit(130) from None
+    follow(client, job, as_json=json_, cancel_on_interrupt=True)

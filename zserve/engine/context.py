@@ -15,7 +15,7 @@ __all__ = ["RunContext", "get_context"]
 current_step: ContextVar[str | None] = ContextVar("zserve_step", default=None)
 
 
-@dataclass
+@dataclass(slots=True)
 class RunContext:
     """What a step can learn about the run it is part of (``zserve.get_context()``)."""
 

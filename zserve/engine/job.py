@@ -17,7 +17,7 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-@dataclass
+@dataclass(slots=True)
 class JobRecord:
     job_id: str
     created_at: float
@@ -28,7 +28,8 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     outputs: dict[str, Any] | None = None
-    #: {"reason": step_failed|timeout|worker_lost|shutdown|cancelled, "step"?, "message"}
+    #: a failed job's {"reason": step_failed|timeout|worker_lost|shutdown|failed, "step"?,
+    #: "message"}; "failed" is any other ExecutionFailed (e.g. outputs that do not match)
     error: dict[str, Any] | None = None
     run_id: str | None = None
     #: [{"name", "status": pending|running|completed|failed|cancelled, "duration_ms"}]
@@ -65,4 +66,6 @@ class JobRecord:
             doc["outputs"] = self.outputs
         if self.error is not None:
             doc["error"] = self.error
+        if self.worker:
+            doc["worker"] = self.worker
         return doc

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,17 +28,17 @@ from zserve.engine.runner import Observer, execute
 from zserve.errors import (
     ExecutionFailed,
     ExecutionTimeout,
+    JobFinished,
     NotFound,
     Overloaded,
     StepFailed,
-    UsageError,
     ZServeError,
 )
 
 if TYPE_CHECKING:
     from zserve.broker.base import Broker
 
-__all__ = ["JobConflict", "JobManager", "JobRun"]
+__all__ = ["JobManager", "JobRun"]
 
 logger = logging.getLogger("zserve.jobs")
 
@@ -45,12 +46,6 @@ logger = logging.getLogger("zserve.jobs")
 POLL_S = 0.1
 LEASE_TTL_S = 3.0
 HEARTBEAT_S = 1.0
-
-
-class JobConflict(UsageError):
-    http_status = 409
-    problem = "job-finished"
-    title = "Job already finished"
 
 
 def _jsonable(value: Any) -> Any:
@@ -144,24 +139,44 @@ class _Publisher:
 
 
 class _Slot:
-    """At most ``limit`` jobs run at once; the others wait, counted for the 429 check."""
+    """At most ``limit`` jobs run at once; the others wait in order, counted for the 429
+    check. Entering a free slot does not suspend (the hot path of a sync invoke)."""
 
     def __init__(self, limit: int) -> None:
-        self._semaphore = asyncio.Semaphore(limit)
+        self.limit = limit
         self.running = 0
-        self.waiting = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     async def __aenter__(self) -> None:
-        self.waiting += 1
+        if self.running < self.limit and not self._waiters:
+            self.running += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
+            await waiter  # resolved by __aexit__, which hands its slot over
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # _release may have dropped it already
+                    self._waiters.remove(waiter)
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the next in line
+                return
         self.running -= 1
-        self._semaphore.release()
 
 
 class JobManager:
@@ -179,12 +194,15 @@ class JobManager:
         self.plan = plan
         self.broker = broker
         self.capture = capture
-        self.worker_id = uuid.uuid4().hex[:12]
+        #: "<pid>-<random>": which process runs a job (its lease), readable by people
+        self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.retention_s = retention_s
         self.retention_count = retention_count
         self._slot = _Slot(max_concurrency)
+        #: submitted jobs whose task has not reached the slot yet
+        self._starting = 0
         #: sync jobs, oldest first (they never reach the broker)
         self._local: OrderedDict[str, JobRecord] = OrderedDict()
         self._local_tasks: dict[str, asyncio.Task[Any]] = {}
@@ -226,7 +244,8 @@ class JobManager:
     def _admit(self) -> None:
         if self._closing:
             raise Overloaded("The server is shutting down: retry on another server")
-        if self._slot.running >= self.max_concurrency and self._slot.waiting >= self.max_queue:
+        waiting = self._slot.waiting + self._starting
+        if self._slot.running >= self.max_concurrency and waiting >= self.max_queue:
             err = Overloaded(
                 f"The server is at its limit ({self.max_concurrency} running, "
                 f"{self.max_queue} queued): retry later"
@@ -303,12 +322,14 @@ class JobManager:
         self._admit()
         record = self._new_record(mode)
         await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
+        self._starting += 1
         self._tasks[record.job_id] = asyncio.ensure_future(self._run_job(record, params, timeout_s))
         return record
 
     async def _run_job(
         self, record: JobRecord, params: dict[str, Any], timeout_s: float | None
     ) -> None:
+        self._starting -= 1  # from here on the slot counts it
         job_id = record.job_id
         publisher = _Publisher(self.broker, record)
         run = JobRun(record, asyncio.get_running_loop(), publisher.put)
@@ -388,7 +409,7 @@ class JobManager:
     async def cancel(self, job_id: str) -> JobRecord:
         record = await self.get(job_id)
         if record.finished:
-            raise JobConflict(f"Job {job_id} already {record.status}: nothing to cancel")
+            raise JobFinished(f"Job {job_id} already {record.status}: nothing to cancel")
         self._cancelled.add(job_id)
         task = self._tasks.get(job_id) or self._local_tasks.get(job_id)
         if task is not None:
@@ -438,7 +459,7 @@ class JobManager:
 
     async def _prune_loop(self) -> None:
         while True:
-            await asyncio.sleep(min(30.0, self.retention_s / 2))
+            await asyncio.sleep(min(5.0, self.retention_s / 2))
             now = time.time()
             while self._local:
                 oldest = next(iter(self._local.values()))

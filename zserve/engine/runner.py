@@ -51,13 +51,25 @@ class _Stopped(Exception):
 class _Run:
     """What one execution carries: values, the observer, and the stop flag for threads."""
 
-    __slots__ = ("observer", "params", "results", "stop")
+    __slots__ = ("_stop", "observer", "params", "results")
 
     def __init__(self, params: dict[str, Any], observer: Observer) -> None:
         self.params = params
         self.results: dict[str, Any] = {}
         self.observer = observer
-        self.stop = threading.Event()
+        self._stop: threading.Event | None = None
+
+    @property
+    def stop(self) -> threading.Event:
+        """Set when the run ends early; threads check it between steps and items. Made on
+        first use: a run with no thread stage and no generator never needs one."""
+        if self._stop is None:
+            self._stop = threading.Event()
+        return self._stop
+
+    def halt(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
 
 
 async def execute(
@@ -91,7 +103,7 @@ async def execute(
                 ) from None
         return _outputs(plan, params, run.results)
     except BaseException:
-        run.stop.set()  # a step still running in a thread starts nothing more
+        run.halt()  # a step still running in a thread starts nothing more
         raise
     finally:
         _current.reset(token)
@@ -115,6 +127,7 @@ async def _run(plan: Plan, run: _Run) -> None:
         return
     for stage in plan.stages:
         if stage.where == "thread":
+            _ = run.stop  # made here, on the loop, before the thread can look at it
             await asyncio.to_thread(_run_sync_steps, stage.steps, run)
         else:
             for s in stage.steps:
@@ -195,6 +208,7 @@ async def _drain_async(s: CompiledStep, agen: AsyncIterator[Any], run: _Run) -> 
 
 async def _run_step(s: CompiledStep, run: _Run) -> Any:
     if s.blocking:
+        _ = run.stop
         return await asyncio.to_thread(_call_sync, s, run)
     return await _run_step_here(s, run)
 
@@ -226,7 +240,7 @@ async def _run_graph(plan: Plan, run: _Run) -> None:
                 raise failure
     finally:
         if running:
-            run.stop.set()
+            run.halt()
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)

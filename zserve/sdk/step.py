@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from zserve.sdk import tracing
@@ -54,6 +54,10 @@ class _StepDecorator:
         self.blocking = blocking
 
     @overload
+    def __call__(self, fn: Callable[P, AsyncIterator[R]], /) -> Step[P, list[R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Iterator[R]], /) -> Step[P, list[R]]: ...
+    @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Step[P, R]: ...
@@ -61,6 +65,10 @@ class _StepDecorator:
         return Step(fn, name=self.name, blocking=self.blocking)
 
 
+@overload
+def step(fn: Callable[P, AsyncIterator[R]], /) -> Step[P, list[R]]: ...
+@overload
+def step(fn: Callable[P, Iterator[R]], /) -> Step[P, list[R]]: ...
 @overload
 def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
 @overload

@@ -160,9 +160,15 @@ class Service:
             "workers": s.workers,
             "capture_default": self.capture,
             "store": s.store_kind,
-            "broker": "memory",
+            "broker": self.jobs.broker.kind,
             "auth": bool(s.auth_key),
-            "limits": {"max_body_bytes": s.max_body_bytes, "max_threads": s.max_threads},
+            "limits": {
+                "max_body_bytes": s.max_body_bytes,
+                "max_threads": s.max_threads,
+                "max_concurrency": s.max_concurrency,
+                "max_queue": s.max_queue,
+                "timeout_s": s.timeout_s,
+            },
             "log_level": s.log_level,
             "pid": os.getpid(),
             "started_at": self.started_at,
@@ -251,7 +257,12 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
             from zserve.server.metrics import CONTENT_TYPE
 
             return Response(service.metrics.prometheus_text(), media_type=CONTENT_TYPE)
-        return JSONResponse(service.metrics.summary())
+        summary = service.metrics.summary()
+        by_status: dict[str, int] = {}
+        for job in await service.jobs.list_jobs(None, settings.job_max_count):
+            by_status[job.status] = by_status.get(job.status, 0) + 1
+        summary["jobs"] = {"by_status": by_status, "note": "sync jobs of this worker only"}
+        return JSONResponse(summary)
 
     from zserve.server import streaming
 

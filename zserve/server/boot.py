@@ -163,6 +163,12 @@ def serve(
         version=__version__,
     )
     metrics_dir = _metrics_dir(settings.workers)
+    broker_file = None
+    if settings.workers > 1 and not settings.broker_url:
+        # one broker file per server: the workers share jobs and events through it
+        broker_file = Path(settings.home) / "brokers" / f"{entry.id}.db"
+        broker_file.parent.mkdir(parents=True, exist_ok=True)
+        settings = settings.replace(broker_url=f"sqlite://{broker_file}")
     registry.register(settings.home, entry)
     try:
         return _run_uvicorn(settings, record, plan, sock, entry)
@@ -171,6 +177,9 @@ def serve(
         sock.close()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if broker_file is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{broker_file}{suffix}").unlink(missing_ok=True)
 
 
 def _metrics_dir(workers: int) -> str | None:

@@ -108,7 +108,7 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
         return
     text = message.get("text")
     if text is None:
-        await _refuse(ws, 1003, "Send a JSON text frame: an invoke body or {\"job_id\": ...}")
+        await _refuse(ws, 1003, 'Send a JSON text frame: an invoke body or {"job_id": ...}')
         return
     try:
         doc = json.loads(text)

@@ -1,0 +1,409 @@
+"""Background jobs through the CLI against real detached servers: invoke --async/--stream,
+jobs list|show|cancel, stream (exit codes, Ctrl-C), and the client's event stream (resume)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ROOT, cli
+from zserve.client import AsyncClient, Client
+
+STREAMING = "zserve.examples.streaming:streaming_pipeline"
+SLOW = "zserve.examples.slow:slow_pipeline"
+FAILING = "zserve.examples.failing:failing_pipeline"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture
+def started(zhome: Path) -> Iterator[list[dict[str, Any]]]:
+    """Servers started by a test; afterwards `zserve stop --all` must leave no process."""
+    servers: list[dict[str, Any]] = []
+    yield servers
+    cli("stop", "--all", "--timeout", "10", check=False)
+    pids = [pid for s in servers for pid in [s["pid"], *s["worker_pids"]]]
+    leftovers = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def serve(started: list[dict[str, Any]], source: str, name: str) -> dict[str, Any]:
+    """Deploy ``source`` as ``name`` and start it detached on a free port."""
+    cli("deploy", source, "--name", name)
+    doc: dict[str, Any] = json.loads(
+        cli("start", "--deployment", name, "--port", "0", "--detach", "--json").stdout
+    )
+    started.append(doc)
+    return doc
+
+
+def submit(*args: str) -> str:
+    job_id = cli("invoke", "--async", *args).stdout.strip()
+    assert UUID.match(job_id), job_id
+    return job_id
+
+
+def show(job_id: str, *args: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(cli("jobs", "show", job_id, "--json", *args).stdout)
+    return doc
+
+
+def wait_for(
+    predicate: Callable[[], Any], what: str, deadline_s: float = 30, every: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+
+class Running:
+    """A CLI subprocess whose stdout lines are read as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zserve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_line(self, pattern: str, deadline_s: float = 30) -> str:
+        deadline = time.monotonic() + deadline_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; got {self.lines}")
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        """Exit code and stderr (the rest of stdout goes to ``lines``)."""
+        code = self.proc.wait(timeout)
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr.read()
+        while (line := self._queue.get(timeout=5)) is not None:
+            self.lines.append(line)
+        return code, stderr
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Running]]:
+    procs: list[Running] = []
+
+    def run(*args: str) -> Running:
+        procs.append(Running(*args))
+        return procs[-1]
+
+    yield run
+    for p in procs:
+        p.kill()
+
+
+def test_invoke_async_prints_the_job_id_then_jobs_show_and_list(
+    started: list[dict[str, Any]],
+) -> None:
+    server = serve(started, SLOW, "slow")
+    job_id = submit("-p", "delay=0.3", "-p", "tag=hello")
+    accepted = json.loads(cli("invoke", "--async", "-p", "delay=0", "--json").stdout)
+    assert accepted["status"] == "queued" and UUID.match(accepted["job_id"])
+    assert accepted["links"] == {
+        "job": f"/jobs/{accepted['job_id']}",
+        "stream": f"/stream/{accepted['job_id']}",
+    }
+
+    doc = wait_for(
+        lambda: (d := show(job_id))["status"] == "completed" and d, "the job to complete"
+    )
+    assert doc["outputs"] == {"tag": "hello"}
+    assert [(s["name"], s["status"]) for s in doc["steps"]] == [("wait", "completed")]
+    assert doc["steps"][0]["duration_ms"] >= 250  # asyncio timers may fire a little early
+
+    human = cli("jobs", "show", job_id).stdout
+    assert human.startswith(f"job {job_id}  completed  (async, {server['url']})")
+    assert re.search(r"\n    wait  completed  \d+ ms\n", human)
+    assert "    tag: hello" in human
+
+    wait_for(lambda: show(accepted["job_id"])["status"] == "completed", "the second job")
+    listed = json.loads(cli("jobs", "list", "--status", "completed", "--json").stdout)
+    assert {j["job_id"] for j in listed["jobs"]} == {job_id, accepted["job_id"]}
+    assert listed["total"] == 2 and all(j["status"] == "completed" for j in listed["jobs"])
+    assert json.loads(cli("jobs", "list", "--status", "failed", "--json").stdout)["jobs"] == []
+    one = json.loads(cli("jobs", "list", "--limit", "1", "--json").stdout)["jobs"]
+    assert [j["job_id"] for j in one] == [accepted["job_id"]]  # newest first
+
+    table = cli("jobs", "list", "--server", server["server_id"]).stdout
+    assert re.search(rf"{job_id}\s+completed\s+async\s+\S+ \S+\s+\d+ ms\s+1/1", table), table
+    assert "No failed jobs" in cli("jobs", "list", "--status", "failed").stdout
+
+
+def test_invoke_stream_piped_prints_every_event_in_order(started: list[dict[str, Any]]) -> None:
+    serve(started, STREAMING, "streaming")
+    proc = cli("invoke", "--stream", "-p", "words=4", "-p", "delay=0.02", "-p", "prompt=tok")
+    assert proc.returncode == 0 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    seqs = [int(line.split()[0]) for line in lines]
+    assert seqs == list(range(1, len(lines) + 1))
+    assert [line.split()[1] for line in lines] == [
+        "job.queued",
+        "job.started",
+        "step.started",
+        *["step.chunk"] * 4,
+        "step.completed",
+        "step.started",
+        *["step.progress"] * 3,
+        "step.completed",
+        "job.completed",
+    ]
+    assert [line.split()[2] for line in lines[2:13]] == ["generate"] * 6 + ["summarize"] * 5
+    assert [line.split()[3] for line in lines[3:7]] == ["tok-0", "tok-1", "tok-2", "tok-3"]
+    assert [line.split(maxsplit=3)[3] for line in lines[9:12]] == [
+        '{"done": 1, "of": 3}',
+        '{"done": 2, "of": 3}',
+        '{"done": 3, "of": 3}',
+    ]
+    kind, outputs = lines[-1].split(maxsplit=2)[1:]
+    assert kind == "job.completed"
+    assert json.loads(outputs) == {"summary": {"tokens": 4, "text": "tok-0 tok-1 tok-2 tok-3"}}
+
+    job_id = lines[0].split()[2]
+    assert show(job_id)["status"] == "completed"
+    # --json: one document with every event, at the end
+    doc = json.loads(cli("invoke", "--stream", "-p", "words=2", "-p", "delay=0", "--json").stdout)
+    assert doc["json_version"] == 1 and doc["status"] == "completed"
+    assert [e["seq"] for e in doc["events"]] == list(range(1, len(doc["events"]) + 1))
+    assert doc["events"][-1]["event"] == "job.completed"
+    assert doc["events"][-1]["outputs"]["summary"]["tokens"] == 2
+
+
+def test_stream_of_a_failing_job_exits_1_naming_the_step(started: list[dict[str, Any]]) -> None:
+    serve(started, FAILING, "failing")
+    job_id = submit("-p", "value=2")
+    proc = cli("stream", job_id, check=False)
+    assert proc.returncode == 1
+    message = "Step 'explode' raised ValueError: cannot process value 2"
+    assert proc.stderr.strip() == f"Error: job {job_id} failed: {message}"
+    assert "step.failed explode" in proc.stdout
+    assert proc.stdout.splitlines()[-1].split(maxsplit=2)[1] == "job.failed"
+    as_json = cli("stream", job_id, "--json", check=False)
+    assert as_json.returncode == 1
+    doc = json.loads(as_json.stdout)
+    assert doc["status"] == "failed"
+    assert doc["events"][-1]["error"] == {"reason": "step_failed", "step": "explode",
+                                          "message": message}  # fmt: skip
+    streamed = cli("invoke", "--stream", "-p", "value=3", check=False)
+    assert streamed.returncode == 1 and "Step 'explode' raised" in streamed.stderr
+    error = show(job_id)["error"]
+    assert error["step"] == "explode" and error["reason"] == "step_failed"
+
+
+def test_jobs_cancel_ends_a_running_job_and_its_stream_exits_5(
+    started: list[dict[str, Any]], running: Callable[..., Running]
+) -> None:
+    serve(started, SLOW, "slow")
+    job_id = submit("-p", "delay=60")
+    follower = running("stream", job_id)
+    follower.wait_line(r"^\d+ step\.started wait$")
+    out = cli("jobs", "cancel", job_id).stdout
+    assert out.strip() == f"Cancelled job {job_id}"
+    code, stderr = follower.finish()
+    assert code == 5, stderr
+    assert stderr.strip() == f"Error: job {job_id} was cancelled"
+    assert follower.lines[-1].split()[1] == "job.cancelled"
+    doc = show(job_id)
+    assert doc["status"] == "cancelled"
+    assert doc["steps"] == [{"name": "wait", "status": "cancelled", "duration_ms": None}]
+
+
+def test_cancel_of_a_finished_or_unknown_job_is_exit_2(started: list[dict[str, Any]]) -> None:
+    serve(started, SLOW, "slow")
+    job_id = submit("-p", "delay=0")
+    wait_for(lambda: show(job_id)["status"] == "completed", "the job to complete")
+    finished = cli("jobs", "cancel", job_id, check=False)
+    assert finished.returncode == 2
+    expected = f"Error: Job {job_id} already completed: nothing to cancel"
+    assert finished.stderr.strip() == expected
+    as_json = cli("jobs", "cancel", job_id, "--json", check=False)
+    assert as_json.returncode == 2 and json.loads(as_json.stdout)["status"] == 409
+
+    for command in (["jobs", "show"], ["jobs", "cancel"], ["stream"]):
+        unknown = cli(*command, "no-such-job", check=False)
+        assert unknown.returncode == 2, command
+        assert unknown.stderr.startswith("Error: No job 'no-such-job'"), unknown.stderr
+    problem = cli("jobs", "show", "no-such-job", "--json", check=False)
+    assert problem.returncode == 2 and json.loads(problem.stdout)["status"] == 404
+    unreachable = cli("jobs", "list", "--url", "http://127.0.0.1:9", check=False)
+    assert unreachable.returncode == 3
+
+
+def test_ctrl_c_in_invoke_stream_cancels_the_job(
+    started: list[dict[str, Any]], running: Callable[..., Running]
+) -> None:
+    serve(started, STREAMING, "streaming")
+    proc = running("invoke", "--stream", "-p", "words=200", "-p", "delay=0.1")
+    job_id = proc.wait_line(r"^1 job\.queued ").split()[2]
+    proc.wait_line(r"^\d+ step\.chunk generate word-0$")
+    proc.proc.send_signal(signal.SIGINT)
+    code, stderr = proc.finish()
+    assert code == 130, stderr
+    assert f"Interrupted: job {job_id} is cancelled" in stderr
+    assert wait_for(lambda: show(job_id)["status"] == "cancelled", "the job to be cancelled")
+
+
+def test_ctrl_c_in_stream_only_detaches(
+    started: list[dict[str, Any]], running: Callable[..., Running]
+) -> None:
+    serve(started, SLOW, "slow")
+    job_id = submit("-p", "delay=60")
+    follower = running("stream", job_id)
+    follower.wait_line(r"^\d+ step\.started wait$")
+    follower.proc.send_signal(signal.SIGINT)
+    code, stderr = follower.finish()
+    assert code == 130, stderr
+    assert f"Detached from job {job_id}" in stderr
+    assert show(job_id)["status"] == "running"
+    cli("jobs", "cancel", job_id)
+
+
+def test_with_several_servers_a_job_id_is_looked_up_on_each(
+    started: list[dict[str, Any]],
+) -> None:
+    slow = serve(started, SLOW, "slow")
+    streaming = serve(started, STREAMING, "streaming")
+    job_id = submit("--deployment", "streaming", "-p", "words=2", "-p", "delay=0")
+    doc = wait_for(lambda: (d := show(job_id))["status"] == "completed" and d, "the job")
+    assert doc["outputs"]["summary"]["tokens"] == 2
+    assert f"(async, {streaming['url']})" in cli("jobs", "show", job_id).stdout
+    streamed = cli("stream", job_id)
+    assert streamed.stdout.splitlines()[-1].split()[1] == "job.completed"
+    gone = cli("jobs", "show", "no-such-job", check=False)
+    assert gone.returncode == 2
+    assert "No running server knows job 'no-such-job' (asked 2" in gone.stderr
+    assert slow["url"] in gone.stderr and streaming["url"] in gone.stderr
+    # the wrong server named explicitly does not know it
+    wrong = cli("jobs", "show", job_id, "--server", slow["server_id"], check=False)
+    assert wrong.returncode == 2 and f"No job '{job_id}'" in wrong.stderr
+    # listing needs one server
+    several = cli("jobs", "list", check=False)
+    assert several.returncode == 2 and "2 servers are running" in several.stderr
+
+
+class _Dropping(httpx.BaseTransport):
+    """The real transport, but the first event stream breaks off after ``after`` events."""
+
+    def __init__(self, after: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.after = after
+        self.streams: list[str | None] = []  # the Last-Event-ID of each stream request
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if not request.url.path.startswith("/stream/"):
+            return response
+        self.streams.append(request.headers.get("last-event-id"))
+        if len(self.streams) > 1:
+            return response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_BreakAfter(response, self.after),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _BreakAfter(httpx.SyncByteStream):
+    def __init__(self, response: httpx.Response, events: int) -> None:
+        self.response = response
+        self.events = events
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = b""
+        for chunk in self.response.stream:  # type: ignore[union-attr]
+            seen += chunk
+            yield chunk
+            if seen.count(b"\n\n") >= self.events:
+                raise httpx.RemoteProtocolError("peer closed connection (test)")
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_client_events_resume_after_an_event_id_and_after_a_drop(
+    started: list[dict[str, Any]],
+) -> None:
+    server = serve(started, STREAMING, "streaming")
+    with Client(server["url"]) as client:
+        job_id = client.submit({"words": 3, "delay": 0})["job_id"]
+        everything = list(client.events(job_id))
+        assert [e["seq"] for e in everything] == list(range(1, len(everything) + 1))
+        assert everything[-1]["event"] == "job.completed"
+        assert client.job(job_id)["status"] == "completed"
+        assert client.jobs(status="completed")["total"] == 1
+
+        later = list(client.events(job_id, last_event_id=5))
+        assert later == everything[5:]
+        assert list(client.events(job_id, last_event_id=everything[-2]["seq"])) == everything[-1:]
+
+    dropping = _Dropping(after=4)
+    with Client(server["url"], transport=dropping) as client:
+        resumed = list(client.events(job_id))
+    assert resumed == everything  # each event once, in order, through the reconnect
+    assert dropping.streams == [None, "4"]
+
+    async def from_async() -> list[dict[str, Any]]:
+        async with AsyncClient(server["url"]) as aclient:
+            new = (await aclient.submit({"words": 2, "delay": 0}))["job_id"]
+            events = [e async for e in aclient.events(new, last_event_id=2)]
+            assert (await aclient.job(new))["status"] == "completed"
+            return events
+
+    events = asyncio.run(from_async())
+    assert events[0]["seq"] == 3 and events[0]["event"] == "step.started"
+    assert events[-1]["event"] == "job.completed"

@@ -1,0 +1,342 @@
+"""``zserve stream JOB_ID``: follow a job's events (``GET /stream/ID``) until it ends.
+
+On a terminal the job is drawn live (one line per step, its streamed chunks and progress under
+it, the outputs at the end); piped, every event is one plain line (``SEQ EVENT [STEP] [DETAIL]``);
+``--json`` prints one document at the end: ``{"json_version": 1, "job_id", "status", "events"}``.
+``StreamView`` holds the rendering and is pure: events in, lines (or a rich renderable) out.
+``zserve invoke --stream`` uses the same ``follow``; there Ctrl-C cancels the job, here it only
+detaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from zserve.cli._output import print_json, print_outputs
+from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION
+from zserve.errors import ZServeError
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from zserve.client import Client
+
+__all__ = [
+    "EXIT_BY_STATUS",
+    "StepState",
+    "StreamView",
+    "follow",
+    "format_ms",
+    "interrupted",
+    "stream",
+]
+
+#: The exit code a followed job leaves with (design §10): 0 completed, 1 failed, 5 cancelled.
+EXIT_BY_STATUS = {"completed": 0, "failed": 1, "cancelled": 5}
+#: How much of a step's streamed text the live view keeps (the end of it).
+CHUNK_TAIL = 2000
+
+_MARK = {"pending": "·", "running": "…", "completed": "✓", "failed": "✗", "cancelled": "⊘"}
+_STYLE = {"pending": "dim", "running": "yellow", "completed": "green", "failed": "red",
+          "cancelled": "magenta"}  # fmt: skip
+
+
+@dataclass
+class StepState:
+    name: str
+    status: str = "pending"
+    duration_ms: float | None = None
+    chunks: list[Any] = field(default_factory=list)
+    progress: Any = None
+    error: str | None = None
+
+
+class StreamView:
+    """What is known of one job from its events, and how to show it.
+
+    ``feed(event)`` updates the state and returns the event as one plain line;
+    ``text_lines()`` / ``renderable()`` draw the whole job (the live view)."""
+
+    def __init__(self, job_id: str, steps: Iterable[str] = (), status: str = "queued") -> None:
+        self.job_id = job_id
+        self.status = status
+        self.steps: dict[str, StepState] = {name: StepState(name) for name in steps}
+        self.events: list[dict[str, Any]] = []
+        self.outputs: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.execution_time_ms: float | None = None
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.status in EXIT_BY_STATUS
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BY_STATUS.get(self.status, 0)
+
+    def step(self, name: str) -> StepState:
+        if name not in self.steps:
+            self.steps[name] = StepState(name)
+        return self.steps[name]
+
+    def feed(self, event: dict[str, Any]) -> str:
+        """Take one event; return its plain line."""
+        self.events.append(event)
+        kind = str(event.get("event", "?"))
+        name = event.get("step")
+        state = self.step(name) if isinstance(name, str) else None
+        if kind == "job.started":
+            self.status = "running"
+        elif kind == "job.queued":
+            self.status = "queued"
+        elif state is not None and kind == "step.started":
+            state.status = "running"
+        elif state is not None and kind == "step.chunk":
+            state.chunks.append(event.get("chunk"))
+        elif state is not None and kind == "step.progress":
+            state.progress = event.get("progress")
+        elif state is not None and kind in ("step.completed", "step.failed"):
+            state.status = "completed" if kind == "step.completed" else "failed"
+            state.duration_ms = event.get("duration_ms")
+            if kind == "step.failed":
+                state.error = _step_error(event.get("error"))
+        elif kind == "job.completed":
+            self.status = "completed"
+            self.outputs = event.get("outputs") or {}
+            self.execution_time_ms = event.get("execution_time_ms")
+        elif kind == "job.failed":
+            self.status = "failed"
+            self.error = event.get("error") or {}
+            failed = self.error.get("step")
+            if isinstance(failed, str) and self.step(failed).status != "failed":
+                self.step(failed).status = "failed"
+            self._interrupt()
+        elif kind == "job.cancelled":
+            self.status = "cancelled"
+            self._interrupt()
+        return plain_line(event)
+
+    def _interrupt(self) -> None:
+        for state in self.steps.values():
+            if state.status == "running":
+                state.status = "cancelled"
+
+    @property
+    def error_message(self) -> str:
+        """The one line an ``Error:`` shows for a job that did not complete."""
+        if self.status == "cancelled":
+            return f"job {self.job_id} was cancelled"
+        return f"job {self.job_id} failed: {self.failure}"
+
+    @property
+    def failure(self) -> str:
+        error = self.error or {}
+        return str(error.get("message") or error.get("reason") or "no reason given")
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def styled_lines(self) -> list[tuple[str, str]]:
+        """The live view as (text, rich style) lines."""
+        return [(text, style) for text, style, _ in self._rows()]
+
+    def _rows(self) -> list[tuple[str, str, bool]]:
+        """(text, style, is a running step's line) for each line of the live view."""
+        took = "" if self.execution_time_ms is None else f" in {format_ms(self.execution_time_ms)}"
+        title = f"job {self.job_id}  {self.status}{took}"
+        rows = [(title, "bold " + _STYLE.get(self.status, ""), False)]
+        width = max((len(s) for s in self.steps), default=0)
+        for state in self.steps.values():
+            detail = ""
+            if state.duration_ms is not None:
+                detail = format_ms(state.duration_ms)
+            elif state.status == "running" and state.progress is not None:
+                detail = progress_text(state.progress)
+            mark = _MARK.get(state.status, "?")
+            text = f"  {mark} {state.name:<{width}}  {state.status:<9}  {detail}".rstrip()
+            rows.append((text, _STYLE.get(state.status, ""), state.status == "running"))
+            if state.chunks:
+                rows.append(("      " + chunk_text(state.chunks), "", False))
+            if state.error:
+                rows.append(("      " + state.error, "red", False))
+        if self.status == "failed":
+            rows.append(("  error: " + self.failure, "red", False))
+        return rows
+
+    def text_lines(self) -> list[str]:
+        return [text for text, _ in self.styled_lines()]
+
+    def renderable(self) -> RenderableType:
+        """The live view for rich: running steps get a spinner instead of their mark."""
+        from rich.console import Group
+        from rich.padding import Padding
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        parts: list[RenderableType] = []
+        for text, style, running in self._rows():
+            if running:
+                spinner = Spinner("dots", Text(text[4:], style=style), style=style)
+                parts.append(Padding(spinner, (0, 0, 0, 2)))
+            else:
+                parts.append(Text(text, style=style))
+        return Group(*parts)
+
+
+def _step_error(error: Any) -> str | None:
+    if isinstance(error, dict):
+        kind, message = error.get("type"), error.get("message")
+        return f"{kind}: {message}" if kind and message else str(kind or message or "")
+    return None if error is None else str(error)
+
+
+def format_ms(ms: float) -> str:
+    """151.1 ms, 151 ms, 1.52 s."""
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def progress_text(progress: Any) -> str:
+    """``{"done": 2, "of": 3}`` -> ``2/3``; a fraction -> a percentage; else compact JSON."""
+    if isinstance(progress, dict):
+        for done, total in (("done", "of"), ("done", "total"), ("current", "total")):
+            if done in progress and total in progress:
+                return f"{progress[done]}/{progress[total]}"
+    if isinstance(progress, float) and 0 <= progress <= 1:
+        return f"{progress:.0%}"
+    return progress if isinstance(progress, str) else _compact(progress)
+
+
+def chunk_text(chunks: list[Any]) -> str:
+    """A step's streamed chunks as one text: strings that carry their own spacing (LLM tokens
+    such as " world") are joined as they are, others with a space; the end is kept."""
+    parts = [c if isinstance(c, str) else _compact(c) for c in chunks]
+    spaced = any(p[:1].isspace() or p[-1:].isspace() for p in parts)
+    text = ("" if spaced else " ").join(parts)
+    return text if len(text) <= CHUNK_TAIL else "…" + text[-CHUNK_TAIL:]
+
+
+def plain_line(event: dict[str, Any]) -> str:
+    """One event as one line: ``SEQ EVENT [STEP] [DETAIL]``."""
+    kind = str(event.get("event", "?"))
+    words = [str(event.get("seq", "?")), kind]
+    if event.get("step") is not None:
+        words.append(str(event["step"]))
+    detail: Any = None
+    if kind == "job.queued":
+        detail = event.get("job_id")
+    elif kind == "step.chunk":
+        chunk = event.get("chunk")
+        plain = isinstance(chunk, str) and "\n" not in chunk and "\r" not in chunk
+        detail = chunk if plain else _compact(chunk)
+    elif kind == "step.progress":
+        detail = _compact(event.get("progress"))
+    elif kind in ("step.completed", "step.failed"):
+        parts = []
+        if event.get("duration_ms") is not None:
+            parts.append(format_ms(event["duration_ms"]))
+        if kind == "step.failed" and (error := _step_error(event.get("error"))):
+            parts.append(error)
+        detail = " ".join(parts) or None
+    elif kind == "job.completed":
+        detail = _compact(event.get("outputs") or {})
+    elif kind == "job.failed":
+        detail = _compact(event.get("error") or {})
+    elif kind not in ("job.started", "job.cancelled", "step.started"):
+        rest = {k: v for k, v in event.items() if k not in ("event", "job_id", "seq", "ts", "step")}
+        detail = _compact(rest) if rest else None
+    if detail is not None:
+        words.append(str(detail))
+    return " ".join(words)
+
+
+# -- following a job --------------------------------------------------------------------------
+
+
+def follow(
+    client: Client, job: dict[str, Any], *, as_json: bool, cancel_on_interrupt: bool
+) -> None:
+    """Follow ``job`` (its ``GET /jobs/ID`` document) to its end, draw it, and exit with its
+    outcome. Ctrl-C cancels the job when ``cancel_on_interrupt``, else only detaches (130)."""
+    job_id = str(job["job_id"])
+    steps = [str(s["name"]) for s in job.get("steps") or [] if "name" in s]
+    view = StreamView(job_id, steps, status=str(job.get("status", "queued")))
+    events = client.events(job_id)
+    try:
+        with contextlib.closing(events):
+            if as_json:
+                for event in events:
+                    view.feed(event)
+            elif sys.stdout.isatty():
+                _live(view, events)
+            else:
+                for event in events:
+                    typer.echo(view.feed(event))
+    except KeyboardInterrupt:
+        interrupted(client, job_id, cancel=cancel_on_interrupt)
+        raise typer.Exit(130) from None
+    if as_json:
+        print_json({"job_id": job_id, "status": view.status, "events": view.events})
+    elif view.status == "completed" and sys.stdout.isatty():
+        print_outputs(view.outputs or {})
+    if view.status != "completed":
+        typer.echo(f"Error: {view.error_message}", err=True)
+    raise typer.Exit(view.exit_code)
+
+
+def _live(view: StreamView, events: Iterable[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    with Live(view.renderable(), console=Console(), refresh_per_second=10) as live:
+        for event in events:
+            view.feed(event)
+            live.update(view.renderable())
+
+
+def interrupted(client: Client, job_id: str, *, cancel: bool) -> None:
+    """After Ctrl-C: cancel the job (``invoke --stream``) or say how to follow it again."""
+    if not cancel:
+        typer.echo(
+            f"Detached from job {job_id}; it goes on (follow it again with "
+            f"`zserve stream {job_id}`, or stop it with `zserve jobs cancel {job_id}`)",
+            err=True,
+        )
+        return
+    try:
+        status = client.cancel(job_id).get("status", "cancelled")
+    except ZServeError as err:
+        typer.echo(f"Interrupted; job {job_id} could not be cancelled: {err}", err=True)
+        return
+    typer.echo(f"Interrupted: job {job_id} is {status}", err=True)
+
+
+def stream(
+    job_id: str = typer.Argument(..., help="The job's id (as `zserve invoke --async` prints it)."),
+    url: str | None = URL_OPTION,
+    server: str | None = SERVER_OPTION,
+    deployment: str | None = DEPLOYMENT_OPTION,
+    json_: bool = typer.Option(
+        False, "--json", help="Print every event as one JSON document when the job ends."
+    ),
+) -> None:
+    """Follow a job's events live until it ends; exit 0 completed, 1 failed, 5 cancelled.
+    Ctrl-C detaches (the job goes on)."""
+    from zserve.cli.jobs import locate_job, open_client
+
+    target, job = locate_job(job_id, url, server, deployment)
+    with open_client(target) as client:
+        follow(client, job, as_json=json_, cancel_on_interrupt=False)
