@@ -412,3 +412,46 @@ def test_finished_jobs_beyond_the_count_are_dropped_oldest_first(serve: Any) -> 
         httpx.post(f"{server.url}/invoke", json={"parameters": {"city": f"s{i}"}})
     modes = [j["mode"] for j in httpx.get(f"{server.url}/jobs").json()["jobs"]]
     assert modes.count("sync") == 3
+
+
+def test_sigterm_drains_jobs_and_streams_end_with_their_terminal_event(serve: Any) -> None:
+    import threading
+
+    server = serve(SLOW, ZSERVE_MAX_CONCURRENCY="1", ZSERVE_GRACE_S="5")
+    running = submit(server.url, {"delay": 1.0, "tag": "finished-in-grace"})
+    wait_status(server.url, running, "running")
+    queued = submit(server.url, {"delay": 1.0})
+    streams: dict[str, list[dict[str, Any]]] = {}
+
+    def follow(job_id: str) -> None:
+        streams[job_id] = sse_events(server.url, job_id)
+
+    threads = [threading.Thread(target=follow, args=(j,)) for j in (running, queued)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # both streams are open
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    assert streams[running][-1]["event"] == "job.completed"
+    assert streams[running][-1]["outputs"] == {"tag": "finished-in-grace"}
+    assert streams[queued][-1]["event"] == "job.failed"
+    assert streams[queued][-1]["error"]["reason"] == "shutdown"
+    assert server.proc.wait(30) == 0
+
+
+def test_a_job_longer_than_the_grace_period_fails_with_reason_shutdown(serve: Any) -> None:
+    server = serve(SLOW, ZSERVE_GRACE_S="0.3")
+    job_id = submit(server.url, {"delay": 30})
+    wait_status(server.url, job_id, "running")
+    result: list[list[dict[str, Any]]] = []
+    import threading
+
+    thread = threading.Thread(target=lambda: result.append(sse_events(server.url, job_id)))
+    thread.start()
+    time.sleep(0.2)
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(30)
+    assert result and result[0][-1]["event"] == "job.failed"
+    assert result[0][-1]["error"]["reason"] == "shutdown"
+    assert server.proc.wait(30) == 0

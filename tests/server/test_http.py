@@ -225,3 +225,13 @@ def test_unserialisable_output_is_a_clear_500(make_client: Any, tmp_path: Any) -
 def test_unknown_mode_is_400(make_client: Any) -> None:
     client = make_client(WEATHER)
     assert_problem(client.post("/invoke?mode=weird", json={"parameters": {"city": "a"}}), 400)
+
+
+def test_health_is_503_while_draining(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    service = client.app.state.service
+    service.ready, service.draining = False, True
+    response = client.get("/health")
+    assert response.status_code == 503 and response.json()["status"] == "draining"
+    service.ready, service.draining = True, False
+    assert client.get("/health").status_code == 200

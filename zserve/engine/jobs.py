@@ -31,6 +31,7 @@ from zserve.errors import (
     JobFinished,
     NotFound,
     Overloaded,
+    ServerError,
     StepFailed,
     ZServeError,
 )
@@ -223,17 +224,28 @@ class JobManager:
             self._chores.append(asyncio.ensure_future(self._cancel_loop()))
             self._chores.append(asyncio.ensure_future(self._lease_loop()))
 
-    async def shutdown(self, grace_s: float) -> None:
-        """Running jobs get ``grace_s`` to finish; what is left, and everything queued, ends
-        ``failed`` with reason ``shutdown``."""
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking work. Queued jobs end ``failed`` with reason ``shutdown`` at once;
+        running ones get ``grace_s`` seconds, then end the same way. Their terminal events are
+        published, so open streams end properly."""
+        if self._closing:
+            return
         self._closing = True
-        tasks = list(self._tasks.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace_s)
-        for task in self._tasks.values():
+        queued = [task for job_id, task in self._tasks.items() if job_id not in self._runs
+                  or self._runs[job_id].record.status == "queued"]  # fmt: skip
+        for task in queued:
+            task.cancel()
+        running = list(self._tasks.values())
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
+        for task in list(self._tasks.values()):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Drain (if that has not begun), then stop the chores and close the broker."""
+        await self.drain(grace_s)
         for chore in self._chores:
             chore.cancel()
         await asyncio.gather(*self._chores, return_exceptions=True)
@@ -243,7 +255,7 @@ class JobManager:
 
     def _admit(self) -> None:
         if self._closing:
-            raise Overloaded("The server is shutting down: retry on another server")
+            raise ServerError("The server is shutting down: retry on another server")
         waiting = self._slot.waiting + self._starting
         if self._slot.running >= self.max_concurrency and waiting >= self.max_queue:
             err = Overloaded(

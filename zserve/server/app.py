@@ -8,6 +8,7 @@ serialised by pydantic-core. A FastAPI route with the same typed model documents
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -63,6 +64,7 @@ class Service:
         self.started = time.time()
         self.started_at = datetime.now(UTC).isoformat()
         self.ready = False
+        self.draining = False
         self.jobs = JobManager(
             plan, open_broker(settings.broker_url or "memory://"), capture=self.capture,
             max_concurrency=settings.max_concurrency, max_queue=settings.max_queue,
@@ -125,7 +127,7 @@ class Service:
 
     def health(self, request: Request) -> Response:
         doc = {
-            "status": "healthy" if self.ready else "starting",
+            "status": "healthy" if self.ready else ("draining" if self.draining else "starting"),
             "deployment_id": self.record.id,
             "pipeline": self.plan.name,
             "uptime_s": round(time.time() - self.started, 3),
@@ -213,13 +215,13 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="zserve-step")
         loop.set_default_executor(executor)
         await service.jobs.start()
+        _drain_on_signals(service)
         service.ready = True
         try:
             yield
@@ -271,6 +273,33 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     if settings.auth_key:
         app.add_middleware(AuthMiddleware, key=settings.auth_key)
     return app
+
+
+def _drain_on_signals(service: Service) -> None:
+    """On SIGTERM or Ctrl-C, before uvicorn stops taking connections: /health answers 503 and
+    the jobs start draining, so that open streams still receive their terminal events.
+
+    uvicorn installs its own handlers while it serves (and restores the previous ones after);
+    ours runs first, then hands the signal on to uvicorn's.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # an in-process test client: no signals to watch
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        uvicorn_handler = signal.getsignal(sig)
+        if not callable(uvicorn_handler):
+            continue
+
+        def handler(signum: int, frame: Any, then: Any = uvicorn_handler) -> None:
+            service.ready, service.draining = False, True
+            loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(service.jobs.drain(service.settings.grace_s))
+            )
+            then(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def _document_invoke(app: FastAPI, service: Service) -> None:
