@@ -197,3 +197,21 @@ def deployed(zhome: Path) -> Callable[..., dict[str, Any]]:
         return doc
 
     return deploy
+
+
+@pytest.fixture
+def started(zhome: Path) -> Iterator[list[dict[str, Any]]]:
+    """Servers a test starts with `zserve start --detach --json` (it appends their documents);
+    afterwards `zserve stop --all` must leave no process behind."""
+    servers: list[dict[str, Any]] = []
+    yield servers
+    cli("stop", "--all", "--timeout", "10", check=False)
+    pids = [pid for s in servers for pid in [s["pid"], *s["worker_pids"]]]
+    leftovers = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes left behind: {leftovers}"

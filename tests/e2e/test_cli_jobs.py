@@ -14,11 +14,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from tests.conftest import ROOT, cli
@@ -28,23 +26,6 @@ STREAMING = "zserve.examples.streaming:streaming_pipeline"
 SLOW = "zserve.examples.slow:slow_pipeline"
 FAILING = "zserve.examples.failing:failing_pipeline"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-def started(zhome: Path) -> Iterator[list[dict[str, Any]]]:
-    """Servers started by a test; afterwards `zserve stop --all` must leave no process."""
-    servers: list[dict[str, Any]] = []
-    yield servers
-    cli("stop", "--all", "--timeout", "10", check=False)
-    pids = [pid for s in servers for pid in [s["pid"], *s["worker_pids"]]]
-    leftovers = [
-        pid
-        for pid in pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    for pid in leftovers:
-        os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"processes left behind: {leftovers}"
 
 
 def serve(started: list[dict[str, Any]], source: str, name: str) -> dict[str, Any]:

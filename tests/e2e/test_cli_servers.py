@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +19,6 @@ import pytest
 from tests.conftest import ROOT, cli
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
-
-
-@pytest.fixture
-def started(zhome: Path) -> Iterator[list[dict[str, Any]]]:
-    """Servers started by a test; afterwards `zserve stop --all` must leave no process."""
-    servers: list[dict[str, Any]] = []
-    yield servers
-    cli("stop", "--all", "--timeout", "10", check=False)
-    pids = [pid for s in servers for pid in [s["pid"], *s["worker_pids"]]]
-    leftovers = [
-        pid
-        for pid in pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    for pid in leftovers:
-        os.kill(pid, signal.SIGKILL)
-    assert not leftovers, f"processes left behind: {leftovers}"
 
 
 def start(started: list[dict[str, Any]], *args: str) -> dict[str, Any]:
