@@ -46,6 +46,7 @@ logger = logging.getLogger("zserve.jobs")
 #: Seconds between the background chores (cancel requests, leases, pruning).
 POLL_S = 0.1
 LEASE_TTL_S = 3.0
+SHUTDOWN = {"reason": "shutdown", "message": "The server shut down before the job finished"}
 HEARTBEAT_S = 1.0
 
 
@@ -238,10 +239,17 @@ class JobManager:
         running = list(self._tasks.values())
         if running:
             await asyncio.wait(running, timeout=grace_s)
-        for task in list(self._tasks.values()):
+        tasks = dict(self._tasks)
+        for task in tasks.values():
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for job_id, task in tasks.items():
+            if task.cancelled():  # cancelled before it ever ran: end it here
+                record = await self.broker.get(job_id)
+                if record is not None and not record.finished:
+                    await self._finish(record, ev.JOB_FAILED, {"error": SHUTDOWN},
+                                       error=SHUTDOWN)  # fmt: skip
 
     async def shutdown(self, grace_s: float) -> None:
         """Drain (if that has not begun), then stop the chores and close the broker."""
@@ -369,9 +377,7 @@ class JobManager:
             if job_id in self._cancelled:
                 await self._finish(record, ev.JOB_CANCELLED, {"steps_completed": completed})
             else:  # the worker is shutting down
-                error = {"reason": "shutdown", "message": "The server shut down before the "
-                         "job finished"}  # fmt: skip
-                await self._finish(record, ev.JOB_FAILED, {"error": error}, error=error)
+                await self._finish(record, ev.JOB_FAILED, {"error": SHUTDOWN}, error=SHUTDOWN)
         except ZServeError as err:
             run.interrupted()
             await publisher.drain()
