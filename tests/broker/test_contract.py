@@ -436,3 +436,13 @@ def test_step_events_keep_their_step_and_data(brokers: Harness) -> None:
         "s",
         {"duration_ms": 1.5, "nested": {"a": [1, {"b": None}]}},
     )
+
+
+def test_count_by_status(brokers: Harness) -> None:
+    async def scenario(b: Broker) -> dict[str, int]:
+        for i in range(3):
+            await b.create(job(f"j{i}", float(i)), event(JOB_QUEUED, f"j{i}"))
+        await b.finish("j0", event("job.completed", "j0"), {"finished_at": 2.0})
+        return await b.count_by_status()
+
+    assert brokers.run(scenario) == {"queued": 2, "completed": 1}

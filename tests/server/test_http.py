@@ -195,6 +195,7 @@ def test_metrics_json_and_prometheus(make_client: Any) -> None:
     assert doc["invocations"]["by_status"]["invalid"] == 1
     assert doc["invocations"]["total"] == 4
     assert doc["latency_ms"]["count"] == 3 and doc["latency_ms"]["p50"] is not None
+    assert doc["jobs"]["by_status"] == {"failed": 3}  # the invalid request never became a job
     text = client.get("/metrics", headers={"Accept": "text/plain"}).text
     assert 'zserve_invocations_total{capture="none",status="failed"} 3.0' in text
     assert client.get("/metrics?format=prometheus").text == text

@@ -59,6 +59,10 @@ class Broker(abc.ABC):
         """Newest first."""
 
     @abc.abstractmethod
+    async def count_by_status(self) -> dict[str, int]:
+        """How many jobs are in each state (states with none may be left out)."""
+
+    @abc.abstractmethod
     async def events(self, job_id: str, after: int = 0) -> list[Event]:
         """The job's events with ``seq > after``, in order."""
 

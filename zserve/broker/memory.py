@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,9 @@ class MemoryBroker(Broker):
         jobs = [j for j in self._jobs.values() if status is None or j.status == status]
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         return [copy.deepcopy(j) for j in jobs[:limit]]
+
+    async def count_by_status(self) -> dict[str, int]:
+        return dict(Counter(j.status for j in self._jobs.values()))
 
     async def events(self, job_id: str, after: int = 0) -> list[Event]:
         return self._events.get(job_id, [])[after:]

@@ -324,6 +324,13 @@ class SQLiteBroker(Broker):
         sql = "SELECT record FROM jobs WHERE status = ? ORDER BY created_at DESC LIMIT ?"
         return await self._read(self._records, sql, status, limit)
 
+    async def count_by_status(self) -> dict[str, int]:
+        return await self._read(self._counts)
+
+    def _counts(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {status: count for status, count in rows}
+
     async def events(self, job_id: str, after: int = 0) -> list[Event]:
         return await self._read(self._events, job_id, after)
 

@@ -418,6 +418,13 @@ class JobManager:
             raise NotFound(f"No job {job_id!r} (finished jobs are kept for a limited time)")
         return record
 
+    async def count_by_status(self) -> dict[str, int]:
+        """Jobs by state: this worker's sync jobs and all the broker's jobs."""
+        counts = await self.broker.count_by_status()
+        for job in self._local.values():
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
+
     async def list_jobs(self, status: str | None, limit: int) -> list[JobRecord]:
         local = [j for j in self._local.values() if status is None or j.status == status]
         shared = await self.broker.list_jobs(status, limit)

@@ -260,10 +260,10 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 
             return Response(service.metrics.prometheus_text(), media_type=CONTENT_TYPE)
         summary = service.metrics.summary()
-        by_status: dict[str, int] = {}
-        for job in await service.jobs.list_jobs(None, settings.job_max_count):
-            by_status[job.status] = by_status.get(job.status, 0) + 1
-        summary["jobs"] = {"by_status": by_status, "note": "sync jobs of this worker only"}
+        summary["jobs"] = {
+            "by_status": await service.jobs.count_by_status(),
+            "note": "async jobs of every worker, sync jobs of the worker that answers",
+        }
         return JSONResponse(summary)
 
     from zserve.server import streaming
