@@ -18,7 +18,8 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     ├── Unauthorized                 exit 2   http 401
     ├── ExecutionFailed              exit 1   http 500
     │   ├── StepFailed               exit 1   http 500   names the step and its exception
-    │   └── ExecutionTimeout         exit 1   http 504
+    │   ├── ExecutionTimeout         exit 1   http 504
+    │   └── JobCancelled             exit 5   http 409   cancelled while the caller waited
     └── ServerError                  exit 3   http 503   cannot start or cannot be reached
         ├── SourceChanged            exit 3              code changed since deploy: redeploy
         ├── PortInUse                exit 3
@@ -41,6 +42,7 @@ __all__ = [
     "ExecutionFailed",
     "ExecutionTimeout",
     "InvalidParameters",
+    "JobCancelled",
     "JobFinished",
     "NotFound",
     "NotSupported",
@@ -214,6 +216,13 @@ class ExecutionTimeout(ExecutionFailed):
     http_status = 504
     problem = "timeout"
     title = "Execution timed out"
+
+
+class JobCancelled(ExecutionFailed):
+    exit_code = 5
+    http_status = 409
+    problem = "job-cancelled"
+    title = "Job cancelled"
 
 
 class ServerError(ZServeError):

@@ -105,6 +105,12 @@ class Settings:
             raise UsageError(
                 f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
             )
+        for name in ("job_ttl_s", "sse_ping_s", "timeout_s"):
+            seconds = getattr(self, name)
+            if seconds is not None and seconds <= 0:
+                raise UsageError(f"Invalid {name} {seconds}: it must be a number of seconds > 0")
+        if self.grace_s < 0:
+            raise UsageError(f"Invalid grace_s {self.grace_s}: it must be >= 0")
         for name in (
             "port",
             "workers",

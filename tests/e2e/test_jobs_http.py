@@ -455,3 +455,84 @@ def test_a_job_longer_than_the_grace_period_fails_with_reason_shutdown(serve: An
     assert result and result[0][-1]["event"] == "job.failed"
     assert result[0][-1]["error"]["reason"] == "shutdown"
     assert server.proc.wait(30) == 0
+
+
+def test_two_cancel_requests_at_once_still_end_the_job(serve: Any) -> None:
+    import threading
+
+    server = serve(STREAMING, workers=2)
+    for _ in range(8):
+        job_id = submit(server.url, {"words": 100000, "delay": 0.0005})
+        wait_status(server.url, job_id, "running")
+        threads = [threading.Thread(target=fresh, args=(server.url, "POST",
+                                                        f"/jobs/{job_id}/cancel"))
+                   for _ in range(2)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert wait_status(server.url, job_id, "cancelled", "completed")["status"] == "cancelled"
+        assert sse_events(server.url, job_id)[-1]["event"] == "job.cancelled"
+
+
+def test_a_cancelled_sync_step_keeps_its_slot_until_its_thread_returns(serve: Any) -> None:
+    server = serve("tests.server.pipelines:blocking", ZSERVE_MAX_CONCURRENCY="1")
+    first = submit(server.url, {"seconds": 1.5})
+    wait_status(server.url, first, "running")
+    assert httpx.post(f"{server.url}/jobs/{first}/cancel").json()["status"] == "cancelled"
+    second = submit(server.url, {"seconds": 0})
+    # the first job's thread still sleeps: the second waits for the slot, it does not overlap
+    assert httpx.get(f"{server.url}/jobs/{second}").json()["status"] == "queued"
+    assert wait_status(server.url, second, "completed")["status"] == "completed"
+
+
+def test_resume_past_the_end_ends_the_stream_and_bad_ids_are_400(serve: Any) -> None:
+    server = serve("zserve.examples.weather:weather_pipeline")
+    job_id = submit(server.url, {"city": "x"})
+    wait_status(server.url, job_id, "completed")
+    assert sse_events(server.url, job_id, last_event_id=9999) == []
+    for bad in (b"abc", b"-1", "\u00b2".encode(), b"99999999999999999999999"):
+        response = httpx.get(f"{server.url}/stream/{job_id}", headers={"Last-Event-ID": bad})
+        assert response.status_code == 400, bad
+
+
+def test_a_sync_invoke_cancelled_through_the_jobs_api_gets_a_409_problem(serve: Any) -> None:
+    import threading
+
+    server = serve(SLOW)
+    answer: list[httpx.Response] = []
+    thread = threading.Thread(
+        target=lambda: answer.append(
+            httpx.post(f"{server.url}/invoke", json={"parameters": {"delay": 30}}, timeout=60)
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 30
+    job_id = None
+    while job_id is None and time.monotonic() < deadline:
+        running = httpx.get(f"{server.url}/jobs", params={"status": "running"}).json()["jobs"]
+        job_id = running[0]["job_id"] if running else None
+        time.sleep(0.02)
+    assert job_id is not None
+    assert httpx.post(f"{server.url}/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    thread.join(30)
+    assert answer[0].status_code == 409
+    assert answer[0].headers["content-type"] == "application/problem+json"
+    assert answer[0].json()["title"] == "Job cancelled"
+
+
+def test_sigterm_lets_a_websocket_stream_finish_its_job(serve: Any) -> None:
+    from websockets.sync.client import connect
+
+    server = serve(SLOW, ZSERVE_GRACE_S="10")
+    ws_url = server.url.replace("http://", "ws://") + "/stream"
+    with connect(ws_url) as ws:
+        ws.send(json.dumps({"parameters": {"delay": 1.0, "tag": "kept"}}))
+        events = []
+        for message in ws:
+            events.append(json.loads(message))
+            if events[-1]["event"] == "step.started":
+                server.proc.send_signal(signal.SIGTERM)
+    assert events[-1]["event"] == "job.completed" and events[-1]["outputs"] == {"tag": "kept"}
+    assert ws.close_code == 1000
+    assert server.proc.wait(30) == 0

@@ -24,10 +24,13 @@ def test_slot_runs_at_most_limit_hands_over_in_order_and_survives_cancel() -> No
         gate = asyncio.Event()
 
         async def job(name: str) -> None:
-            async with slot:
+            await slot.acquire()
+            try:
                 order.append(name)
                 assert slot.running == 1
                 await gate.wait()
+            finally:
+                slot.release()
 
         first = asyncio.ensure_future(job("a"))
         await asyncio.sleep(0)

@@ -1,6 +1,8 @@
 """Pipelines used only by the server tests."""
 
-from zserve import pipeline
+import time
+
+from zserve import pipeline, step
 
 
 class Opaque:
@@ -15,3 +17,14 @@ def returns_object() -> Opaque:
 @pipeline
 def not_a_number() -> dict[str, float]:
     return {"nan": float("nan"), "inf": float("inf"), "ok": 1.5}
+
+
+@step
+def sleep_blocking(seconds: float) -> float:
+    time.sleep(seconds)  # a sync step: runs in a worker thread and cannot be interrupted
+    return seconds
+
+
+@pipeline
+def blocking(seconds: float = 0.0) -> float:
+    return sleep_blocking(seconds)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
@@ -28,6 +28,7 @@ from zserve.engine.runner import Observer, execute
 from zserve.errors import (
     ExecutionFailed,
     ExecutionTimeout,
+    JobCancelled,
     JobFinished,
     NotFound,
     Overloaded,
@@ -68,6 +69,20 @@ class JobRun(Observer):
         self.loop_thread = threading.get_ident()
         self.sink = sink
         self.steps = {s["name"]: s for s in record.steps}
+        #: steps running in worker threads; a cancelled run keeps its slot until they return
+        self._threads = 0
+        self._lock = threading.Lock()
+        self._when_idle: Callable[[], None] | None = None
+
+    def when_threads_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once no step of this run is running in a thread:
+        at once, usually; a sync step cut short by cancel or timeout keeps running until it
+        returns, and keeps its concurrency slot until then (design §10)."""
+        with self._lock:
+            if self._threads:
+                self._when_idle = callback
+                return
+        callback()
 
     def _emit(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
         if self.sink is None:
@@ -79,10 +94,21 @@ class JobRun(Observer):
             self.loop.call_soon_threadsafe(self.sink, event)
 
     def step_started(self, step: str) -> None:
+        if threading.get_ident() != self.loop_thread:
+            with self._lock:
+                self._threads += 1
         self.steps[step]["status"] = "running"
         self._emit(ev.STEP_STARTED, step, {})
 
     def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
+        if threading.get_ident() != self.loop_thread:
+            with self._lock:
+                self._threads -= 1
+                idle, self._when_idle = (
+                    (self._when_idle, None) if not self._threads else (None, self._when_idle)
+                )
+            if idle is not None:
+                self.loop.call_soon_threadsafe(idle)
         state = self.steps[step]
         state["duration_ms"] = round(seconds * 1000, 3)
         if error is None:
@@ -153,7 +179,7 @@ class _Slot:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
         if self.running < self.limit and not self._waiters:
             self.running += 1
             return
@@ -163,16 +189,13 @@ class _Slot:
             await waiter  # resolved by __aexit__, which hands its slot over
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a slot just as we were cancelled: pass it on
+                self.release()  # handed a slot just as we were cancelled: pass it on
             else:
                 with contextlib.suppress(ValueError):  # _release may have dropped it already
                     self._waiters.remove(waiter)
             raise
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
+    def release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -214,6 +237,7 @@ class JobManager:
         self._cancelled: set[str] = set()
         self._chores: list[asyncio.Task[None]] = []
         self._closing = False
+        self._drain: asyncio.Future[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -225,12 +249,19 @@ class JobManager:
             self._chores.append(asyncio.ensure_future(self._cancel_loop()))
             self._chores.append(asyncio.ensure_future(self._lease_loop()))
 
+    def begin_drain(self, grace_s: float) -> asyncio.Future[None]:
+        """Start draining (once); the returned future is done when the drain is."""
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_jobs(grace_s))
+        return self._drain
+
     async def drain(self, grace_s: float) -> None:
+        await asyncio.shield(self.begin_drain(grace_s))
+
+    async def _drain_jobs(self, grace_s: float) -> None:
         """Stop taking work. Queued jobs end ``failed`` with reason ``shutdown`` at once;
         running ones get ``grace_s`` seconds, then end the same way. Their terminal events are
         published, so open streams end properly."""
-        if self._closing:
-            return
         self._closing = True
         queued = [task for job_id, task in self._tasks.items() if job_id not in self._runs
                   or self._runs[job_id].record.status == "queued"]  # fmt: skip
@@ -298,13 +329,19 @@ class JobManager:
         if task is not None:
             self._local_tasks[record.job_id] = task
         try:
-            async with self._slot:
+            await self._slot.acquire()
+            try:
                 record.status, record.started_at = "running", time.time()
                 outputs = await execute(self.plan, params, job_id=record.job_id,
                                         capture=self.capture, timeout_s=timeout_s,
                                         observer=run)  # fmt: skip
+            finally:
+                run.when_threads_done(self._slot.release)
         except asyncio.CancelledError:
             self._end(record, "cancelled", run)
+            if record.job_id in self._cancelled and task is not None:
+                task.uncancel()  # cancelled through /jobs/{id}/cancel: answer, don't vanish
+                raise JobCancelled(f"Job {record.job_id} was cancelled") from None
             raise
         except ZServeError as err:
             self._end(record, "failed", run, error=_error_of(err))
@@ -312,7 +349,7 @@ class JobManager:
         finally:
             self._local_tasks.pop(record.job_id, None)
             self._cancelled.discard(record.job_id)
-        self._end(record, "completed", run, outputs=outputs)
+        self._end(record, "completed", run)
         return record, outputs
 
     def _remember(self, record: JobRecord) -> None:
@@ -325,13 +362,13 @@ class JobManager:
         record: JobRecord,
         status: str,
         run: JobRun,
-        outputs: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
     ) -> None:
         if status != "completed":
             run.interrupted()
+        # A sync job's caller got its outputs; keeping them would hold every answer in memory.
         record.status, record.finished_at = status, time.time()
-        record.outputs, record.error = outputs, error
+        record.error = error
 
     # -- async --------------------------------------------------------------------------------
 
@@ -341,8 +378,12 @@ class JobManager:
         """Queue a job and return at once; it runs as soon as a slot is free."""
         self._admit()
         record = self._new_record(mode)
-        await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
-        self._starting += 1
+        self._starting += 1  # its place in the queue is taken before anything can interleave
+        try:
+            await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
+        except BaseException:
+            self._starting -= 1
+            raise
         self._tasks[record.job_id] = asyncio.ensure_future(self._run_job(record, params, timeout_s))
         return record
 
@@ -355,8 +396,10 @@ class JobManager:
         run = JobRun(record, asyncio.get_running_loop(), publisher.put)
         self._runs[job_id] = run
         start = 0.0
+        ending: tuple[str, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]
         try:
-            async with self._slot:
+            await self._slot.acquire()
+            try:
                 start = time.perf_counter()
                 record.status, record.started_at = "running", time.time()
                 await self.broker.publish(
@@ -365,32 +408,48 @@ class JobManager:
                 )  # fmt: skip
                 outputs = await execute(self.plan, params, job_id=job_id, capture=self.capture,
                                         timeout_s=timeout_s, observer=run)  # fmt: skip
+            finally:
+                run.when_threads_done(self._slot.release)
             elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
             outputs = _jsonable(outputs)
-            await publisher.drain()
-            await self._finish(record, ev.JOB_COMPLETED,
-                               {"outputs": outputs, "execution_time_ms": elapsed_ms},
-                               outputs=outputs)  # fmt: skip
+            data = {"outputs": outputs, "execution_time_ms": elapsed_ms}
+            ending = (ev.JOB_COMPLETED, data, outputs, None)
         except asyncio.CancelledError:
             completed = run.interrupted()
-            await publisher.drain()
             if job_id in self._cancelled:
-                await self._finish(record, ev.JOB_CANCELLED, {"steps_completed": completed})
+                ending = (ev.JOB_CANCELLED, {"steps_completed": completed}, None, None)
             else:  # the worker is shutting down
-                await self._finish(record, ev.JOB_FAILED, {"error": SHUTDOWN}, error=SHUTDOWN)
+                ending = (ev.JOB_FAILED, {"error": SHUTDOWN}, None, SHUTDOWN)
         except ZServeError as err:
             run.interrupted()
-            await publisher.drain()
             error = _error_of(err)
-            await self._finish(record, ev.JOB_FAILED, {"error": error}, error=error)
+            ending = (ev.JOB_FAILED, {"error": error}, None, error)
         except Exception as exc:  # a bug of ours: the job must still end
             logger.exception("Job %s failed unexpectedly", job_id)
             error = {"reason": "error", "message": f"{type(exc).__name__}: {exc}"}
-            await self._finish(record, ev.JOB_FAILED, {"error": error}, error=error)
+            ending = (ev.JOB_FAILED, {"error": error}, None, error)
+        try:
+            kind, data, outputs_, error_ = ending
+            await _uncancellable(self._conclude(publisher, record, kind, data, outputs_, error_))
         finally:
             self._tasks.pop(job_id, None)
             self._runs.pop(job_id, None)
             self._cancelled.discard(job_id)
+
+    async def _conclude(
+        self,
+        publisher: _Publisher,
+        record: JobRecord,
+        kind: str,
+        data: dict[str, Any],
+        outputs: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+    ) -> None:
+        """The events still pending, then the terminal one: a job always ends."""
+        try:
+            await publisher.drain()
+        finally:
+            await self._finish(record, kind, data, outputs=outputs, error=error)
 
     async def _finish(
         self,
@@ -435,10 +494,12 @@ class JobManager:
         record = await self.get(job_id)
         if record.finished:
             raise JobFinished(f"Job {job_id} already {record.status}: nothing to cancel")
-        self._cancelled.add(job_id)
         task = self._tasks.get(job_id) or self._local_tasks.get(job_id)
+        first = job_id not in self._cancelled  # a second request must not cut the first short
+        self._cancelled.add(job_id)
         if task is not None:
-            task.cancel()
+            if first:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)
         else:  # another worker runs it: it polls for cancel requests
@@ -459,6 +520,8 @@ class JobManager:
             try:
                 if self._tasks:
                     for job_id in await self.broker.cancel_requested(list(self._tasks)):
+                        if job_id in self._cancelled:
+                            continue  # already being cancelled
                         self._cancelled.add(job_id)
                         if task := self._tasks.get(job_id):
                             task.cancel()
@@ -495,6 +558,16 @@ class JobManager:
                 await self.broker.prune(now - self.retention_s, self.retention_count)
             except Exception:
                 logger.exception("Pruning finished jobs failed")
+
+
+async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to the end even if the calling task is cancelled meanwhile (a second cancel
+    request, or shutdown): a job's terminal event must be written."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()
 
 
 def _error_of(err: ZServeError) -> dict[str, Any]:

@@ -143,6 +143,8 @@ def _run_sync_steps(steps: list[CompiledStep], run: _Run) -> None:
 
 
 def _call_sync(s: CompiledStep, run: _Run) -> Any:
+    if run._stop is not None and run._stop.is_set():
+        raise _Stopped  # cancelled before this thread got to start the step
     observer = run.observer
     token = current_step.set(s.id)
     observer.step_started(s.id)

@@ -35,8 +35,8 @@ from zserve.engine.plan import Plan
 from zserve.errors import (
     CaptureNotSupported,
     ExecutionFailed,
+    ExecutionTimeout,
     InvalidParameters,
-    StepFailed,
     UsageError,
     ZServeError,
 )
@@ -104,7 +104,7 @@ class Service:
             _, outputs = await self.jobs.run_sync(params, timeout, job_id)
         except ExecutionFailed as err:
             elapsed = time.perf_counter() - start
-            status = "failed" if isinstance(err, StepFailed) else "timeout"
+            status = "timeout" if isinstance(err, ExecutionTimeout) else "failed"
             self.metrics.record(status, self.capture, elapsed)
             logger.error("Job %s failed: %s", job_id, err, exc_info=err.__cause__ or err)
             return problems.problem_from_error(err, job_id=job_id, run_id=None)
@@ -280,7 +280,9 @@ def _drain_on_signals(service: Service) -> None:
     the jobs start draining, so that open streams still receive their terminal events.
 
     uvicorn installs its own handlers while it serves (and restores the previous ones after);
-    ours runs first, then hands the signal on to uvicorn's.
+    ours runs first and hands the signal on to uvicorn's once the jobs have drained (at most
+    ``ZSERVE_GRACE_S``), so WebSocket streams are not closed under a running job. A second
+    signal goes to uvicorn at once.
     """
     import threading
 
@@ -293,11 +295,16 @@ def _drain_on_signals(service: Service) -> None:
             continue
 
         def handler(signum: int, frame: Any, then: Any = uvicorn_handler) -> None:
+            if service.draining:  # a second signal: let uvicorn stop now
+                then(signum, frame)
+                return
             service.ready, service.draining = False, True
-            loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(service.jobs.drain(service.settings.grace_s))
-            )
-            then(signum, frame)
+
+            def start_drain() -> None:
+                drained = service.jobs.begin_drain(service.settings.grace_s)
+                drained.add_done_callback(lambda _: then(signum, frame))
+
+            loop.call_soon_threadsafe(start_drain)
 
         signal.signal(sig, handler)
 

@@ -38,7 +38,7 @@ async def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Eve
         events = await broker.wait(job_id, after, service.settings.sse_ping_s)
         if not events:
             job = await broker.get(job_id)
-            if job is None:  # pruned while we watched
+            if job is None or job.finished:  # pruned, or nothing comes after `after`
                 return
             yield None
             continue
@@ -83,12 +83,10 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
     @app.get("/stream/{job_id}", summary="Server-Sent Events of a job (Last-Event-ID resumes)")
     async def stream(job_id: str, request: Request) -> StreamingResponse:
         await _streamable(service, job_id)
-        raw = request.headers.get("last-event-id", "0").strip() or "0"
-        if not raw.isdigit():
-            raise UsageError(f"Last-Event-ID {raw!r} is not an event sequence number")
+        after = _sequence(request.headers.get("last-event-id", "0").strip() or "0", "Last-Event-ID")
 
         async def body() -> AsyncIterator[bytes]:
-            async for event in follow(service, job_id, int(raw)):
+            async for event in follow(service, job_id, after):
                 yield b": ping\n\n" if event is None else sse(event)
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -121,7 +119,7 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
         if "job_id" in doc:
             job_id = str(doc["job_id"])
             await _streamable(service, job_id)
-            after = int(doc.get("after", 0))
+            after = _sequence(doc.get("after", 0), '"after"')
         else:
             params, timeout = service.parse(text)
             job_id = (await service.jobs.submit(params, timeout, mode="stream")).job_id
@@ -160,6 +158,19 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await listener
+
+
+def _sequence(value: Any, what: str) -> int:
+    """An event sequence number from a client: a whole number >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 16:
+        number = int(value)
+    else:
+        raise UsageError(f"{what} {value!r} is not an event sequence number (0, 1, 2, ...)")
+    if not 0 <= number < 2**53:
+        raise UsageError(f"{what} {value!r} is not an event sequence number (0, 1, 2, ...)")
+    return number
 
 
 async def _refuse(ws: WebSocket, code: int, detail: str) -> None:
