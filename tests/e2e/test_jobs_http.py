@@ -462,7 +462,7 @@ def test_two_cancel_requests_at_once_still_end_the_job(serve: Any) -> None:
 
     server = serve(STREAMING, workers=2)
     for _ in range(8):
-        job_id = submit(server.url, {"words": 100000, "delay": 0.0005})
+        job_id = submit(server.url, {"words": 100000, "delay": 0.002})  # minutes long
         wait_status(server.url, job_id, "running")
         threads = [threading.Thread(target=fresh, args=(server.url, "POST",
                                                         f"/jobs/{job_id}/cancel"))
@@ -536,3 +536,13 @@ def test_sigterm_lets_a_websocket_stream_finish_its_job(serve: Any) -> None:
     assert events[-1]["event"] == "job.completed" and events[-1]["outputs"] == {"tag": "kept"}
     assert ws.close_code == 1000
     assert server.proc.wait(30) == 0
+
+
+def test_async_jobs_count_in_the_metrics(serve: Any) -> None:
+    server = serve(FAILING)
+    for value in (1, 2):
+        job_id = submit(server.url, {"value": value})
+        wait_status(server.url, job_id, "failed")
+    doc = httpx.get(f"{server.url}/metrics").json()
+    assert doc["invocations"]["by_status"]["failed"] == 2
+    assert doc["jobs"]["by_status"] == {"failed": 2}

@@ -215,6 +215,7 @@ class JobManager:
         max_queue: int = 1000,
         retention_s: float = 3600.0,
         retention_count: int = 10_000,
+        on_finished: Callable[[str, float | None], None] | None = None,
     ) -> None:
         self.plan = plan
         self.broker = broker
@@ -225,6 +226,8 @@ class JobManager:
         self.max_queue = max_queue
         self.retention_s = retention_s
         self.retention_count = retention_count
+        #: told (status, seconds) when an async or streamed job ends: the server's metrics
+        self.on_finished = on_finished
         self._slot = _Slot(max_concurrency)
         #: submitted jobs whose task has not reached the slot yet
         self._starting = 0
@@ -450,6 +453,13 @@ class JobManager:
             await publisher.drain()
         finally:
             await self._finish(record, kind, data, outputs=outputs, error=error)
+        if self.on_finished is not None:
+            status = ev.TERMINAL[kind]
+            if error is not None and error.get("reason") == "timeout":
+                status = "timeout"
+            started, finished = record.started_at, record.finished_at
+            took = finished - started if started and finished and status == "completed" else None
+            self.on_finished(status, took)
 
     async def _finish(
         self,
@@ -495,10 +505,9 @@ class JobManager:
         if record.finished:
             raise JobFinished(f"Job {job_id} already {record.status}: nothing to cancel")
         task = self._tasks.get(job_id) or self._local_tasks.get(job_id)
-        first = job_id not in self._cancelled  # a second request must not cut the first short
-        self._cancelled.add(job_id)
         if task is not None:
-            if first:
+            if job_id not in self._cancelled:  # a second request must not cut the first short
+                self._cancelled.add(job_id)
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)
@@ -538,9 +547,10 @@ class JobManager:
                              "message": "The worker running this job stopped"}  # fmt: skip
                     terminal = ev.Event(ev.JOB_FAILED, job.job_id, time.time(), None,
                                         {"error": error})  # fmt: skip
-                    await self.broker.finish(
-                        job.job_id, terminal, {"finished_at": time.time(), "error": error}
-                    )
+                    steps = [{**s, "status": "failed"} if s["status"] == "running" else s
+                             for s in job.steps]  # fmt: skip
+                    changes = {"finished_at": time.time(), "error": error, "steps": steps}
+                    await self.broker.finish(job.job_id, terminal, changes)
                     logger.warning("Job %s failed: its worker %s was lost", job.job_id, job.worker)
             except Exception:
                 logger.exception("Lease upkeep failed")

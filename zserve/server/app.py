@@ -69,6 +69,7 @@ class Service:
             plan, open_broker(settings.broker_url or "memory://"), capture=self.capture,
             max_concurrency=settings.max_concurrency, max_queue=settings.max_queue,
             retention_s=settings.job_ttl_s, retention_count=settings.job_max_count,
+            on_finished=lambda status, seconds: self.metrics.record(status, self.capture, seconds),
         )  # fmt: skip
 
     def parse(self, body: bytes | str) -> tuple[dict[str, Any], float | None]:
