@@ -312,7 +312,7 @@ class Client:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job: ``{"job_id", "status"}``. A finished job is a
-        ``UsageError`` (409), an unknown one ``NotFound``."""
+        ``JobFinished`` (409), an unknown one ``NotFound``."""
         return _document(self.request("POST", _job_path(job_id, "/cancel")))
 
     def events(
