@@ -37,8 +37,8 @@ def make_client() -> Iterator[Callable[..., Any]]:
     """Build an in-process TestClient for a pipeline source (no store involved)."""
     from fastapi.testclient import TestClient
 
-    from zserve.engine.deployment import DeploymentRecord
     from zserve.engine.plan import compile_plan
+    from zserve.records import DeploymentRecord
     from zserve.sdk.loader import load_pipeline
     from zserve.server.app import create_app
     from zserve.settings import Settings

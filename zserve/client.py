@@ -100,18 +100,7 @@ def error_from_response(response: httpx.Response) -> errors.ZServeError:
     detail = str(doc.get("detail") or response.text.strip() or response.reason_phrase)
     kind = str(doc.get("type", "")).rsplit("/", 1)[-1]
     cls = _by_problem().get(kind) or _BY_STATUS.get(response.status_code, errors.ZServeError)
-    err: errors.ZServeError
-    if cls is errors.InvalidParameters:
-        err = errors.InvalidParameters(list(doc.get("errors") or []), message=detail)
-    else:
-        # Rebuild without running subclass constructors (StepFailed wants the exception).
-        err = cls.__new__(cls)
-        errors.ZServeError.__init__(err, detail)
-        if cls is errors.StepFailed:
-            err.step = doc.get("step")  # type: ignore[attr-defined]
-    err.problem_doc = doc  # type: ignore[attr-defined]
-    err.status_code = response.status_code  # type: ignore[attr-defined]
-    return err
+    return cls.from_problem(doc, detail=detail, status_code=response.status_code)
 
 
 def _invoke_body(

@@ -31,7 +31,8 @@ Errors never carry a traceback to a client: ``str(error)`` is the one line a per
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
 
 __all__ = [
     "EXIT_CODES",
@@ -58,6 +59,7 @@ __all__ = [
     "Unauthorized",
     "UsageError",
     "ZServeError",
+    "describe_fields",
 ]
 
 #: Where problem types live: ``type`` is this plus the class's ``problem``.
@@ -83,6 +85,10 @@ class ZServeError(Exception):
     #: Short, stable problem type; the problem+json ``type`` is built from it.
     problem: str = "error"
     title: str = "zserve error"
+    #: When the error came over HTTP (``from_problem``): the server's problem document and the
+    #: response's status code; None for an error raised here.
+    problem_doc: dict[str, Any] | None = None
+    status_code: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -90,6 +96,23 @@ class ZServeError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    @classmethod
+    def from_problem(
+        cls, doc: dict[str, Any], *, detail: str | None = None, status_code: int | None = None
+    ) -> Self:
+        """The error a server's problem document stands for (the client's side of
+        ``to_problem``): ``detail`` defaults to the document's, and the document and status
+        code are kept on the error."""
+        err = cls._from_document(detail or str(doc.get("detail") or cls.title), doc)
+        err.problem_doc = doc
+        err.status_code = status_code
+        return err
+
+    @classmethod
+    def _from_document(cls, message: str, doc: dict[str, Any]) -> Self:
+        """Build from a problem document; classes whose constructor takes more override this."""
+        return cls(message)
 
     def problem_fields(self) -> dict[str, Any]:
         """Extra members of the problem+json document (beyond type/title/status/detail)."""
@@ -124,13 +147,27 @@ class InvalidParameters(UsageError):
 
     def __init__(self, errors: list[dict[str, Any]], message: str | None = None) -> None:
         self.errors = errors
-        if message is None:
-            parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors]
-            message = "Invalid parameters: " + "; ".join(parts)
-        super().__init__(message)
+        super().__init__(message or "Invalid parameters: " + describe_fields(errors))
+
+    @classmethod
+    def from_field_errors(
+        cls, errors: Iterable[Mapping[str, Any]], *, prefix: Sequence[str | int] = ()
+    ) -> Self:
+        """From validation errors (pydantic's ``ValidationError.errors()``): each one's
+        ``loc`` (after ``prefix``) and ``msg``."""
+        return cls([{"loc": [*prefix, *e.get("loc", ())], "msg": e.get("msg", "")} for e in errors])
+
+    @classmethod
+    def _from_document(cls, message: str, doc: dict[str, Any]) -> Self:
+        return cls(list(doc.get("errors") or []), message=message)
 
     def problem_fields(self) -> dict[str, Any]:
         return {"errors": self.errors}
+
+
+def describe_fields(errors: Iterable[Mapping[str, Any]]) -> str:
+    """``a.b: msg; c: msg``: field errors as one line."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
 
 
 class SourceError(UsageError):
@@ -201,12 +238,22 @@ class StepFailed(ExecutionFailed):
     problem = "step-failed"
     title = "Step failed"
 
-    def __init__(self, step: str, exc: BaseException) -> None:
+    def __init__(
+        self, step: str | None, exc: BaseException | None = None, *, message: str | None = None
+    ) -> None:
+        #: The step that raised (None when a server's answer did not name it).
         self.step = step
-        self.exc_type = type(exc).__name__
-        self.exc_message = str(exc)
-        detail = f": {self.exc_message}" if self.exc_message else ""
-        super().__init__(f"Step '{step}' raised {self.exc_type}{detail}")
+        self.exc_type = type(exc).__name__ if exc is not None else None
+        self.exc_message = str(exc) if exc is not None else None
+        if message is None:
+            detail = f": {self.exc_message}" if self.exc_message else ""
+            message = f"Step '{step}' raised {self.exc_type}{detail}"
+        super().__init__(message)
+
+    @classmethod
+    def _from_document(cls, message: str, doc: dict[str, Any]) -> Self:
+        step = doc.get("step")
+        return cls(step if isinstance(step, str) else None, message=message)
 
     def problem_fields(self) -> dict[str, Any]:
         return {"step": self.step}
@@ -251,3 +298,8 @@ class Overloaded(ServerError):
     http_status = 429
     problem = "overloaded"
     title = "Too many requests"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds a client should wait before it tries again (the ``Retry-After`` header).
+        self.retry_after = retry_after

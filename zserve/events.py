@@ -6,14 +6,16 @@ or ``step.failed``, then exactly one terminal event: ``job.completed`` (with out
 ``job.failed`` (with an error: reason, step?, message) or ``job.cancelled``.
 
 Every event carries ``job_id``, ``seq`` (1, 2, 3, ... per job, assigned by the broker), ``ts``
-(Unix time) and ``step`` where it applies. Standard library only.
+(Unix time) and ``step`` where it applies. Standard library only (and ``zserve.records``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+from zserve.records import JobStatus
 
 __all__ = [
     "JOB_CANCELLED",
@@ -27,22 +29,29 @@ __all__ = [
     "STEP_PROGRESS",
     "STEP_STARTED",
     "TERMINAL",
+    "TERMINAL_EVENT",
     "Event",
 ]
 
-JOB_QUEUED = "job.queued"
-JOB_STARTED = "job.started"
-STEP_STARTED = "step.started"
-STEP_CHUNK = "step.chunk"
-STEP_PROGRESS = "step.progress"
-STEP_COMPLETED = "step.completed"
-STEP_FAILED = "step.failed"
-JOB_COMPLETED = "job.completed"
-JOB_FAILED = "job.failed"
-JOB_CANCELLED = "job.cancelled"
+JOB_QUEUED: Final = "job.queued"
+JOB_STARTED: Final = "job.started"
+STEP_STARTED: Final = "step.started"
+STEP_CHUNK: Final = "step.chunk"
+STEP_PROGRESS: Final = "step.progress"
+STEP_COMPLETED: Final = "step.completed"
+STEP_FAILED: Final = "step.failed"
+JOB_COMPLETED: Final = "job.completed"
+JOB_FAILED: Final = "job.failed"
+JOB_CANCELLED: Final = "job.cancelled"
 
 #: Terminal event type -> the job status it leaves.
-TERMINAL = {JOB_COMPLETED: "completed", JOB_FAILED: "failed", JOB_CANCELLED: "cancelled"}
+TERMINAL: Final[dict[str, JobStatus]] = {
+    JOB_COMPLETED: JobStatus.COMPLETED,
+    JOB_FAILED: JobStatus.FAILED,
+    JOB_CANCELLED: JobStatus.CANCELLED,
+}
+#: Job status -> the terminal event that leaves it.
+TERMINAL_EVENT: Final[dict[JobStatus, str]] = {status: kind for kind, status in TERMINAL.items()}
 
 
 @dataclass(frozen=True, slots=True)

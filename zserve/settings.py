@@ -15,20 +15,18 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from zserve.errors import UsageError
+from zserve.records import CAPTURE_MODES
 
 __all__ = [
-    "CAPTURE_MODES",
     "ENV_VARS",
     "LOG_LEVELS",
     "SETTINGS_ENV",
-    "CaptureMode",
     "LogLevel",
     "Settings",
+    "hide_password",
 ]
 
-CaptureMode = Literal["none", "metadata", "full", "sampled", "errors_only"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
-CAPTURE_MODES: tuple[str, ...] = get_args(CaptureMode)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 #: Where the parent process hands resolved settings to its workers.
@@ -159,7 +157,7 @@ class Settings:
         """A snapshot safe to show anyone: secrets are never included."""
         data = dataclasses.asdict(self)
         data["auth_key"] = "set" if self.auth_key else None
-        data["store_url"] = _hide_password(self.store_url)
+        data["store_url"] = hide_password(self.store_url)
         return data
 
 
@@ -186,10 +184,11 @@ def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
     return raw
 
 
-def _hide_password(url: str) -> str:
-    if "@" not in url or "://" not in url:
+def hide_password(url: str) -> str:
+    """A database URL fit to show: its password, if any, replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
         return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"

@@ -13,8 +13,8 @@ import pytest
 
 from zserve.broker import Broker, MemoryBroker
 from zserve.broker.sqlite import SQLiteBroker
-from zserve.engine.job import JobRecord
 from zserve.events import Event
+from zserve.records import JobRecord
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ import traceback
 from typing import Any
 
 from zserve.broker.sqlite import SQLiteBroker
-from zserve.engine.job import JobRecord
 from zserve.events import JOB_COMPLETED, JOB_FAILED, JOB_QUEUED, JOB_STARTED, STEP_CHUNK, Event
+from zserve.records import JobRecord
 
 SHARED_OWNER = 0
 

@@ -10,7 +10,6 @@ import pytest
 
 from tests.broker.conftest import Harness, event, job
 from zserve.broker import Broker
-from zserve.engine.job import JobRecord
 from zserve.events import (
     JOB_CANCELLED,
     JOB_COMPLETED,
@@ -23,6 +22,7 @@ from zserve.events import (
     TERMINAL,
     Event,
 )
+from zserve.records import JobRecord
 
 
 async def running(broker: Broker, job_id: str, worker: str = "w1", **fields: Any) -> None:

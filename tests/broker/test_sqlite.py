@@ -17,7 +17,6 @@ from tests.broker import procs
 from tests.broker.conftest import event, job
 from zserve.broker import open_broker
 from zserve.broker.sqlite import SQLiteBroker
-from zserve.engine.job import JobRecord
 from zserve.events import (
     JOB_COMPLETED,
     JOB_FAILED,
@@ -27,6 +26,7 @@ from zserve.events import (
     TERMINAL,
     Event,
 )
+from zserve.records import JobRecord
 
 
 def test_open_broker_url_makes_a_sqlite_broker_in_wal_mode(tmp_path: Path) -> None:

@@ -8,13 +8,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from zserve.cli.stream import (
-    StreamView,
-    chunk_text,
-    format_ms,
-    plain_line,
-    progress_text,
-)
+from zserve.cli._format import chunk_text, format_ms, plain_line, progress_text
+from zserve.cli.stream import StreamView
 
 JOB = "6c1f0000-0000-4000-8000-000000000000"
 

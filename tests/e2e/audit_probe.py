@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from zserve.engine.deployment import DeploymentRecord
 from zserve.engine.plan import compile_plan
+from zserve.records import DeploymentRecord
 from zserve.sdk.loader import load_pipeline
 from zserve.server.app import create_app
 from zserve.settings import Settings

@@ -135,7 +135,7 @@ def test_tracked_capture_override_is_refused_not_downgraded(make_client: Any) ->
     client = make_client(WEATHER)
     body = {"parameters": {"city": "Tokyo"}, "capture_override": {"mode": "full"}}
     doc = assert_problem(client.post("/invoke", json=body), 501)
-    assert "capture_override.mode='full'" in doc["detail"]
+    assert "capture_override.mode 'full'" in doc["detail"]
     body["capture_override"] = {"mode": "none"}
     assert client.post("/invoke", json=body).status_code == 200
     body["capture_override"] = {"mode": "everything"}

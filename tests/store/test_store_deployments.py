@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.orm import Session
 from store_helpers import deployment_args
 
-from zserve.engine.deployment import DeploymentRecord
 from zserve.errors import AmbiguousDeployment, DeploymentNotFound, NotFound, UsageError
+from zserve.records import DeploymentRecord
 from zserve.store import Store
 from zserve.store.models import Deployment
 

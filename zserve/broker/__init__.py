@@ -1,5 +1,5 @@
 """Job state, events and cancel requests shared by the workers of a server.
-May import zserve.engine types, events, errors and settings; never server or cli."""
+May import the bottom modules (records, events, errors, settings); nothing above them."""
 
 from zserve.broker.base import Broker
 from zserve.broker.memory import MemoryBroker

@@ -1,10 +1,10 @@
 """The broker contract: where the jobs of async, streamed and WebSocket invocations live, so
 that any worker of a server can answer for any job.
 
-One worker owns a job while it runs it (``JobRecord.worker``) and publishes its events; any
-worker may read jobs and events, ask for a cancel, or end a job whose owner died. The broker
-assigns each event its ``seq`` (1, 2, 3, ... per job), and ends a job exactly once: ``finish``
-is a compare-and-set from queued/running, and writes the terminal event in the same step.
+One worker owns a job while it runs it (``zserve.records.JobRecord.worker``) and publishes its
+events; any worker may read jobs and events, ask for a cancel, or end a job whose owner died.
+The broker assigns each event its ``seq`` (1, 2, 3, ... per job), and ends a job exactly once:
+``finish`` is a compare-and-set from queued/running, and writes the terminal event in the same step.
 
 All methods are coroutines called on the worker's event loop; an implementation that blocks
 (SQLite) does its I/O on a thread of its own.
@@ -16,8 +16,8 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-from zserve.engine.job import JobRecord
 from zserve.events import Event
+from zserve.records import JobRecord
 
 __all__ = ["Broker"]
 
@@ -25,6 +25,9 @@ __all__ = ["Broker"]
 class Broker(abc.ABC):
     #: "memory" or "sqlite" (shown by /status)
     kind: str = ""
+    #: Whether other processes see the same jobs: then a job's owner keeps a lease (heartbeat),
+    #: watches for cancel requests from other workers, and ends jobs whose owner died.
+    shared: bool = False
 
     async def start(self) -> None:  # noqa: B027 (an optional hook)
         """Open connections; called once per worker before any other method."""

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from zserve.broker.base import Broker
-from zserve.engine.job import JobRecord
 from zserve.events import TERMINAL, Event
+from zserve.records import JobRecord
 
 __all__ = ["MemoryBroker"]
 

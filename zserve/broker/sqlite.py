@@ -25,8 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from zserve.broker.base import Broker
-from zserve.engine.job import FINISHED, JobRecord
 from zserve.events import TERMINAL, Event
+from zserve.records import FINISHED, JobRecord
 
 __all__ = ["SQLiteBroker"]
 
@@ -76,6 +76,7 @@ def _changes(changes: dict[str, Any], *, finishing: bool) -> str:
 
 class SQLiteBroker(Broker):
     kind = "sqlite"
+    shared = True
 
     def __init__(self, path: str) -> None:
         self.path = path

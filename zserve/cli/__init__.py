@@ -19,13 +19,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # plain click-style output: usage errors end in one "Error: ..." line, not a rich box
     rich_markup_mode=None,
-    add_completion=False,
+    # --install-completion / --show-completion, and Typer's completion classes that answer the
+    # scripts in completions/ at each TAB (zserve/cli/_completion.py)
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: typer.Context, value: bool) -> None:
+    # completing `zserve --version <TAB>` parses resiliently: offer commands, don't print
+    if value and not ctx.resilient_parsing:
         typer.echo(f"zserve {__version__}")
         raise typer.Exit()
 

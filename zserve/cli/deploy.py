@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from typing import Any
-
 import typer
 
 from zserve.cli._output import print_json
-from zserve.settings import CaptureMode, Settings
+from zserve.records import CaptureMode
+from zserve.settings import Settings
 
 
 def deploy(
@@ -26,48 +23,20 @@ def deploy(
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Import and compile a pipeline and store it as a deployment; print its id."""
-    from zserve.engine.plan import compile_plan
-    from zserve.errors import CaptureNotSupported
-    from zserve.sdk.loader import file_hashes, load_pipeline
+    from zserve.engine.deployments import build_deployment
     from zserve.store import Store
 
     settings = Settings.from_env()
-    # whatever the user's module prints while it is imported must not end up in --json output
-    with contextlib.redirect_stdout(sys.stderr):
-        loaded = load_pipeline(source, app_dir)
-        pipe = loaded.pipeline
-        plan = compile_plan(pipe)
-    mode = capture or pipe.capture or settings.capture_default
-    if mode != "none":
-        raise CaptureNotSupported(
-            f"Capture mode {mode!r} is not supported yet: deploy with --capture none "
-            "(run-only is the only mode this version serves)"
-        )
-    hashes = file_hashes(pipe)
-    code_hash = _digest(hashes)
+    draft = build_deployment(
+        source, app_dir=app_dir, name=name, capture=capture,
+        capture_default=settings.capture_default,
+    )  # fmt: skip
     with Store(settings.store_url) as store:
-        record, created = store.add_deployment(
-            name=name or pipe.name,
-            source=loaded.source,
-            import_root=loaded.import_root,
-            pipeline_name=pipe.name,
-            code_hash=code_hash,
-            file_hashes=hashes,
-            spec=plan.spec,
-            settings=pipe.settings,
-            capture_default=mode,
-        )
+        record, created = store.add_deployment(**draft.fields())
     if json_:
         print_json({"created": created, "deployment": record.to_dict()})
         return
     verb = "Deployed" if created else "Unchanged, already deployed as"
-    typer.echo(f"{verb} {record.ref} ({pipe.name}, {len(plan.steps)} step(s))")
+    typer.echo(f"{verb} {record.ref} ({draft.pipeline_name}, {len(draft.plan.steps)} step(s))")
     typer.echo(f"id: {record.id}")
     typer.echo(f"Serve it: zserve start --deployment {record.name} --detach")
-
-
-def _digest(hashes: dict[str, Any]) -> str:
-    import hashlib
-
-    text = "\n".join(f"{k} {v}" for k, v in sorted(hashes.items()))
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -10,7 +10,8 @@ import typer
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli._params import parse_params
 from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION, resolve_url
-from zserve.settings import CaptureMode, Settings
+from zserve.records import CaptureMode
+from zserve.settings import Settings
 
 if TYPE_CHECKING:
     from zserve.client import Client

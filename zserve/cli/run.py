@@ -12,8 +12,8 @@ import typer
 
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli.invoke import CAPTURE_OPTION, PARAM_OPTION, PARAMS_JSON_OPTION
-from zserve.errors import InvalidParameters, StepFailed, ZServeError
-from zserve.settings import CaptureMode
+from zserve.errors import StepFailed, ZServeError
+from zserve.records import CaptureMode
 
 
 def run(
@@ -37,29 +37,19 @@ def run(
     """Run a pipeline in-process (no server): same engine, output and exit codes as invoke."""
     import asyncio
 
-    from pydantic import ValidationError
-
     from zserve.cli._params import parse_params
+    from zserve.engine.capture import require_run_only
     from zserve.engine.plan import compile_plan
     from zserve.engine.runner import execute
-    from zserve.errors import CaptureNotSupported
+    from zserve.engine.values import success_body
     from zserve.sdk.loader import load_pipeline
 
     source, root = _source(target, app_dir)
     plan = compile_plan(load_pipeline(source, root).pipeline)
     job_id = str(uuid.uuid4())
     try:
-        if capture not in (None, "none"):
-            raise CaptureNotSupported(
-                f"Capture mode {capture!r} is not supported yet: run with --capture none"
-            )
-        params = parse_params(param, params_json, plan.schema)
-        try:
-            values = plan.validate_parameters(params)
-        except ValidationError as exc:
-            raise InvalidParameters(
-                [{"loc": ["parameters", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-            ) from None
+        require_run_only(capture, fix="run with --capture none")
+        values = plan.validate_parameters(parse_params(param, params_json, plan.schema))
         start = time.perf_counter()
         outputs = asyncio.run(execute(plan, values, job_id=job_id, timeout_s=timeout))
         elapsed = time.perf_counter() - start
@@ -71,10 +61,7 @@ def run(
             print_document(err.to_problem(**extra))
         raise fail(err) from None
     if json_:
-        print_document({
-            "success": True, "outputs": outputs, "job_id": job_id, "run_id": None,
-            "capture": "none", "execution_time_ms": round(elapsed * 1000, 3),
-        })  # fmt: skip
+        print_document(success_body(outputs, job_id, "none", elapsed))
         return
     print_outputs(outputs)
 

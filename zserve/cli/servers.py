@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from zserve.cli._format import mib, uptime
 from zserve.cli._output import print_json
 from zserve.errors import NotFound, UsageError
 from zserve.settings import Settings
@@ -42,12 +43,12 @@ def ps(json_: bool = typer.Option(False, "--json", help="Print one JSON document
     for row in rows:
         table.add_row(
             row["id"], row["deployment"], row["url"], row["status"], str(row["workers"]),
-            f"{row['cpu_percent']:.1f}%", _mib(row["memory_bytes"]), _duration(row["uptime_s"]),
+            f"{row['cpu_percent']:.1f}%", mib(row["memory_bytes"]), uptime(row["uptime_s"]),
         )  # fmt: skip
         for proc in row["processes"]:
             table.add_row(
                 "", f"  {proc['role']} pid {proc['pid']}", "", "", "",
-                f"{proc['cpu_percent']:.1f}%", _mib(proc["memory_bytes"]), "",
+                f"{proc['cpu_percent']:.1f}%", mib(proc["memory_bytes"]), "",
             )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
 
@@ -96,19 +97,6 @@ def _quiet(fn: Any, *args: Any) -> Any:
         return fn(*args)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def logs(

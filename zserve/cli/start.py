@@ -11,8 +11,9 @@ from pathlib import Path
 import typer
 
 from zserve.cli._output import print_json
-from zserve.errors import CaptureNotSupported, ServerError
-from zserve.settings import CaptureMode, LogLevel, Settings
+from zserve.errors import ServerError
+from zserve.records import CaptureMode
+from zserve.settings import LogLevel, Settings
 
 #: How long `start --detach` waits for /health before giving up (seconds).
 DEFAULT_START_TIMEOUT = 60.0
@@ -44,6 +45,7 @@ def start(
     json_: bool = typer.Option(False, "--json", help="With --detach: print one JSON document."),
 ) -> None:
     """Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach."""
+    from zserve.engine.capture import require_run_only, resolve_capture
     from zserve.store import Store
 
     settings = Settings.from_env(
@@ -53,11 +55,10 @@ def start(
     with Store(settings.store_url) as store:
         record = store.get_deployment(deployment)
     settings = settings.replace(deployment_id=record.id)
-    capture = record.settings.get("capture") or settings.capture_default
-    if capture != "none":
-        raise CaptureNotSupported(
-            f"Capture mode {capture!r} is not supported yet: start with --capture-default none"
-        )
+    require_run_only(
+        resolve_capture(record.settings.get("capture"), settings.capture_default),
+        fix="start with --capture-default none",
+    )
     from zserve.server.boot import open_address_warning, serve
 
     if not detach:  # serve() prints the open-address warning itself

@@ -11,7 +11,6 @@ detaches.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,39 +18,56 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from zserve import events as ev
+from zserve.cli._format import chunk_text, format_ms, plain_line, progress_text, step_error
 from zserve.cli._output import print_json, print_outputs
-from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION
+from zserve.cli._target import (
+    DEPLOYMENT_OPTION,
+    SERVER_OPTION,
+    URL_OPTION,
+    locate_job,
+    open_client,
+)
 from zserve.errors import ZServeError
+from zserve.records import JobStatus, StepStatus
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from zserve.client import Client
 
-__all__ = [
-    "EXIT_BY_STATUS",
-    "StepState",
-    "StreamView",
-    "follow",
-    "format_ms",
-    "interrupted",
-    "stream",
-]
+__all__ = ["EXIT_BY_STATUS", "StepView", "StreamView", "follow", "interrupted", "stream"]
 
-#: The exit code a followed job leaves with (design §10): 0 completed, 1 failed, 5 cancelled.
-EXIT_BY_STATUS = {"completed": 0, "failed": 1, "cancelled": 5}
-#: How much of a step's streamed text the live view keeps (the end of it).
-CHUNK_TAIL = 2000
+#: The exit code a followed job leaves with (``zserve.errors.EXIT_CODES``).
+EXIT_BY_STATUS: dict[str, int] = {
+    JobStatus.COMPLETED: 0,
+    JobStatus.FAILED: 1,
+    JobStatus.CANCELLED: 5,
+}
 
-_MARK = {"pending": "·", "running": "…", "completed": "✓", "failed": "✗", "cancelled": "⊘"}
-_STYLE = {"pending": "dim", "running": "yellow", "completed": "green", "failed": "red",
-          "cancelled": "magenta"}  # fmt: skip
+#: How a step (or job) in each state is drawn: a mark and a rich style.
+_MARK: dict[str, str] = {
+    StepStatus.PENDING: "·",
+    StepStatus.RUNNING: "…",
+    StepStatus.COMPLETED: "✓",
+    StepStatus.FAILED: "✗",
+    StepStatus.CANCELLED: "⊘",
+}
+_STYLE: dict[str, str] = {
+    StepStatus.PENDING: "dim",
+    StepStatus.RUNNING: "yellow",
+    StepStatus.COMPLETED: "green",
+    StepStatus.FAILED: "red",
+    StepStatus.CANCELLED: "magenta",
+}
 
 
 @dataclass
-class StepState:
+class StepView:
+    """What the view knows of one step."""
+
     name: str
-    status: str = "pending"
+    status: str = StepStatus.PENDING
     duration_ms: float | None = None
     chunks: list[Any] = field(default_factory=list)
     progress: Any = None
@@ -64,10 +80,12 @@ class StreamView:
     ``feed(event)`` updates the state and returns the event as one plain line;
     ``text_lines()`` / ``renderable()`` draw the whole job (the live view)."""
 
-    def __init__(self, job_id: str, steps: Iterable[str] = (), status: str = "queued") -> None:
+    def __init__(
+        self, job_id: str, steps: Iterable[str] = (), status: str = JobStatus.QUEUED
+    ) -> None:
         self.job_id = job_id
         self.status = status
-        self.steps: dict[str, StepState] = {name: StepState(name) for name in steps}
+        self.steps: dict[str, StepView] = {name: StepView(name) for name in steps}
         self.events: list[dict[str, Any]] = []
         self.outputs: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
@@ -83,9 +101,9 @@ class StreamView:
     def exit_code(self) -> int:
         return EXIT_BY_STATUS.get(self.status, 0)
 
-    def step(self, name: str) -> StepState:
+    def step(self, name: str) -> StepView:
         if name not in self.steps:
-            self.steps[name] = StepState(name)
+            self.steps[name] = StepView(name)
         return self.steps[name]
 
     def feed(self, event: dict[str, Any]) -> str:
@@ -94,46 +112,47 @@ class StreamView:
         kind = str(event.get("event", "?"))
         name = event.get("step")
         state = self.step(name) if isinstance(name, str) else None
-        if kind == "job.started":
-            self.status = "running"
-        elif kind == "job.queued":
-            self.status = "queued"
-        elif state is not None and kind == "step.started":
-            state.status = "running"
-        elif state is not None and kind == "step.chunk":
+        if kind == ev.JOB_STARTED:
+            self.status = JobStatus.RUNNING
+        elif kind == ev.JOB_QUEUED:
+            self.status = JobStatus.QUEUED
+        elif state is not None and kind == ev.STEP_STARTED:
+            state.status = StepStatus.RUNNING
+        elif state is not None and kind == ev.STEP_CHUNK:
             state.chunks.append(event.get("chunk"))
-        elif state is not None and kind == "step.progress":
+        elif state is not None and kind == ev.STEP_PROGRESS:
             state.progress = event.get("progress")
-        elif state is not None and kind in ("step.completed", "step.failed"):
-            state.status = "completed" if kind == "step.completed" else "failed"
+        elif state is not None and kind in (ev.STEP_COMPLETED, ev.STEP_FAILED):
+            completed = kind == ev.STEP_COMPLETED
+            state.status = StepStatus.COMPLETED if completed else StepStatus.FAILED
             state.duration_ms = event.get("duration_ms")
-            if kind == "step.failed":
-                state.error = _step_error(event.get("error"))
-        elif kind == "job.completed":
-            self.status = "completed"
+            if not completed:
+                state.error = step_error(event.get("error"))
+        elif kind == ev.JOB_COMPLETED:
+            self.status = JobStatus.COMPLETED
             self.outputs = event.get("outputs") or {}
             self.execution_time_ms = event.get("execution_time_ms")
-        elif kind == "job.failed":
-            self.status = "failed"
+        elif kind == ev.JOB_FAILED:
+            self.status = JobStatus.FAILED
             self.error = event.get("error") or {}
             failed = self.error.get("step")
-            if isinstance(failed, str) and self.step(failed).status != "failed":
-                self.step(failed).status = "failed"
+            if isinstance(failed, str) and self.step(failed).status != StepStatus.FAILED:
+                self.step(failed).status = StepStatus.FAILED
             self._interrupt()
-        elif kind == "job.cancelled":
-            self.status = "cancelled"
+        elif kind == ev.JOB_CANCELLED:
+            self.status = JobStatus.CANCELLED
             self._interrupt()
         return plain_line(event)
 
     def _interrupt(self) -> None:
         for state in self.steps.values():
-            if state.status == "running":
-                state.status = "cancelled"
+            if state.status == StepStatus.RUNNING:
+                state.status = StepStatus.CANCELLED
 
     @property
     def error_message(self) -> str:
         """The one line an ``Error:`` shows for a job that did not complete."""
-        if self.status == "cancelled":
+        if self.status == JobStatus.CANCELLED:
             return f"job {self.job_id} was cancelled"
         return f"job {self.job_id} failed: {self.failure}"
 
@@ -158,16 +177,17 @@ class StreamView:
             detail = ""
             if state.duration_ms is not None:
                 detail = format_ms(state.duration_ms)
-            elif state.status == "running" and state.progress is not None:
+            elif state.status == StepStatus.RUNNING and state.progress is not None:
                 detail = progress_text(state.progress)
             mark = _MARK.get(state.status, "?")
             text = f"  {mark} {state.name:<{width}}  {state.status:<9}  {detail}".rstrip()
-            rows.append((text, _STYLE.get(state.status, ""), state.status == "running"))
+            running = state.status == StepStatus.RUNNING
+            rows.append((text, _STYLE.get(state.status, ""), running))
             if state.chunks:
                 rows.append(("      " + chunk_text(state.chunks), "", False))
             if state.error:
                 rows.append(("      " + state.error, "red", False))
-        if self.status == "failed":
+        if self.status == JobStatus.FAILED:
             rows.append(("  error: " + self.failure, "red", False))
         return rows
 
@@ -191,78 +211,6 @@ class StreamView:
         return Group(*parts)
 
 
-def _step_error(error: Any) -> str | None:
-    if isinstance(error, dict):
-        kind, message = error.get("type"), error.get("message")
-        return f"{kind}: {message}" if kind and message else str(kind or message or "")
-    return None if error is None else str(error)
-
-
-def format_ms(ms: float) -> str:
-    """151.1 ms, 151 ms, 1.52 s."""
-    if ms >= 1000:
-        return f"{ms / 1000:.2f} s"
-    return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
-
-
-def progress_text(progress: Any) -> str:
-    """``{"done": 2, "of": 3}`` -> ``2/3``; a fraction -> a percentage; else compact JSON."""
-    if isinstance(progress, dict):
-        for done, total in (("done", "of"), ("done", "total"), ("current", "total")):
-            if done in progress and total in progress:
-                return f"{progress[done]}/{progress[total]}"
-    if isinstance(progress, float) and 0 <= progress <= 1:
-        return f"{progress:.0%}"
-    return progress if isinstance(progress, str) else _compact(progress)
-
-
-def chunk_text(chunks: list[Any]) -> str:
-    """A step's streamed chunks as one text: strings that carry their own spacing (LLM tokens
-    such as " world") are joined as they are, others with a space; the end is kept."""
-    parts = [c if isinstance(c, str) else _compact(c) for c in chunks]
-    spaced = any(p[:1].isspace() or p[-1:].isspace() for p in parts)
-    text = ("" if spaced else " ").join(parts)
-    return text if len(text) <= CHUNK_TAIL else "…" + text[-CHUNK_TAIL:]
-
-
-def plain_line(event: dict[str, Any]) -> str:
-    """One event as one line: ``SEQ EVENT [STEP] [DETAIL]``."""
-    kind = str(event.get("event", "?"))
-    words = [str(event.get("seq", "?")), kind]
-    if event.get("step") is not None:
-        words.append(str(event["step"]))
-    detail: Any = None
-    if kind == "job.queued":
-        detail = event.get("job_id")
-    elif kind == "step.chunk":
-        chunk = event.get("chunk")
-        plain = isinstance(chunk, str) and "\n" not in chunk and "\r" not in chunk
-        detail = chunk if plain else _compact(chunk)
-    elif kind == "step.progress":
-        detail = _compact(event.get("progress"))
-    elif kind in ("step.completed", "step.failed"):
-        parts = []
-        if event.get("duration_ms") is not None:
-            parts.append(format_ms(event["duration_ms"]))
-        if kind == "step.failed" and (error := _step_error(event.get("error"))):
-            parts.append(error)
-        detail = " ".join(parts) or None
-    elif kind == "job.completed":
-        detail = _compact(event.get("outputs") or {})
-    elif kind == "job.failed":
-        detail = _compact(event.get("error") or {})
-    elif kind not in ("job.started", "job.cancelled", "step.started"):
-        rest = {k: v for k, v in event.items() if k not in ("event", "job_id", "seq", "ts", "step")}
-        detail = _compact(rest) if rest else None
-    if detail is not None:
-        words.append(str(detail))
-    return " ".join(words)
-
-
 # -- following a job --------------------------------------------------------------------------
 
 
@@ -273,7 +221,7 @@ def follow(
     outcome. Ctrl-C cancels the job when ``cancel_on_interrupt``, else only detaches (130)."""
     job_id = str(job["job_id"])
     steps = [str(s["name"]) for s in job.get("steps") or [] if "name" in s]
-    view = StreamView(job_id, steps, status=str(job.get("status", "queued")))
+    view = StreamView(job_id, steps, status=str(job.get("status", JobStatus.QUEUED)))
     events = client.events(job_id)
     try:
         with contextlib.closing(events):
@@ -290,9 +238,9 @@ def follow(
         raise typer.Exit(130) from None
     if as_json:
         print_json({"job_id": job_id, "status": view.status, "events": view.events})
-    elif view.status == "completed" and sys.stdout.isatty():
+    elif view.status == JobStatus.COMPLETED and sys.stdout.isatty():
         print_outputs(view.outputs or {})
-    if view.status != "completed":
+    if view.status != JobStatus.COMPLETED:
         typer.echo(f"Error: {view.error_message}", err=True)
     raise typer.Exit(view.exit_code)
 
@@ -335,8 +283,6 @@ def stream(
 ) -> None:
     """Follow a job's events live until it ends; exit 0 completed, 1 failed, 5 cancelled.
     Ctrl-C detaches (the job goes on)."""
-    from zserve.cli.jobs import locate_job, open_client
-
     target, job = locate_job(job_id, url, server, deployment)
     with open_client(target) as client:
         follow(client, job, as_json=json_, cancel_on_interrupt=False)

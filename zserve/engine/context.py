@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from zserve.engine.runner import Observer
-
-__all__ = ["RunContext", "get_context"]
+__all__ = ["RunContext", "bind_context", "current_step", "get_context", "unbind_context"]
 
 #: The step being run (set around each step call, in its own task or thread context).
 current_step: ContextVar[str | None] = ContextVar("zserve_step", default=None)
@@ -25,7 +23,8 @@ class RunContext:
     run_id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    observer: Observer | None = field(default=None, repr=False)
+    #: Told (step, data) by ``emit``; None when nobody listens.
+    on_progress: Callable[[str, Any], None] | None = field(default=None, repr=False)
 
     @property
     def step(self) -> str | None:
@@ -35,8 +34,8 @@ class RunContext:
     def emit(self, data: Any) -> None:
         """Report progress from inside a step: a ``step.progress`` event for whoever follows
         the job (SSE, WebSocket, ``zserve stream``). Costs nothing when nobody listens."""
-        if self.observer is not None:
-            self.observer.progress(current_step.get() or "", data)
+        if self.on_progress is not None:
+            self.on_progress(current_step.get() or "", data)
 
     def log_metadata(self, values: dict[str, Any]) -> None:
         """Attach metadata to the run. Kept in memory; stored when the run is tracked."""
@@ -44,6 +43,16 @@ class RunContext:
 
 
 _current: ContextVar[RunContext | None] = ContextVar("zserve_run_context", default=None)
+
+
+def bind_context(ctx: RunContext) -> Token[RunContext | None]:
+    """Make ``ctx`` what ``get_context()`` answers in this task (and the threads it starts)
+    until ``unbind_context`` is called with the returned token."""
+    return _current.set(ctx)
+
+
+def unbind_context(token: Token[RunContext | None]) -> None:
+    _current.reset(token)
 
 
 def get_context() -> RunContext:

@@ -10,14 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from zserve.errors import PipelineDefinitionError
+from zserve.engine.values import jsonable
+from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError
+from zserve.records import CaptureMode
 from zserve.sdk.pipeline import Pipeline
 from zserve.sdk.schema import parameter_schema
 from zserve.sdk.tracing import Node, Ref
 
-__all__ = ["CaptureOverride", "CompiledStep", "Plan", "Stage", "compile_plan"]
+__all__ = ["CaptureOverride", "CompiledStep", "InvokeRequest", "Plan", "Stage", "compile_plan"]
 
 #: Reads one argument's value from (parameters, step results).
 Getter = Callable[[dict[str, Any], dict[str, Any]], Any]
@@ -26,8 +28,19 @@ Getter = Callable[[dict[str, Any], dict[str, Any]], Any]
 class CaptureOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["none", "metadata", "full", "sampled", "errors_only"]
+    mode: CaptureMode
     sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class InvokeRequest(BaseModel):
+    """The body of ``POST /invoke``. Each plan subclasses it with its own ``parameters``
+    model, so one pass of pydantic-core validates the whole request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: BaseModel
+    capture_override: CaptureOverride | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 def _getter(ref: Ref) -> Getter:
@@ -93,7 +106,7 @@ class Plan:
     stages: list[Stage] | None
     dependents: dict[str, list[str]]
     parameters_model: type[BaseModel]
-    request_model: type[BaseModel]
+    request_model: type[InvokeRequest]
     defaults: dict[str, Any]
     schema: dict[str, dict[str, Any]]
     #: step id -> how many items its result must have (an implicit step annotated tuple[...])
@@ -105,11 +118,34 @@ class Plan:
         return self.stages is not None
 
     def validate_parameters(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Validate a parameters dict (raises pydantic.ValidationError)."""
-        return dict(self.parameters_model.model_validate(values))
+        """Validate a parameters dict; raises InvalidParameters naming every bad field."""
+        try:
+            return dict(self.parameters_model.model_validate(values))
+        except ValidationError as exc:
+            raise InvalidParameters.from_field_errors(exc.errors(), prefix=["parameters"]) from None
+
+    def parse_request(self, body: bytes | str) -> InvokeRequest:
+        """Validate an invoke body (JSON) in one pass. Raises UsageError for a body that is not
+        a JSON object, InvalidParameters naming every bad field otherwise."""
+        try:
+            return self.request_model.model_validate_json(body)
+        except ValidationError as exc:
+            raise _request_error(exc) from None
 
 
-def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[BaseModel], dict[str, Any]]:
+def _request_error(exc: ValidationError) -> UsageError:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return UsageError(
+            "The request body is not valid JSON: send an object such as "
+            '{"parameters": {...}} with Content-Type: application/json'
+        )
+    if any(e["type"] in ("model_type", "model_attributes_type") and not e["loc"] for e in errors):
+        return UsageError('The request body must be a JSON object: {"parameters": {...}}')
+    return InvalidParameters.from_field_errors(errors)
+
+
+def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[InvokeRequest], dict[str, Any]]:
     hints = pipe.annotations()
     fields: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
@@ -129,12 +165,8 @@ def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[BaseModel], dic
     parameters_field: Any = (
         (params_model, ...) if required else (params_model, Field(default_factory=params_model))
     )
-    request_model: type[BaseModel] = create_model(
-        "InvokeRequest",
-        __config__=ConfigDict(extra="forbid"),
-        parameters=parameters_field,
-        capture_override=(CaptureOverride | None, None),
-        timeout_s=(float | None, Field(default=None, gt=0)),
+    request_model = create_model(
+        "InvokeRequest", __base__=InvokeRequest, parameters=parameters_field
     )
     return params_model, request_model, defaults
 
@@ -229,7 +261,7 @@ def describe(plan: Plan) -> dict[str, Any]:
             {
                 "name": s.id,
                 "step": s.name,
-                "inputs": {arg: ref.to_dict() for arg, ref in nodes[s.id].inputs.items()},
+                "inputs": jsonable({arg: ref.to_dict() for arg, ref in nodes[s.id].inputs.items()}),
                 "upstream": s.upstream,
                 "outputs": ["output"],
                 "kind": ("async" if s.is_async else ("sync" if s.blocking else "sync-on-loop"))
@@ -237,15 +269,9 @@ def describe(plan: Plan) -> dict[str, Any]:
             }
             for s in plan.steps
         ],
-        "parameters": _jsonable_schema(plan.schema),
+        "parameters": jsonable(plan.schema),
         "parameters_json_schema": plan.parameters_model.model_json_schema(),
         "outputs": list(plan.output_refs),
         "execution": "linear" if plan.linear else "graph",
         "capture": plan.pipeline.capture,
     }
-
-
-def _jsonable_schema(schema: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    from pydantic_core import to_jsonable_python
-
-    return {k: to_jsonable_python(v, fallback=repr) for k, v in schema.items()}

@@ -4,8 +4,9 @@ Linear plans run as straight-line code, with one thread hop per run of consecuti
 steps. Other plans start every step as soon as its inputs are ready, so parallel branches take
 the time of the slowest branch; the first failing step cancels its siblings.
 
-An ``Observer`` hears about every step (started, finished, chunks, progress); it is how jobs
-record their steps' states and publish events. Cancelling the task that runs ``execute`` stops
+Observers (``zserve.engine.observer``) hear about the run and every step (started, output,
+finished, chunks, progress); they are how jobs record their steps' states and publish events, and
+how tracked mode will record runs. Cancelling the task that runs ``execute`` stops
 the run: async steps at once, a sync step when it returns (its result is discarded), a generator
 step between two items; no further step starts.
 """
@@ -15,33 +16,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
-from zserve.engine.context import RunContext, _current, current_step
+from zserve.engine.context import RunContext, bind_context, current_step, unbind_context
+from zserve.engine.observer import SILENT, Observer, observe
 from zserve.engine.plan import CompiledStep, Plan
 from zserve.errors import ExecutionFailed, ExecutionTimeout, StepFailed
 
-__all__ = ["Observer", "execute"]
-
-
-class Observer:
-    """Hooks the runner calls; this base does nothing. Calls may come from worker threads."""
-
-    def step_started(self, step: str) -> None:
-        pass
-
-    def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
-        pass
-
-    def chunk(self, step: str, item: Any) -> None:
-        pass
-
-    def progress(self, step: str, data: Any) -> None:
-        pass
-
-
-_SILENT = Observer()
+__all__ = ["execute"]
 
 
 class _Stopped(Exception):
@@ -79,17 +62,19 @@ async def execute(
     job_id: str,
     capture: str = "none",
     timeout_s: float | None = None,
-    observer: Observer | None = None,
+    observers: Sequence[Observer] = (),
 ) -> dict[str, Any]:
     """Run ``plan`` with validated ``params``; return its named outputs.
 
     Raises StepFailed (the step's exception is its ``__cause__``), ExecutionTimeout, or
-    CancelledError when the calling task is cancelled.
+    CancelledError when the calling task is cancelled. Every observer hears the whole run.
     """
-    run = _Run(params, observer or _SILENT)
+    observer = observe(*observers)
+    run = _Run(params, observer)
     ctx = RunContext(job_id=job_id, pipeline=plan.name, capture=capture, parameters=params,
-                     observer=run.observer)  # fmt: skip
-    token = _current.set(ctx)
+                     on_progress=None if observer is SILENT else observer.progress)  # fmt: skip
+    token = bind_context(ctx)
+    observer.run_started(ctx)
     try:
         if timeout_s is None:
             await _run(plan, run)
@@ -101,12 +86,15 @@ async def execute(
                 raise ExecutionTimeout(
                     f"Pipeline '{plan.name}' did not finish within {timeout_s:g} s"
                 ) from None
-        return _outputs(plan, params, run.results)
-    except BaseException:
+        outputs = _outputs(plan, params, run.results)
+    except BaseException as exc:
         run.halt()  # a step still running in a thread starts nothing more
+        observer.run_finished(ctx, None, exc)
         raise
     finally:
-        _current.reset(token)
+        unbind_context(token)
+    observer.run_finished(ctx, outputs, None)
+    return outputs
 
 
 def _outputs(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +147,9 @@ def _call_sync(s: CompiledStep, run: _Run) -> Any:
         raise StepFailed(s.id, exc) from exc
     finally:
         current_step.reset(token)
-    observer.step_finished(s.id, time.perf_counter() - start, None)
+    elapsed = time.perf_counter() - start
+    observer.step_output(s.id, result)
+    observer.step_finished(s.id, elapsed, None)
     return result
 
 
@@ -196,7 +186,9 @@ async def _run_step_here(s: CompiledStep, run: _Run) -> Any:
         raise StepFailed(s.id, exc) from exc
     finally:
         current_step.reset(token)
-    observer.step_finished(s.id, time.perf_counter() - start, None)
+    elapsed = time.perf_counter() - start
+    observer.step_output(s.id, result)
+    observer.step_finished(s.id, elapsed, None)
     return result
 
 

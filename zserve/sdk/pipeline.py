@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from zserve.errors import PipelineDefinitionError
+from zserve.records import CAPTURE_MODES
 from zserve.sdk.step import Step
-from zserve.sdk.tracing import Graph, Node, Ref, trace
-from zserve.settings import CAPTURE_MODES
+from zserve.sdk.tracing import Graph, Node, Ref, TracedStep, trace
 
 __all__ = ["Pipeline", "pipeline"]
 
@@ -75,7 +75,7 @@ class Pipeline:
         except Exception:
             return dict(getattr(self.fn, "__annotations__", {}))
 
-    def steps(self) -> list[Step[..., Any]]:
+    def steps(self) -> list[TracedStep]:
         return [node.step for node in self.graph.nodes]
 
     def _calls_steps(self) -> bool:

@@ -14,14 +14,33 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zserve.errors import PipelineDefinitionError
 
-if TYPE_CHECKING:
-    from zserve.sdk.step import Step
+__all__ = [
+    "Const",
+    "Graph",
+    "Node",
+    "Param",
+    "Ref",
+    "StepOutput",
+    "TracedStep",
+    "current_tracer",
+    "trace",
+]
 
-__all__ = ["Const", "Graph", "Node", "Param", "Ref", "StepOutput", "current_tracer", "trace"]
+
+class TracedStep(Protocol):
+    """What tracing and compiling need of a step (``zserve.sdk.step.Step`` is one)."""
+
+    fn: Callable[..., Any]
+    name: str
+    signature: inspect.Signature
+    is_async: bool
+    is_generator: bool
+    blocking: bool
+
 
 _tracer: ContextVar[Tracer | None] = ContextVar("zserve_tracer", default=None)
 
@@ -143,7 +162,7 @@ class Ref:
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "const":
-            return {"kind": "const", "value": _jsonable(self.value)}
+            return {"kind": "const", "value": self.value}
         if self.index is not None:
             return {"kind": self.kind, "name": self.name, "index": self.index}
         return {"kind": self.kind, "name": self.name}
@@ -154,7 +173,7 @@ class Node:
     """One step call in the graph."""
 
     id: str
-    step: Step[..., Any]
+    step: TracedStep
     inputs: dict[str, Ref]
 
     @property
@@ -198,9 +217,7 @@ class Tracer:
             )
         return Ref("const", value=value)
 
-    def record(
-        self, step: Step[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> StepOutput:
+    def record(self, step: TracedStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepOutput:
         try:
             bound = step.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -262,13 +279,3 @@ def _contains_placeholder(value: Any) -> bool:
     if isinstance(value, list | tuple | set | frozenset):
         return any(_contains_placeholder(v) for v in value)
     return False
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return repr(value)

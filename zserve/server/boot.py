@@ -1,5 +1,6 @@
-"""Start a server: the parent resolves, checks and compiles everything once, binds the socket
-itself, then hands uvicorn the socket and (for several workers) an app factory.
+"""Start a server process: the parent resolves, checks and compiles everything once, binds the
+socket itself, then hands uvicorn the socket and (for several workers) the app factory
+``app_from_env``, which rebuilds the app in each worker from the environment.
 
 Failing fast in the parent matters: uvicorn's supervisor restarts a worker that fails at import
 forever, so nothing that can fail at start is left to the workers.
@@ -8,34 +9,32 @@ forever, so nothing that can fail at start is left to the workers.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
-import shlex
 import shutil
 import signal
 import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zserve import registry
 from zserve._version import __version__
-from zserve.engine.deployment import DeploymentRecord
-from zserve.engine.plan import Plan, compile_plan
-from zserve.errors import (
-    CaptureNotSupported,
-    PortInUse,
-    ServerError,
-    SourceChanged,
-    UsageError,
-    ZServeError,
-)
-from zserve.sdk.loader import load_pipeline
+from zserve.engine.capture import require_run_only, resolve_capture
+from zserve.engine.deployments import check_sources, load_plan
+from zserve.engine.plan import Plan
+from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
+from zserve.records import DeploymentRecord
 from zserve.settings import SETTINGS_ENV, Settings
 
-__all__ = ["bind_socket", "check_sources", "load_plan", "resolve_deployment", "serve"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_deployment", "serve"]
+
+#: Where the parent hands the resolved deployment record to its workers.
+DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
 
 logger = logging.getLogger("zserve.server")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -63,30 +62,6 @@ def resolve_deployment(settings: Settings) -> DeploymentRecord:
 
     with Store(settings.store_url) as store:
         return store.get_deployment(settings.deployment_id)
-
-
-def check_sources(record: DeploymentRecord) -> None:
-    """Refuse to serve code that changed since it was deployed."""
-    redeploy = (
-        f"`zserve deploy {shlex.quote(record.source)} --name {shlex.quote(record.name)} "
-        f"--app-dir {shlex.quote(record.import_root)}`"
-    )
-    for path, digest in sorted(record.file_hashes.items()):
-        p = Path(path)
-        if not p.is_file():
-            raise SourceChanged(
-                f"{path} (part of deployment {record.ref}) no longer exists: redeploy with "
-                f"{redeploy}"
-            )
-        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
-            raise SourceChanged(
-                f"{path} changed since deployment {record.ref} was made: redeploy with {redeploy}"
-            )
-
-
-def load_plan(record: DeploymentRecord) -> Plan:
-    loaded = load_pipeline(record.source, record.import_root)
-    return compile_plan(loaded.pipeline)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -134,11 +109,10 @@ def serve(
     """
     if record is None:
         record = resolve_deployment(settings)
-    capture = record.settings.get("capture") or settings.capture_default
-    if capture != "none":
-        raise CaptureNotSupported(
-            f"Capture mode {capture!r} is not supported yet: serve with capture 'none' (run-only)"
-        )
+    require_run_only(
+        resolve_capture(record.settings.get("capture"), settings.capture_default),
+        fix="serve with capture 'none' (run-only)",
+    )
     check_sources(record)
     try:
         plan = load_plan(record)
@@ -206,7 +180,7 @@ def _run_uvicorn(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from zserve.server.app import DEPLOYMENT_ENV, create_app
+    from zserve.server.app import create_app
 
     common: dict[str, Any] = {
         "log_level": settings.log_level,
@@ -234,7 +208,44 @@ def _run_uvicorn(
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[DEPLOYMENT_ENV] = record.to_json()
     config = uvicorn.Config(
-        "zserve.server.app:app_from_env", factory=True, workers=settings.workers, **common
+        "zserve.server.boot:app_from_env", factory=True, workers=settings.workers, **common
     )
     Multiprocess(config, sockets=[sock]).run()
     return 0
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes: everything comes from the environment."""
+    from zserve.server.app import create_app
+
+    settings = Settings.from_json(os.environ[SETTINGS_ENV])
+    record = DeploymentRecord.from_json(os.environ[DEPLOYMENT_ENV])
+    try:
+        check_sources(record)
+    except SourceChanged as err:
+        # A worker restarted by uvicorn's supervisor after the code changed on disk: serving
+        # the new code beside the old would mix versions, and failing here would restart it
+        # forever. Stop the whole server instead, saying why.
+        print(f"Error: {err}; stopping the server", file=sys.stderr, flush=True)
+        os.kill(os.getppid(), signal.SIGTERM)
+        raise SystemExit(3) from None
+    return create_app(settings, record, load_plan(record))
+
+
+def main() -> None:
+    """``python -m zserve.server.app``: serve the deployment named by the environment."""
+    try:
+        # `zserve start --detach` hands over its resolved settings; otherwise the environment
+        if SETTINGS_ENV in os.environ:
+            settings = Settings.from_json(os.environ[SETTINGS_ENV])
+        else:
+            settings = Settings.from_env()
+        code = serve(
+            settings,
+            server_id=os.environ.get(registry.SERVER_ID_ENV),
+            log_file=os.environ.get(registry.LOG_FILE_ENV),
+        )
+    except ZServeError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    sys.exit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from pydantic_core import to_json
@@ -10,21 +11,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from zserve.errors import PROBLEM_BASE, ZServeError
+from zserve.errors import PROBLEM_BASE, Overloaded, ZServeError, describe_fields
 
 __all__ = ["PROBLEM_BASE", "install_handlers", "problem", "problem_from_error"]
 
 logger = logging.getLogger("zserve.server")
-
-_TITLES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Payload too large",
-    500: "Internal server error",
-    503: "Service unavailable",
-}
 
 
 def problem(
@@ -38,7 +29,7 @@ def problem(
 ) -> Response:
     doc: dict[str, Any] = {
         "type": type_,
-        "title": title or _TITLES.get(status, "Error"),
+        "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
         "success": False,
@@ -53,8 +44,8 @@ def problem_from_error(err: ZServeError, **extra: Any) -> Response:
     headers = None
     if err.http_status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    elif err.http_status == 429:
-        headers = {"Retry-After": str(getattr(err, "retry_after", 1))}
+    elif isinstance(err, Overloaded):
+        headers = {"Retry-After": str(err.retry_after)}
     return Response(
         to_json(err.to_problem(**extra)),
         status_code=err.http_status,
@@ -84,9 +75,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
         for e in getattr(exc, "errors", lambda: [])()
     ]
-    detail = "Invalid request: " + "; ".join(
-        ".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors
-    )
+    detail = "Invalid request: " + describe_fields(errors)
     return problem(
         422, detail, type_=PROBLEM_BASE + "invalid-request", title="Invalid request", errors=errors
     )

@@ -14,12 +14,12 @@ from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from zserve.engine.job import JOB_STATES
 from zserve.errors import NotFound, UsageError, ZServeError
 from zserve.events import Event
+from zserve.records import JobStatus
 
 if TYPE_CHECKING:
-    from zserve.server.app import Service
+    from zserve.server.service import Service
 
 __all__ = ["add_job_routes"]
 
@@ -30,23 +30,9 @@ def sse(event: Event) -> bytes:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {event.to_json()}\n\n".encode()
 
 
-async def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | None]:
-    """The job's events after ``after``, as they come, up to the terminal one; ``None`` when
-    ``sse_ping_s`` passes without an event (time for a keep-alive)."""
-    broker = service.jobs.broker
-    while True:
-        events = await broker.wait(job_id, after, service.settings.sse_ping_s)
-        if not events:
-            job = await broker.get(job_id)
-            if job is None or job.finished:  # pruned, or nothing comes after `after`
-                return
-            yield None
-            continue
-        for event in events:
-            yield event
-            after = event.seq
-            if event.terminal:
-                return
+def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | None]:
+    """The job's events after ``after`` up to the terminal one; None for a keep-alive."""
+    return service.jobs.follow(job_id, after, service.settings.sse_ping_s)
 
 
 async def _streamable(service: Service, job_id: str) -> None:
@@ -63,11 +49,11 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/jobs", summary="Jobs, newest first")
     async def list_jobs(
-        status: str | None = Query(None, description="|".join(JOB_STATES)),
+        status: str | None = Query(None, description="|".join(JobStatus)),
         limit: int = Query(100, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        if status is not None and status not in JOB_STATES:
-            raise UsageError(f"Unknown status {status!r}: use one of {', '.join(JOB_STATES)}")
+        if status is not None and status not in {s.value for s in JobStatus}:
+            raise UsageError(f"Unknown status {status!r}: use one of {', '.join(JobStatus)}")
         found = await jobs.list_jobs(status, limit)
         return {"jobs": [j.to_dict() for j in found], "total": len(found)}
 

@@ -37,8 +37,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from zserve.engine.deployment import DeploymentRecord
 from zserve.errors import AmbiguousDeployment, DeploymentNotFound, ServerError, UsageError
+from zserve.records import DeploymentRecord
+from zserve.settings import hide_password
 from zserve.store.models import Deployment
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        shown = _hide_password(url)
+        shown = hide_password(url)
         try:
             parsed = make_url(url)
             self._sqlite_path = _sqlite_file(parsed)
@@ -457,10 +458,3 @@ def _resolve(session: Session, ref: str) -> list[Deployment]:
                 f"{MIN_ID_PREFIX} characters): {_LIST_HINT}"
             )
     raise DeploymentNotFound(f"No deployment matches {ref!r}: {_LIST_HINT}")
-
-
-def _hide_password(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url

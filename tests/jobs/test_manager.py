@@ -12,14 +12,15 @@ import pytest
 
 from zserve import get_context, pipeline, step
 from zserve.broker import MemoryBroker
-from zserve.engine.jobs import JobManager, _Slot
 from zserve.engine.plan import compile_plan
 from zserve.errors import JobFinished, NotFound, Overloaded
+from zserve.jobs import JobManager
+from zserve.jobs.slots import Slots
 
 
 def test_slot_runs_at_most_limit_hands_over_in_order_and_survives_cancel() -> None:
     async def main() -> list[str]:
-        slot = _Slot(1)
+        slot = Slots(1)
         order: list[str] = []
         gate = asyncio.Event()
 

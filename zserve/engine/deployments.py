@@ -1,0 +1,116 @@
+"""Deployments: building one from a pipeline's source, and, before serving one, checking that
+its code did not change and compiling its plan. The store keeps what ``build_deployment``
+returns; the CLI, a dashboard or an API call this the same way."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zserve.engine.capture import require_run_only, resolve_capture
+from zserve.engine.plan import Plan, compile_plan
+from zserve.errors import SourceChanged
+from zserve.records import DeploymentRecord
+from zserve.sdk.loader import file_hashes, load_pipeline
+
+__all__ = ["DeploymentDraft", "build_deployment", "check_sources", "load_plan"]
+
+
+@dataclass(frozen=True)
+class DeploymentDraft:
+    """A compiled pipeline, ready to be stored as a deployment (``Store.add_deployment``)."""
+
+    name: str
+    source: str
+    import_root: str
+    pipeline_name: str
+    code_hash: str
+    file_hashes: dict[str, str]
+    spec: dict[str, Any]
+    settings: dict[str, Any]
+    capture_default: str
+    plan: Plan = field(repr=False, compare=False)
+
+    def fields(self) -> dict[str, Any]:
+        """What the store records (everything but the plan)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "import_root": self.import_root,
+            "pipeline_name": self.pipeline_name,
+            "code_hash": self.code_hash,
+            "file_hashes": self.file_hashes,
+            "spec": self.spec,
+            "settings": self.settings,
+            "capture_default": self.capture_default,
+        }
+
+
+def build_deployment(
+    source: str,
+    *,
+    app_dir: str | None = None,
+    name: str | None = None,
+    capture: str | None = None,
+    capture_default: str = "none",
+) -> DeploymentDraft:
+    """Import and compile ``source`` ('module:attr' or 'file.py:attr', imported from
+    ``app_dir`` or the working directory). The deployment's capture mode is ``capture``, else
+    the pipeline's own, else ``capture_default``. Whatever the user's module prints while it is
+    imported goes to stderr, so that it never mixes with a command's JSON output."""
+    with contextlib.redirect_stdout(sys.stderr):
+        loaded = load_pipeline(source, app_dir)
+        pipe = loaded.pipeline
+        plan = compile_plan(pipe)
+    mode = resolve_capture(capture, pipe.capture, capture_default)
+    require_run_only(
+        mode, fix="deploy with --capture none (run-only is the only mode this version serves)"
+    )
+    hashes = file_hashes(pipe)
+    return DeploymentDraft(
+        name=name or pipe.name,
+        source=loaded.source,
+        import_root=loaded.import_root,
+        pipeline_name=pipe.name,
+        code_hash=_digest(hashes),
+        file_hashes=hashes,
+        spec=plan.spec,
+        settings=pipe.settings,
+        capture_default=mode,
+        plan=plan,
+    )
+
+
+def _digest(hashes: dict[str, str]) -> str:
+    text = "\n".join(f"{k} {v}" for k, v in sorted(hashes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_sources(record: DeploymentRecord) -> None:
+    """Refuse to serve code that changed since it was deployed (SourceChanged says how to
+    redeploy)."""
+    redeploy = (
+        f"`zserve deploy {shlex.quote(record.source)} --name {shlex.quote(record.name)} "
+        f"--app-dir {shlex.quote(record.import_root)}`"
+    )
+    for path, digest in sorted(record.file_hashes.items()):
+        p = Path(path)
+        if not p.is_file():
+            raise SourceChanged(
+                f"{path} (part of deployment {record.ref}) no longer exists: redeploy with "
+                f"{redeploy}"
+            )
+        if hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            raise SourceChanged(
+                f"{path} changed since deployment {record.ref} was made: redeploy with {redeploy}"
+            )
+
+
+def load_plan(record: DeploymentRecord) -> Plan:
+    """Import and compile the pipeline a deployment names."""
+    return compile_plan(load_pipeline(record.source, record.import_root).pipeline)

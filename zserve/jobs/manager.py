@@ -1,0 +1,342 @@
+"""``JobManager``: a worker's jobs. It admits work (a bounded number running, a bounded queue,
+429 beyond), runs it, keeps each step's state, and for async and streamed jobs publishes events
+through the broker so that any worker can answer for them.
+
+Sync jobs live only in their worker's memory and never touch the broker: run-only sync invokes
+stay free of writes at any worker count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from zserve import events as ev
+from zserve.broker.base import Broker
+from zserve.engine.plan import Plan
+from zserve.engine.runner import execute
+from zserve.engine.values import jsonable
+from zserve.errors import JobCancelled, JobFinished, NotFound, Overloaded, ServerError, ZServeError
+from zserve.jobs.local import LocalJobs
+from zserve.jobs.outcome import SHUTDOWN, Outcome, conclude, error_of, terminal
+from zserve.jobs.publisher import EventPublisher
+from zserve.jobs.slots import Slots
+from zserve.jobs.steps import StepTracker
+from zserve.jobs.upkeep import POLL_S, Upkeep
+from zserve.records import JobRecord, JobStatus, StepStatus
+
+__all__ = ["JobManager"]
+
+logger = logging.getLogger("zserve.jobs")
+
+#: A sync job that completed (its outputs go to the caller, not into the record).
+_SYNC_COMPLETED = Outcome(JobStatus.COMPLETED)
+
+
+class JobManager:
+    def __init__(
+        self,
+        plan: Plan,
+        broker: Broker,
+        *,
+        capture: str = "none",
+        max_concurrency: int = 64,
+        max_queue: int = 1000,
+        retention_s: float = 3600.0,
+        retention_count: int = 10_000,
+        on_finished: Callable[[str, float | None], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.broker = broker
+        self.capture = capture
+        #: "<pid>-<random>": which process runs a job (its lease), readable by people
+        self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        #: told (outcome, seconds) when an async or streamed job ends: the server's metrics
+        self.on_finished = on_finished
+        self._slots = Slots(max_concurrency)
+        #: submitted jobs whose task has not reached the slots yet
+        self._starting = 0
+        self._local = LocalJobs(retention_count)
+        self._local_tasks: dict[str, asyncio.Task[Any]] = {}
+        #: broker jobs this worker runs
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._trackers: dict[str, StepTracker] = {}
+        self._cancelled: set[str] = set()
+        self._upkeep = Upkeep(
+            broker, self.worker_id, self._local,
+            retention_s=retention_s, retention_count=retention_count,
+            running=self._tasks.keys, cancel=self._cancel_task,
+        )  # fmt: skip
+        self._closing = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start()
+        await self._upkeep.start()
+
+    def begin_drain(self, grace_s: float) -> asyncio.Future[None]:
+        """Start draining (once); the returned future is done when the drain is."""
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_jobs(grace_s))
+        return self._drain
+
+    async def drain(self, grace_s: float) -> None:
+        await asyncio.shield(self.begin_drain(grace_s))
+
+    async def _drain_jobs(self, grace_s: float) -> None:
+        """Stop taking work. Queued jobs end ``failed`` with reason ``shutdown`` at once;
+        running ones get ``grace_s`` seconds, then end the same way. Their terminal events are
+        published, so open streams end properly."""
+        self._closing = True
+        for job_id, task in self._tasks.items():
+            tracker = self._trackers.get(job_id)
+            if tracker is None or tracker.record.status == JobStatus.QUEUED:
+                task.cancel()
+        running = list(self._tasks.values())
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
+        tasks = dict(self._tasks)
+        for task in tasks.values():
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for job_id, task in tasks.items():
+            if task.cancelled():  # cancelled before it ever ran: end it here
+                record = await self.broker.get(job_id)
+                if record is not None and not record.finished:
+                    await self.broker.finish(job_id, *terminal(record, Outcome.failed(SHUTDOWN)))
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Drain (if that has not begun), then stop the upkeep and close the broker."""
+        await self.drain(grace_s)
+        await self._upkeep.stop()
+        await self.broker.close()
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        if self._closing:
+            raise ServerError("The server is shutting down: retry on another server")
+        waiting = self._slots.waiting + self._starting
+        if self._slots.running >= self.max_concurrency and waiting >= self.max_queue:
+            raise Overloaded(
+                f"The server is at its limit ({self.max_concurrency} running, "
+                f"{self.max_queue} queued): retry later",
+                retry_after=1,
+            )
+
+    def _new_record(self, mode: str, job_id: str | None = None) -> JobRecord:
+        return JobRecord(
+            job_id=job_id or str(uuid.uuid4()),
+            created_at=time.time(),
+            mode=mode,
+            capture=self.capture,
+            steps=[{"name": s.id, "status": StepStatus.PENDING, "duration_ms": None}
+                   for s in self.plan.steps],
+            worker=self.worker_id,
+        )  # fmt: skip
+
+    # -- sync ---------------------------------------------------------------------------------
+
+    async def run_sync(
+        self, params: dict[str, Any], timeout_s: float | None, job_id: str | None = None
+    ) -> tuple[JobRecord, dict[str, Any]]:
+        """Run now and wait. Raises what ``execute`` raises; the record keeps the outcome."""
+        self._admit()
+        record = self._new_record("sync", job_id)
+        self._local.add(record)
+        tracker = StepTracker(record, asyncio.get_running_loop(), None)
+        task = asyncio.current_task()
+        if task is not None:
+            self._local_tasks[record.job_id] = task
+        try:
+            await self._slots.acquire()
+            try:
+                record.status, record.started_at = JobStatus.RUNNING, time.time()
+                outputs = await execute(self.plan, params, job_id=record.job_id,
+                                        capture=self.capture, timeout_s=timeout_s,
+                                        observers=(tracker,))  # fmt: skip
+            finally:
+                tracker.when_threads_done(self._slots.release)
+        except asyncio.CancelledError:
+            conclude(record, Outcome.cancelled(tracker.completed_steps()))
+            if record.job_id in self._cancelled and task is not None:
+                task.uncancel()  # cancelled through /jobs/{id}/cancel: answer, don't vanish
+                raise JobCancelled(f"Job {record.job_id} was cancelled") from None
+            raise
+        except ZServeError as err:
+            conclude(record, Outcome.failed(error_of(err)))
+            raise
+        finally:
+            self._local_tasks.pop(record.job_id, None)
+            self._cancelled.discard(record.job_id)
+        conclude(record, _SYNC_COMPLETED)
+        return record, outputs
+
+    # -- async --------------------------------------------------------------------------------
+
+    async def submit(
+        self, params: dict[str, Any], timeout_s: float | None, mode: str = "async"
+    ) -> JobRecord:
+        """Queue a job and return at once; it runs as soon as a slot is free."""
+        self._admit()
+        record = self._new_record(mode)
+        self._starting += 1  # its place in the queue is taken before anything can interleave
+        try:
+            await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
+        except BaseException:
+            self._starting -= 1
+            raise
+        self._tasks[record.job_id] = asyncio.ensure_future(self._run_job(record, params, timeout_s))
+        return record
+
+    async def _run_job(
+        self, record: JobRecord, params: dict[str, Any], timeout_s: float | None
+    ) -> None:
+        self._starting -= 1  # from here on the slots count it
+        job_id = record.job_id
+        publisher = EventPublisher(self.broker, record)
+        tracker = StepTracker(record, asyncio.get_running_loop(), publisher.put)
+        self._trackers[job_id] = tracker
+        try:
+            outcome = await self._outcome_of(record, params, timeout_s, tracker)
+            await _uncancellable(self._end(publisher, record, outcome))
+        finally:
+            self._tasks.pop(job_id, None)
+            self._trackers.pop(job_id, None)
+            self._cancelled.discard(job_id)
+
+    async def _outcome_of(
+        self,
+        record: JobRecord,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        tracker: StepTracker,
+    ) -> Outcome:
+        """Run a broker job once it has a slot; how it ended, whatever happened."""
+        job_id = record.job_id
+        try:
+            await self._slots.acquire()
+            try:
+                start = time.perf_counter()
+                record.status, record.started_at = JobStatus.RUNNING, time.time()
+                await self.broker.publish(
+                    job_id, [ev.Event(ev.JOB_STARTED, job_id, time.time())],
+                    {"status": JobStatus.RUNNING, "started_at": record.started_at},
+                )  # fmt: skip
+                outputs = await execute(self.plan, params, job_id=job_id, capture=self.capture,
+                                        timeout_s=timeout_s, observers=(tracker,))  # fmt: skip
+            finally:
+                tracker.when_threads_done(self._slots.release)
+            elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+            return Outcome.completed(jsonable(outputs), elapsed_ms)
+        except asyncio.CancelledError:
+            if job_id in self._cancelled:
+                return Outcome.cancelled(tracker.completed_steps())
+            return Outcome.failed(SHUTDOWN)  # the worker is shutting down
+        except ZServeError as err:
+            return Outcome.failed(error_of(err))
+        except Exception as exc:  # a bug of ours: the job must still end
+            logger.exception("Job %s failed unexpectedly", job_id)
+            return Outcome.failed({"reason": "error", "message": f"{type(exc).__name__}: {exc}"})
+
+    async def _end(self, publisher: EventPublisher, record: JobRecord, outcome: Outcome) -> None:
+        """The events still pending, then the terminal one: a job always ends."""
+        try:
+            await publisher.drain()
+        finally:
+            await self.broker.finish(record.job_id, *terminal(record, outcome))
+        if self.on_finished is not None:
+            started, finished = record.started_at, record.finished_at
+            completed = outcome.status is JobStatus.COMPLETED
+            took = finished - started if started and finished and completed else None
+            self.on_finished(outcome.metric, took)
+
+    # -- queries, following, cancel -----------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord:
+        record = self._local.get(job_id) or await self.broker.get(job_id)
+        if record is None:
+            raise NotFound(f"No job {job_id!r} (finished jobs are kept for a limited time)")
+        return record
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Jobs by state: this worker's sync jobs and all the broker's jobs."""
+        counts = await self.broker.count_by_status()
+        for job in self._local:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
+
+    async def list_jobs(self, status: str | None, limit: int) -> list[JobRecord]:
+        local = [j for j in self._local if status is None or j.status == status]
+        shared = await self.broker.list_jobs(status, limit)
+        merged = sorted([*local, *shared], key=lambda j: j.created_at, reverse=True)
+        return merged[:limit]
+
+    async def follow(
+        self, job_id: str, after: int, wait_s: float
+    ) -> AsyncIterator[ev.Event | None]:
+        """A broker job's events after ``after``, as they come, up to the terminal one; ``None``
+        when ``wait_s`` passes without an event (time for a keep-alive)."""
+        while True:
+            events = await self.broker.wait(job_id, after, wait_s)
+            if not events:
+                job = await self.broker.get(job_id)
+                if job is None or job.finished:  # pruned, or nothing comes after `after`
+                    return
+                yield None
+                continue
+            for event in events:
+                yield event
+                after = event.seq
+                if event.terminal:
+                    return
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        record = await self.get(job_id)
+        if record.finished:
+            raise JobFinished(f"Job {job_id} already {record.status}: nothing to cancel")
+        task = self._tasks.get(job_id) or self._local_tasks.get(job_id)
+        if task is not None:
+            self._cancel_task(job_id)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), 5)
+        else:  # another worker runs it: it polls for cancel requests
+            await self.broker.request_cancel(job_id)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                found = await self.broker.get(job_id)
+                if found is None or found.finished:
+                    break
+                await asyncio.sleep(POLL_S / 2)
+        return await self.get(job_id)
+
+    def _cancel_task(self, job_id: str) -> None:
+        """Cancel the task of a job this worker runs (once: a second request must not cut the
+        first one's clean-up short)."""
+        if job_id in self._cancelled:
+            return
+        task = self._tasks.get(job_id) or self._local_tasks.get(job_id)
+        if task is not None:
+            self._cancelled.add(job_id)
+            task.cancel()
+
+
+async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to the end even if the calling task is cancelled meanwhile (a second cancel
+    request, or shutdown): a job's terminal event must be written."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()

@@ -1,0 +1,186 @@
+"""The records every layer shares, and their one vocabulary: plain data, standard library only.
+
+``JobRecord`` is one invocation and its steps' states (what a broker stores and ``GET /jobs/{id}``
+answers); ``DeploymentRecord`` is one stored deployment (what the store keeps and a parent hands
+its workers). ``JobStatus``, ``StepStatus``, ``JobError`` and ``CaptureMode`` are the only
+definitions of those words: the broker, the jobs layer, the server, the metrics and the CLI all
+import them from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, NotRequired, TypedDict, get_args
+
+__all__ = [
+    "CAPTURE_MODES",
+    "FINISHED",
+    "CaptureMode",
+    "DeploymentRecord",
+    "ErrorReason",
+    "JobError",
+    "JobMode",
+    "JobRecord",
+    "JobStatus",
+    "StepState",
+    "StepStatus",
+    "iso",
+]
+
+CaptureMode = Literal["none", "metadata", "full", "sampled", "errors_only"]
+CAPTURE_MODES: tuple[CaptureMode, ...] = get_args(CaptureMode)
+
+
+class JobStatus(StrEnum):
+    """Where a job is: ``queued`` -> ``running`` -> one of the three finished states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+#: The terminal states: a job that reaches one never leaves it.
+FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepState(TypedDict):
+    """One step of a job, as ``GET /jobs/{id}`` lists it."""
+
+    name: str
+    status: StepStatus
+    duration_ms: float | None
+
+
+#: Why a job failed: a step raised, it ran out of time, its worker died, the server shut down
+#: first, or anything else that failed the run (``failed``: e.g. outputs that do not match).
+ErrorReason = Literal["step_failed", "timeout", "worker_lost", "shutdown", "failed", "error"]
+
+
+class JobError(TypedDict):
+    """A failed job's ``error`` (also the ``error`` of its ``job.failed`` event)."""
+
+    reason: ErrorReason
+    message: str
+    step: NotRequired[str]
+
+
+#: "sync" lives in its worker's memory only; "async" and "stream" go through the broker.
+JobMode = Literal["sync", "async", "stream"]
+
+
+def iso(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC (None stays None)."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+@dataclass(slots=True)
+class JobRecord:
+    job_id: str
+    created_at: float
+    status: JobStatus = JobStatus.QUEUED
+    mode: str = "async"
+    capture: str = "none"
+    started_at: float | None = None
+    finished_at: float | None = None
+    outputs: dict[str, Any] | None = None
+    error: JobError | None = None
+    run_id: str | None = None
+    steps: list[StepState] = field(default_factory=list)
+    #: The worker that runs the job (its lease); empty while nobody has picked it up.
+    worker: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_row(self) -> dict[str, Any]:
+        """Everything, as JSON-able data (what a broker stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobRecord:
+        record = cls(**row)
+        record.status = JobStatus(record.status)
+        return record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API form (``GET /jobs/{id}``)."""
+        doc: dict[str, Any] = {
+            "job_id": self.job_id,
+            "status": self.status,
+            "mode": self.mode,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "capture": self.capture,
+            "run_id": self.run_id,
+            "steps": self.steps,
+        }
+        if self.outputs is not None:
+            doc["outputs"] = self.outputs
+        if self.error is not None:
+            doc["error"] = self.error
+        if self.worker:
+            doc["worker"] = self.worker
+        return doc
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """One stored deployment (a version of a named pipeline). Plain data: JSON round-trips."""
+
+    id: str
+    name: str
+    version: int
+    #: "package.module:attr" or "/absolute/path/file.py:attr"
+    source: str
+    #: Absolute directory put on sys.path before the source is imported.
+    import_root: str
+    pipeline_name: str
+    #: sha256 over the sorted file hashes.
+    code_hash: str
+    #: Absolute path of every file that defines the pipeline or one of its steps -> sha256.
+    file_hashes: dict[str, str] = field(default_factory=dict)
+    #: The compiled pipeline's description: steps, parameters (both forms), outputs.
+    spec: dict[str, Any] = field(default_factory=dict)
+    #: The pipeline's own settings (``@pipeline(settings=...)``).
+    settings: dict[str, Any] = field(default_factory=dict)
+    capture_default: str = "none"
+    #: ISO 8601, UTC.
+    created_at: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> DeploymentRecord:
+        return cls.from_dict(json.loads(text))
