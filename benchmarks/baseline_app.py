@@ -1,7 +1,7 @@
 """The hand-written FastAPI baseline that scripts/bench-baseline measures zserve against.
 
 ``POST /invoke`` does the work of zserve's run-only invoke of the weather pipeline the ordinary
-way (design §10 "The hot path"): an ``async def`` endpoint with a pydantic body calling both step
+way: an ``async def`` endpoint with a pydantic body calling both step
 functions inline, served by uvicorn with zserve's flags (one worker, uvloop + httptools via
 "auto", access log off, no server header). ``python benchmarks/baseline_app.py`` binds port 0
 and prints ``baseline: serving at http://127.0.0.1:PORT`` to stderr.

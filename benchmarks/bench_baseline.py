@@ -1,4 +1,4 @@
-"""zserve's run-only ``POST /invoke`` against a hand-written FastAPI endpoint (design §9, §10).
+"""zserve's run-only ``POST /invoke`` against a hand-written FastAPI endpoint.
 
 Run through ``scripts/bench-baseline``. Deploys the pipeline into a temporary ZSERVE_HOME, then
 for each round starts zserve's server, then ``benchmarks/baseline_app.py``, one at a time: checks a
