@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from zserve.errors import UsageError
 from zserve.store import Store
 from zserve.store.models import Base
-from zserve.store.store import MIGRATIONS_DIR, SCHEMA_HEAD, alembic_config, head_revision
+from zserve.store.schema import MIGRATIONS_DIR, SCHEMA_HEAD, alembic_config, head_revision
 
 
 def _db_path(url: str) -> Path:

@@ -21,7 +21,7 @@ from store_helpers import deployment_args, run_in_processes
 import zserve.store.store as store_module
 from zserve.errors import UsageError
 from zserve.store import Store
-from zserve.store.store import SCHEMA_HEAD, alembic_config
+from zserve.store.schema import SCHEMA_HEAD, alembic_config
 
 PROCESSES = 4
 
@@ -72,7 +72,7 @@ def test_up_to_date_database_is_not_migrated_again(
     def no_lock(path: Path) -> None:
         raise AssertionError(f"took the migration lock {path} on an up-to-date database")
 
-    monkeypatch.setattr(store_module, "_exclusive_lock", no_lock)
+    monkeypatch.setattr(store_module, "exclusive_lock", no_lock)
     with Store(store_url) as second:
         assert second.migrated is False
         assert second.current_revision() == SCHEMA_HEAD

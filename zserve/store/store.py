@@ -7,7 +7,6 @@ upgraded, under an exclusive file lock, so two processes starting at once never 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import random
@@ -15,25 +14,21 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import (
-    Connection,
     Engine,
     create_engine,
     delete,
     event,
-    inspect,
     make_url,
     select,
     text,
 )
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,32 +36,23 @@ from zserve.errors import AmbiguousDeployment, DeploymentNotFound, ServerError, 
 from zserve.records import DeploymentRecord
 from zserve.settings import hide_password
 from zserve.store.models import Deployment
+from zserve.store.schema import (
+    LOCK_KEY,
+    SCHEMA_HEAD,
+    alembic_config,
+    configure_sqlite,
+    current_revision,
+    exclusive_lock,
+    sqlite_file,
+)
 
 if TYPE_CHECKING:
-    from alembic.config import Config
+    pass
 
-__all__ = [
-    "MIGRATIONS_DIR",
-    "MIN_ID_PREFIX",
-    "SCHEMA_HEAD",
-    "Store",
-    "alembic_config",
-    "head_revision",
-]
-
-#: The Alembic script directory shipped inside the package.
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-
-#: The head revision of the shipped migrations. Kept here so that opening an up-to-date store
-#: never imports Alembic (~0.1 s); a test checks it against the script directory. Bump it with
-#: every new migration.
-SCHEMA_HEAD = "0001"
+__all__ = ["MIN_ID_PREFIX", "Store"]
 
 #: An id prefix must have at least this many characters to be taken as an id.
 MIN_ID_PREFIX = 8
-
-#: How long a SQLite connection waits for another writer before giving up (milliseconds).
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 #: How often ``add_deployment`` retries when a concurrent deploy took the same version.
 _ADD_ATTEMPTS = 20
@@ -74,26 +60,6 @@ _ADD_ATTEMPTS = 20
 _NAME_VERSION = re.compile(r"^(?P<name>.+):(?P<version>\d+)$")
 _ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]*$")
 _LIST_HINT = "run `zserve deployments list` to see the deployments"
-
-
-def alembic_config(url: str | None = None) -> Config:
-    """An Alembic ``Config`` built in code (no alembic.ini): the package's migrations, ``url``."""
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("path_separator", "os")
-    if url is not None:
-        # ConfigParser interpolates "%": a password may contain one.
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-def head_revision() -> str | None:
-    """The newest revision of the shipped migrations, read from the script directory."""
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 class Store:
@@ -107,7 +73,7 @@ class Store:
         shown = hide_password(url)
         try:
             parsed = make_url(url)
-            self._sqlite_path = _sqlite_file(parsed)
+            self._sqlite_path = sqlite_file(parsed)
             if self._sqlite_path is not None:
                 self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
                 parsed = parsed.set(database=str(self._sqlite_path))
@@ -120,7 +86,7 @@ class Store:
         except OSError as exc:
             raise ServerError(f"Cannot create the store at {shown}: {exc}") from None
         if parsed.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _configure_sqlite)
+            event.listen(self.engine, "connect", configure_sqlite)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: True when this instance brought the schema up to head.
         self.migrated = False
@@ -158,16 +124,16 @@ class Store:
     def current_revision(self) -> str | None:
         """The schema revision the database is at (``None`` for a fresh database)."""
         with self.engine.connect() as conn:
-            return _current_revision(conn)
+            return current_revision(conn)
 
     def _migrate_if_behind(self) -> bool:
         if self.current_revision() == SCHEMA_HEAD:
             return False
-        with _exclusive_lock(self._lock_path()), self.engine.begin() as conn:
+        with exclusive_lock(self._lock_path()), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Also serialise hosts that share the database but not the lock file.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            current = _current_revision(conn)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            current = current_revision(conn)
             if current == SCHEMA_HEAD:  # another process migrated while we waited for the lock
                 return False
             self._check_known(current)
@@ -312,55 +278,6 @@ class Store:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-#: Key of the PostgreSQL advisory lock taken while migrating.
-_LOCK_KEY = int.from_bytes(hashlib.sha256(b"zserve.store.migrate").digest()[:8], "big") >> 1
-
-
-def _current_revision(conn: Connection) -> str | None:
-    """What Alembic's ``MigrationContext.get_current_revision`` answers, without importing it."""
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    versions = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-    if not versions:
-        return None
-    # Several heads (branches) never equal SCHEMA_HEAD: Alembic sorts them out under the lock.
-    return ",".join(versions)
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    """The database file of a file-based SQLite URL, else None."""
-    if url.get_backend_name() != "sqlite":
-        return None
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    if url.query.get("mode") == "memory":
-        return None
-    return Path(database).expanduser().absolute()
-
-
-def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # The busy timeout first: switching to WAL briefly needs an exclusive lock.
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-
-
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _json_value(field: str, value: dict[str, Any]) -> dict[str, Any]:

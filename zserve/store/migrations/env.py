@@ -1,6 +1,6 @@
 """Alembic environment for the zserve store.
 
-Configured in code by ``zserve.store.store.alembic_config`` (no alembic.ini). The caller may hand
+Configured in code by ``zserve.store.schema.alembic_config`` (no alembic.ini). The caller may hand
 over an open connection in ``config.attributes["connection"]``; otherwise one is made from the
 ``sqlalchemy.url`` option. Logging is left alone: the application owns it (no ``fileConfig``).
 """
