@@ -1,0 +1,140 @@
+"""``AsyncClient``: ``Client`` for asyncio programs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from zserve.client._common import (
+    DEFAULT_TIMEOUT,
+    RETRY_BACKOFF_S,
+    STREAM_RETRIES,
+    InvokeResult,
+    acheck_stream,
+    document,
+    headers,
+    invoke_body,
+    job_path,
+    jobs_query,
+    not_a_stream,
+    result,
+    sse_event,
+    stream_ended,
+    stream_headers,
+    stream_path,
+    unreachable,
+)
+from zserve.events import TERMINAL
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """``Client`` for asyncio programs: the same methods, awaited."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers(auth_key), timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+
+    async def health(self) -> dict[str, Any]:
+        return document(await self.request("GET", "/health"))
+
+    async def info(self) -> dict[str, Any]:
+        return document(await self.request("GET", "/info"))
+
+    async def invoke(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> InvokeResult:
+        body = invoke_body(parameters, capture, sample_rate, timeout_s)
+        return result(await self.request("POST", "/invoke", json=body))
+
+    async def submit(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        body = invoke_body(parameters, capture, sample_rate, timeout_s)
+        return document(await self.request("POST", "/invoke", params={"mode": "async"}, json=body))
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return document(await self.request("GET", job_path(job_id)))
+
+    async def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+        return document(await self.request("GET", "/jobs", params=jobs_query(status, limit)))
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return document(await self.request("POST", job_path(job_id, "/cancel")))
+
+    async def events(
+        self,
+        job_id: str,
+        last_event_id: int | None = None,
+        *,
+        retries: int = STREAM_RETRIES,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """``Client.events``, as an async iterator."""
+        after = last_event_id or 0
+        failures = 0
+        connected = False  # a server that never answered is unreachable, not a dropped stream
+        while True:
+            cause = "the stream ended before the job did"
+            try:
+                async with aconnect_sse(
+                    self._http, "GET", stream_path(job_id), headers=stream_headers(after)
+                ) as source:
+                    await acheck_stream(source)
+                    connected = True
+                    async for sse in source.aiter_sse():
+                        doc = sse_event(sse.data)
+                        if doc is None or int(doc.get("seq", 0)) <= after:
+                            continue
+                        after, failures = int(doc["seq"]), 0
+                        yield doc
+                        if doc.get("event") in TERMINAL:
+                            return
+            except SSEError as exc:
+                raise not_a_stream(self.url, exc) from None
+            except httpx.TransportError as exc:
+                if not connected and isinstance(exc, httpx.ConnectError):
+                    raise unreachable(self.url, exc) from None
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures += 1
+            if failures > retries:
+                raise stream_ended(self.url, job_id, after, cause)
+            await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (failures - 1))

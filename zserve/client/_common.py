@@ -1,0 +1,184 @@
+"""What ``Client`` and ``AsyncClient`` share: request bodies, paths, the result type, and
+turning an error answer (problem+json) into the matching ``zserve.errors`` class."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from zserve import errors
+from zserve._version import __version__
+
+__all__ = ["DEFAULT_TIMEOUT", "InvokeResult", "error_from_response"]
+
+DEFAULT_TIMEOUT = 300.0
+#: ``events``: reconnect this many times in a row when the stream drops, waiting
+#: ``RETRY_BACKOFF_S`` x 1, 2, 4, ... between tries.
+STREAM_RETRIES = 3
+RETRY_BACKOFF_S = 0.25
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """A successful ``POST /invoke``."""
+
+    outputs: dict[str, Any]
+    job_id: str
+    run_id: str | None
+    capture: str
+    execution_time_ms: float
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def output(self) -> Any:
+        """The value of a single-output pipeline (``outputs["output"]``)."""
+        return self.outputs["output"]
+
+
+def by_problem() -> dict[str, type[errors.ZServeError]]:
+    found: dict[str, type[errors.ZServeError]] = {}
+    pending: list[type[errors.ZServeError]] = [errors.ZServeError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.problem, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+BY_STATUS: dict[int, type[errors.ZServeError]] = {
+    400: errors.UsageError,
+    401: errors.Unauthorized,
+    404: errors.NotFound,
+    409: errors.UsageError,
+    413: errors.PayloadTooLarge,
+    422: errors.InvalidParameters,
+    429: errors.Overloaded,
+    500: errors.ExecutionFailed,
+    501: errors.NotSupported,
+    503: errors.ServerError,
+    504: errors.ExecutionTimeout,
+}
+
+
+def error_from_response(response: httpx.Response) -> errors.ZServeError:
+    """The ``zserve.errors`` exception for an error response. ``.problem_doc`` keeps the body."""
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {}
+    detail = str(doc.get("detail") or response.text.strip() or response.reason_phrase)
+    kind = str(doc.get("type", "")).rsplit("/", 1)[-1]
+    cls = by_problem().get(kind) or BY_STATUS.get(response.status_code, errors.ZServeError)
+    return cls.from_problem(doc, detail=detail, status_code=response.status_code)
+
+
+def invoke_body(
+    parameters: dict[str, Any] | None,
+    capture: str | None,
+    sample_rate: float | None,
+    timeout_s: float | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"parameters": parameters or {}}
+    if capture is not None:
+        override: dict[str, Any] = {"mode": capture}
+        if sample_rate is not None:
+            override["sample_rate"] = sample_rate
+        body["capture_override"] = override
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return body
+
+
+def result(response: httpx.Response) -> InvokeResult:
+    doc = document(response)
+    return InvokeResult(
+        outputs=doc["outputs"],
+        job_id=doc["job_id"],
+        run_id=doc.get("run_id"),
+        capture=doc.get("capture", "none"),
+        execution_time_ms=doc.get("execution_time_ms", 0.0),
+        raw=doc,
+    )
+
+
+def document(response: httpx.Response) -> dict[str, Any]:
+    if response.is_error:
+        raise error_from_response(response)
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def unreachable(url: str, exc: httpx.TransportError) -> errors.ServerError:
+    if isinstance(exc, httpx.ReadTimeout):
+        return errors.ServerError(f"The server at {url} did not answer in time ({exc})")
+    return errors.ServerUnreachable(
+        f"No zserve server answers at {url} ({type(exc).__name__}): start one with "
+        "`zserve start --deployment NAME --detach`, or check --url / ZSERVE_URL"
+    )
+
+
+def headers(auth_key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": f"zserve-client/{__version__}"}
+    if auth_key:
+        headers["Authorization"] = f"Bearer {auth_key}"
+    return headers
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    return f"/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def stream_path(job_id: str) -> str:
+    return f"/stream/{quote(job_id, safe='')}"
+
+
+def jobs_query(status: str | None, limit: int) -> dict[str, Any]:
+    query: dict[str, Any] = {"limit": limit}
+    if status is not None:
+        query["status"] = status
+    return query
+
+
+def stream_headers(after: int) -> dict[str, str]:
+    return {"Last-Event-ID": str(after)} if after else {}
+
+
+def sse_event(data: str) -> dict[str, Any] | None:
+    """One SSE ``data:`` field as an event document (``None`` for an empty one)."""
+    if not data:
+        return None
+    doc = json.loads(data)
+    return doc if isinstance(doc, dict) else None
+
+
+def not_a_stream(url: str, exc: SSEError) -> errors.ServerError:
+    return errors.ServerError(f"The server at {url} did not answer with an event stream ({exc})")
+
+
+def stream_ended(url: str, job_id: str, after: int, cause: str) -> errors.ServerError:
+    return errors.ServerError(
+        f"The event stream of job {job_id} from {url} broke off after event {after} and could "
+        f"not be resumed ({cause}): follow it again with `zserve stream {job_id}`"
+    )
+
+
+def check_stream(source: EventSource) -> None:
+    """An error answer (problem+json) instead of a stream raises its ZServeError."""
+    response = source.response
+    if response.is_error:
+        response.read()
+        raise error_from_response(response)
+
+
+async def acheck_stream(source: EventSource) -> None:
+    response = source.response
+    if response.is_error:
+        await response.aread()
+        raise error_from_response(response)

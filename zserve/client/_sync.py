@@ -1,0 +1,185 @@
+"""``Client``: the blocking HTTP client for a zserve server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from zserve.client._common import (
+    DEFAULT_TIMEOUT,
+    RETRY_BACKOFF_S,
+    STREAM_RETRIES,
+    InvokeResult,
+    check_stream,
+    document,
+    headers,
+    invoke_body,
+    job_path,
+    jobs_query,
+    not_a_stream,
+    result,
+    sse_event,
+    stream_ended,
+    stream_headers,
+    stream_path,
+    unreachable,
+)
+from zserve.events import TERMINAL
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A blocking client for one server. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers(auth_key), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request; transport failures become ServerUnreachable. No status check."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+
+    def health(self) -> dict[str, Any]:
+        return document(self.request("GET", "/health"))
+
+    def info(self) -> dict[str, Any]:
+        return document(self.request("GET", "/info"))
+
+    def status(self) -> dict[str, Any]:
+        return document(self.request("GET", "/status"))
+
+    def metrics(self) -> dict[str, Any]:
+        return document(self.request("GET", "/metrics"))
+
+    def invoke_response(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        """``POST /invoke`` and return the raw response, error or not."""
+        body = invoke_body(parameters, capture, sample_rate, timeout_s)
+        return self.request("POST", "/invoke", json=body)
+
+    def invoke(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> InvokeResult:
+        """Run the pipeline and wait for its outputs; raises the matching ZServeError."""
+        return result(
+            self.invoke_response(
+                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s
+            )
+        )
+
+    def submit_response(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        """``POST /invoke?mode=async`` and return the raw response, error or not."""
+        body = invoke_body(parameters, capture, sample_rate, timeout_s)
+        return self.request("POST", "/invoke", params={"mode": "async"}, json=body)
+
+    def submit(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Queue a job and return at once: ``{"job_id", "status": "queued", "links"}``."""
+        return document(
+            self.submit_response(
+                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s
+            )
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job: status, steps, outputs or error (``NotFound`` for an unknown id)."""
+        return document(self.request("GET", job_path(job_id)))
+
+    def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Jobs, newest first: ``{"jobs": [...], "total"}``."""
+        return document(self.request("GET", "/jobs", params=jobs_query(status, limit)))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job: ``{"job_id", "status"}``. A finished job is a
+        ``JobFinished`` (409), an unknown one ``NotFound``."""
+        return document(self.request("POST", job_path(job_id, "/cancel")))
+
+    def events(
+        self,
+        job_id: str,
+        last_event_id: int | None = None,
+        *,
+        retries: int = STREAM_RETRIES,
+    ) -> Generator[dict[str, Any], None, None]:
+        """The job's events (``{"event", "job_id", "seq", "ts", ...}``) from ``GET /stream/ID``,
+        after ``last_event_id`` when given, up to and including the terminal one. A dropped
+        connection is resumed with ``Last-Event-ID`` up to ``retries`` times in a row."""
+        after = last_event_id or 0
+        failures = 0
+        connected = False  # a server that never answered is unreachable, not a dropped stream
+        while True:
+            cause = "the stream ended before the job did"
+            try:
+                with connect_sse(
+                    self._http, "GET", stream_path(job_id), headers=stream_headers(after)
+                ) as source:
+                    check_stream(source)
+                    connected = True
+                    for sse in source.iter_sse():
+                        doc = sse_event(sse.data)
+                        if doc is None or int(doc.get("seq", 0)) <= after:
+                            continue
+                        after, failures = int(doc["seq"]), 0
+                        yield doc
+                        if doc.get("event") in TERMINAL:
+                            return
+            except SSEError as exc:
+                raise not_a_stream(self.url, exc) from None
+            except httpx.TransportError as exc:
+                if not connected and isinstance(exc, httpx.ConnectError):
+                    raise unreachable(self.url, exc) from None
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures += 1
+            if failures > retries:
+                raise stream_ended(self.url, job_id, after, cause)
+            time.sleep(RETRY_BACKOFF_S * 2 ** (failures - 1))
