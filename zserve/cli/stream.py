@@ -265,7 +265,7 @@ def interrupted(client: Client, job_id: str, *, cancel: bool) -> None:
         )
         return
     try:
-        status = client.cancel(job_id).get("status", "cancelled")
+        status = client.cancel(job_id).get("status", JobStatus.CANCELLED)
     except ZServeError as err:
         typer.echo(f"Interrupted; job {job_id} could not be cancelled: {err}", err=True)
         return

@@ -16,9 +16,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -118,7 +118,12 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 def _invoke_route(service: Service) -> DirectRoute:
     """``POST /invoke``, documented with the plan's typed request model."""
 
-    async def invoke(body: Any) -> Response:  # documents the route; never called
+    async def invoke(  # documents the route; never called
+        body: Any,
+        mode: Literal["sync", "async"] = Query(
+            "sync", description="`async`: queue a job and answer 202 with its links"
+        ),
+    ) -> Response:
         raise NotImplementedError
 
     # ``from __future__ import annotations`` makes annotations strings; give FastAPI the model.

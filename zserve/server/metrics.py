@@ -21,12 +21,22 @@ from prometheus_client import (
     values,
 )
 
+from zserve.records import JobStatus
+
 __all__ = ["BUCKETS", "CONTENT_TYPE", "STATUSES", "Metrics"]
 
 #: Seconds. Fine at the low end: run-only invokes take a millisecond or less.
 BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
            0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))  # fmt: skip
-STATUSES = ("completed", "failed", "timeout", "cancelled", "invalid")
+#: How an invocation is counted: how its job ended (a timeout apart from other failures), or
+#: "invalid" for a request refused before it became a job.
+STATUSES = (
+    JobStatus.COMPLETED.value,
+    JobStatus.FAILED.value,
+    "timeout",
+    JobStatus.CANCELLED.value,
+    "invalid",
+)
 CAPTURES = ("none",)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

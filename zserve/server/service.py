@@ -21,7 +21,7 @@ from zserve.engine.plan import Plan
 from zserve.engine.values import success_body
 from zserve.errors import ExecutionFailed, ExecutionTimeout, UsageError
 from zserve.jobs import JobManager
-from zserve.records import DeploymentRecord
+from zserve.records import DeploymentRecord, JobStatus
 from zserve.server import problems
 from zserve.server.metrics import Metrics
 from zserve.settings import Settings
@@ -82,12 +82,12 @@ class Service:
             _, outputs = await self.jobs.run_sync(params, timeout, job_id)
         except ExecutionFailed as err:
             elapsed = time.perf_counter() - start
-            status = "timeout" if isinstance(err, ExecutionTimeout) else "failed"
+            status = "timeout" if isinstance(err, ExecutionTimeout) else JobStatus.FAILED
             self.metrics.record(status, self.capture, elapsed)
             logger.error("Job %s failed: %s", job_id, err, exc_info=err.__cause__ or err)
             return problems.problem_from_error(err, job_id=job_id, run_id=None)
         elapsed = time.perf_counter() - start
-        self.metrics.record("completed", self.capture, elapsed)
+        self.metrics.record(JobStatus.COMPLETED, self.capture, elapsed)
         try:
             # NaN and infinities are not JSON: they are answered as null, as browsers do
             content = to_json(success_body(outputs, job_id, self.capture, elapsed),
