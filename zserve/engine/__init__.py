@@ -1,3 +1,3 @@
-"""Execution: compiled plan, run context (ContextVar), runner.
-May import zserve.sdk, errors, settings, events and pydantic; never server, cli, store or
-their frameworks."""
+"""Execution: compiled plan, run context (ContextVar), runner, observers, capture, deployments.
+May import zserve.sdk, the bottom modules (errors, events, records, settings) and pydantic; never
+jobs, broker, store, server, cli or their frameworks (docs/architecture.md, Layers)."""

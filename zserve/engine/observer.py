@@ -37,7 +37,9 @@ class Observer:
         called just before ``step_finished``."""
 
     def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
-        pass
+        """A step ended: ``error`` is None when it returned, the exception it raised, or
+        ``CancelledError`` when the run was cancelled (or timed out) while it ran. Every
+        ``step_started`` is followed by one ``step_finished``."""
 
     def chunk(self, step: str, item: Any) -> None:
         """A generator step yielded ``item``."""

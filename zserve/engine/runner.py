@@ -141,6 +141,8 @@ def _call_sync(s: CompiledStep, run: _Run) -> Any:
         kwargs = s.kwargs(run.params, run.results)
         result = _drain(s, s.fn(**kwargs), run) if s.is_generator else s.fn(**kwargs)
     except _Stopped:
+        # the run was cancelled between two items: the step ends here, cancelled
+        observer.step_finished(s.id, time.perf_counter() - start, asyncio.CancelledError())
         raise
     except (Exception, SystemExit) as exc:
         observer.step_finished(s.id, time.perf_counter() - start, exc)
@@ -181,6 +183,9 @@ async def _run_step_here(s: CompiledStep, run: _Run) -> Any:
             result: Any = await _drain_async(s, s.fn(**kwargs), run)
         else:
             result = await s.fn(**kwargs)
+    except asyncio.CancelledError as exc:
+        observer.step_finished(s.id, time.perf_counter() - start, exc)
+        raise
     except (Exception, SystemExit) as exc:
         observer.step_finished(s.id, time.perf_counter() - start, exc)
         raise StepFailed(s.id, exc) from exc

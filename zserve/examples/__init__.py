@@ -1,1 +1,1 @@
-"""Pipelines that ship with zserve: weather, multi_output, fanout, failing, slow."""
+"""Pipelines that ship with zserve: weather, multi_output, fanout, failing, slow, streaming."""

@@ -82,6 +82,8 @@ class StepTracker(Observer):
         if error is None:
             state["status"] = StepStatus.COMPLETED
             self._emit(ev.STEP_COMPLETED, step, {"duration_ms": state["duration_ms"]})
+        elif isinstance(error, asyncio.CancelledError):
+            state["status"] = StepStatus.CANCELLED  # the job's terminal event tells the rest
         else:
             state["status"] = StepStatus.FAILED
             detail = {"type": type(error).__name__, "message": str(error)}

@@ -1,5 +1,6 @@
 """Authoring: @step, @pipeline, tracing into a graph, parameter schema, "module:attr" loader.
-May import zserve.errors and zserve.settings and the standard library; nothing else."""
+May import the bottom modules (errors, records, settings) and the standard library; nothing else
+(docs/architecture.md, Layers)."""
 
 from zserve.sdk.pipeline import Pipeline, pipeline
 from zserve.sdk.step import Step, step

@@ -1,5 +1,6 @@
 """Persistence: SQLAlchemy models and Alembic migrations for deployments.
-May import zserve.engine types, errors, settings, SQLAlchemy and Alembic; never server or cli."""
+May import the bottom modules (errors, records, settings), SQLAlchemy and Alembic; nothing else of
+zserve (docs/architecture.md, Layers)."""
 
 from zserve.store.store import Store
 
