@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ def event(type_: str, job_id: str, step: str | None = None, **data: Any) -> Even
 
 @dataclass
 class Harness:
-    """Makes brokers of one kind and drives a scenario on a fresh event loop."""
+    """Makes brokers of one kind and drives a scenario on a fresh broker of that kind."""
 
     kind: str
     path: Path
@@ -37,16 +36,13 @@ class Harness:
     def make(self) -> Broker:
         return MemoryBroker() if self.kind == "memory" else SQLiteBroker(str(self.path))
 
-    def run(self, scenario: Callable[[Broker], Awaitable[T]]) -> T:
-        async def main() -> T:
-            broker = self.make()
-            await broker.start()
-            try:
-                return await scenario(broker)
-            finally:
-                await broker.close()
-
-        return asyncio.run(main())
+    async def run(self, scenario: Callable[[Broker], Awaitable[T]]) -> T:
+        broker = self.make()
+        await broker.start()
+        try:
+            return await scenario(broker)
+        finally:
+            await broker.close()
 
 
 @pytest.fixture(params=["memory", "sqlite"])

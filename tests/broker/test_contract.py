@@ -24,6 +24,8 @@ from zserve.events import (
 )
 from zserve.records import JobRecord
 
+pytestmark = pytest.mark.anyio
+
 
 async def running(broker: Broker, job_id: str, worker: str = "w1", **fields: Any) -> None:
     """A job that has been created and picked up by ``worker`` (events 1 and 2)."""
@@ -37,7 +39,7 @@ def seqs(events: list[Event]) -> list[int]:
     return [e.seq for e in events]
 
 
-def test_create_stores_the_job_and_its_first_event_with_seq_1(brokers: Harness) -> None:
+async def test_create_stores_the_job_and_its_first_event_with_seq_1(brokers: Harness) -> None:
     record = JobRecord(
         "j1",
         1000.5,
@@ -50,14 +52,14 @@ def test_create_stores_the_job_and_its_first_event_with_seq_1(brokers: Harness) 
         first = await b.create(record, event(JOB_QUEUED, "j1"))
         return first, await b.get("j1"), await b.events("j1")
 
-    first, stored, events = brokers.run(scenario)
+    first, stored, events = await brokers.run(scenario)
     assert (first.type, first.seq, first.job_id) == (JOB_QUEUED, 1, "j1")
     assert stored == record
     assert events == [first]
-    assert brokers.run(lambda b: b.get("nope")) is None
+    assert await brokers.run(lambda b: b.get("nope")) is None
 
 
-def test_publish_assigns_the_next_seqs_in_order_and_applies_changes(brokers: Harness) -> None:
+async def test_publish_assigns_the_next_seqs_in_order_and_applies_changes(brokers: Harness) -> None:
     steps = [{"name": "fetch", "status": "running", "duration_ms": None}]
 
     async def scenario(b: Broker) -> tuple[list[Event], list[Event], JobRecord | None, list[Event]]:
@@ -71,7 +73,7 @@ def test_publish_assigns_the_next_seqs_in_order_and_applies_changes(brokers: Har
         )
         return placed, more, await b.get("j1"), await b.events("j1")
 
-    placed, more, stored, events = brokers.run(scenario)
+    placed, more, stored, events = await brokers.run(scenario)
     assert seqs(placed) == [2, 3] and [e.type for e in placed] == [JOB_STARTED, STEP_STARTED]
     assert seqs(more) == [4]
     assert stored is not None
@@ -85,7 +87,7 @@ def test_publish_assigns_the_next_seqs_in_order_and_applies_changes(brokers: Har
     assert events[1:] == placed + more
 
 
-def test_publish_with_changes_only_and_to_an_unknown_job(brokers: Harness) -> None:
+async def test_publish_with_changes_only_and_to_an_unknown_job(brokers: Harness) -> None:
     async def scenario(
         b: Broker,
     ) -> tuple[list[Event], list[Event], JobRecord | None, JobRecord | None]:
@@ -94,12 +96,12 @@ def test_publish_with_changes_only_and_to_an_unknown_job(brokers: Harness) -> No
         unknown = await b.publish("ghost", [event(JOB_STARTED, "ghost")], {"status": "running"})
         return changes_only, unknown, await b.get("j1"), await b.get("ghost")
 
-    changes_only, unknown, stored, ghost = brokers.run(scenario)
+    changes_only, unknown, stored, ghost = await brokers.run(scenario)
     assert changes_only == [] and stored is not None and stored.worker == "w9"
     assert unknown == [] and ghost is None
 
 
-def test_publish_after_finish_is_a_no_op(brokers: Harness) -> None:
+async def test_publish_after_finish_is_a_no_op(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[list[Event], JobRecord | None, list[Event]]:
         await running(b, "j1")
         await b.finish(
@@ -110,14 +112,14 @@ def test_publish_after_finish_is_a_no_op(brokers: Harness) -> None:
         )
         return late, await b.get("j1"), await b.events("j1")
 
-    late, stored, events = brokers.run(scenario)
+    late, stored, events = await brokers.run(scenario)
     assert late == []
     assert stored is not None and (stored.status, stored.worker) == ("completed", "w1")
     assert [e.type for e in events] == [JOB_QUEUED, JOB_STARTED, JOB_COMPLETED]
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL))
-def test_finish_sets_status_from_the_terminal_type_and_appends_it(
+async def test_finish_sets_status_from_the_terminal_type_and_appends_it(
     brokers: Harness, terminal: str
 ) -> None:
     error = {"reason": "step_failed", "step": "a", "message": "boom"}
@@ -128,7 +130,7 @@ def test_finish_sets_status_from_the_terminal_type_and_appends_it(
         placed = await b.finish("j1", event(terminal, "j1", extra="x"), changes)
         return placed, await b.get("j1"), await b.events("j1")
 
-    placed, stored, events = brokers.run(scenario)
+    placed, stored, events = await brokers.run(scenario)
     assert placed is not None and (placed.type, placed.seq, placed.data) == (
         terminal,
         3,
@@ -140,7 +142,7 @@ def test_finish_sets_status_from_the_terminal_type_and_appends_it(
     assert events[-1] == placed and seqs(events) == [1, 2, 3]
 
 
-def test_finish_is_compare_and_set(brokers: Harness) -> None:
+async def test_finish_is_compare_and_set(brokers: Harness) -> None:
     async def scenario(
         b: Broker,
     ) -> tuple[Event | None, Event | None, JobRecord | None, list[Event]]:
@@ -152,7 +154,7 @@ def test_finish_is_compare_and_set(brokers: Harness) -> None:
         second = await b.finish("j1", event(JOB_FAILED, "j1"), {"finished_at": 20.0, "error": lost})
         return first, second, await b.get("j1"), await b.events("j1")
 
-    first, second, stored, events = brokers.run(scenario)
+    first, second, stored, events = await brokers.run(scenario)
     assert first is not None and first.seq == 3
     assert second is None
     assert stored is not None
@@ -165,7 +167,7 @@ def test_finish_is_compare_and_set(brokers: Harness) -> None:
     assert [e.type for e in events] == [JOB_QUEUED, JOB_STARTED, JOB_COMPLETED]
 
 
-def test_concurrent_finishes_have_one_winner(brokers: Harness) -> None:
+async def test_concurrent_finishes_have_one_winner(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[list[Event | None], list[Event]]:
         await running(b, "j1")
         racers = [
@@ -174,25 +176,25 @@ def test_concurrent_finishes_have_one_winner(brokers: Harness) -> None:
         ]
         return list(await asyncio.gather(*racers)), await b.events("j1")
 
-    results, events = brokers.run(scenario)
+    results, events = await brokers.run(scenario)
     winners = [r for r in results if r is not None]
     assert len(winners) == 1 and winners[0].seq == 3
     assert [e for e in events if e.terminal] == winners
 
 
-def test_finish_a_queued_job_and_an_unknown_one(brokers: Harness) -> None:
+async def test_finish_a_queued_job_and_an_unknown_one(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[Event | None, Event | None, JobRecord | None]:
         await b.create(job("j1"), event(JOB_QUEUED, "j1"))
         cancelled = await b.finish("j1", event(JOB_CANCELLED, "j1"), {"finished_at": 5.0})
         unknown = await b.finish("ghost", event(JOB_FAILED, "ghost"), {})
         return cancelled, unknown, await b.get("ghost")
 
-    cancelled, unknown, ghost = brokers.run(scenario)
+    cancelled, unknown, ghost = await brokers.run(scenario)
     assert cancelled is not None and cancelled.seq == 2
     assert unknown is None and ghost is None
 
 
-def test_events_after(brokers: Harness) -> None:
+async def test_events_after(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[list[int]]:
         await running(b, "j1")
         await b.publish("j1", [event(STEP_CHUNK, "j1", "a", chunk=i) for i in range(3)])
@@ -200,34 +202,34 @@ def test_events_after(brokers: Harness) -> None:
             seqs(await b.events("ghost"))
         ]
 
-    assert brokers.run(scenario) == [[1, 2, 3, 4, 5], [2, 3, 4, 5], [5], [], [], []]
+    assert await brokers.run(scenario) == [[1, 2, 3, 4, 5], [2, 3, 4, 5], [5], [], [], []]
 
 
-def test_wait_returns_at_once_when_there_are_events(brokers: Harness) -> None:
+async def test_wait_returns_at_once_when_there_are_events(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[Event]:
         await running(b, "j1")
         # A wait that did wait would outlive this bound by far.
         return await asyncio.wait_for(b.wait("j1", 1, timeout=60), 10)
 
-    assert [(e.seq, e.type) for e in brokers.run(scenario)] == [(2, JOB_STARTED)]
+    assert [(e.seq, e.type) for e in await brokers.run(scenario)] == [(2, JOB_STARTED)]
 
 
-def test_wait_times_out_with_nothing(brokers: Harness) -> None:
+async def test_wait_times_out_with_nothing(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[Event]:
         await running(b, "j1")
         return await b.wait("j1", 2, timeout=0.1)
 
-    assert brokers.run(scenario) == []
+    assert await brokers.run(scenario) == []
 
 
-def test_wait_on_an_unknown_job_returns_nothing_without_waiting(brokers: Harness) -> None:
+async def test_wait_on_an_unknown_job_returns_nothing_without_waiting(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[Event]:
         return await asyncio.wait_for(b.wait("ghost", 0, timeout=60), 10)
 
-    assert brokers.run(scenario) == []
+    assert await brokers.run(scenario) == []
 
 
-def test_wait_wakes_up_when_another_task_publishes_or_finishes(brokers: Harness) -> None:
+async def test_wait_wakes_up_when_another_task_publishes_or_finishes(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[list[Event], list[Event], list[Event]]:
         await running(b, "j1")
         waiters = [asyncio.create_task(b.wait("j1", 2, timeout=60)) for _ in range(3)]
@@ -242,13 +244,13 @@ def test_wait_wakes_up_when_another_task_publishes_or_finishes(brokers: Harness)
         await b.finish("j1", event(JOB_COMPLETED, "j1"), {"finished_at": 1.0})
         return got[0], await asyncio.wait_for(ending, 10), await b.events("j1")
 
-    woken, ended, events = brokers.run(scenario)
+    woken, ended, events = await brokers.run(scenario)
     assert [(e.seq, e.type) for e in woken] == [(3, STEP_STARTED)]
     assert [(e.seq, e.type) for e in ended] == [(4, JOB_COMPLETED)]
     assert events[2:] == woken + ended
 
 
-def test_wait_does_not_return_empty_early(brokers: Harness) -> None:
+async def test_wait_does_not_return_empty_early(brokers: Harness) -> None:
     """A change that brings no event after ``after`` is no reason to stop waiting."""
 
     async def scenario(b: Broker) -> tuple[list[Event], list[Event]]:
@@ -262,12 +264,12 @@ def test_wait_does_not_return_empty_early(brokers: Harness) -> None:
         await b.publish("j1", [event(STEP_COMPLETED, "j1", "a")])  # seq 4
         return await asyncio.wait_for(plain, 10), await asyncio.wait_for(ahead, 10)
 
-    plain, ahead = brokers.run(scenario)
+    plain, ahead = await brokers.run(scenario)
     assert seqs(plain) in ([3], [3, 4])
     assert seqs(ahead) == [4]
 
 
-def test_list_jobs_newest_first_with_status_filter_and_limit(brokers: Harness) -> None:
+async def test_list_jobs_newest_first_with_status_filter_and_limit(brokers: Harness) -> None:
     async def scenario(b: Broker) -> dict[str, list[str]]:
         for i in (3, 1, 4, 0, 2):  # created out of order
             await b.create(job(f"j{i}", created_at=1000.0 + i), event(JOB_QUEUED, f"j{i}"))
@@ -288,7 +290,7 @@ def test_list_jobs_newest_first_with_status_filter_and_limit(brokers: Harness) -
             "none": await ids(limit=0),
         }
 
-    assert brokers.run(scenario) == {
+    assert await brokers.run(scenario) == {
         "all": ["j4", "j3", "j2", "j1", "j0"],
         "two": ["j4", "j3"],
         "running": ["j3", "j1"],
@@ -299,7 +301,7 @@ def test_list_jobs_newest_first_with_status_filter_and_limit(brokers: Harness) -
     }
 
 
-def test_cancel_requests(brokers: Harness) -> None:
+async def test_cancel_requests(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[set[str]]:
         await running(b, "a")
         await running(b, "b")
@@ -318,10 +320,10 @@ def test_cancel_requests(brokers: Harness) -> None:
         seen.append(await b.cancel_requested(["a", "q"]))
         return seen
 
-    assert brokers.run(scenario) == [set(), {"a", "q"}, set(), set(), {"q"}]
+    assert await brokers.run(scenario) == [set(), {"a", "q"}, set(), set(), {"q"}]
 
 
-def test_heartbeat_keeps_leases_and_expired_finds_the_jobs_of_dead_workers(
+async def test_heartbeat_keeps_leases_and_expired_finds_the_jobs_of_dead_workers(
     brokers: Harness,
 ) -> None:
     async def scenario(b: Broker) -> tuple[float, list[list[str]]]:
@@ -339,20 +341,20 @@ def test_heartbeat_keeps_leases_and_expired_finds_the_jobs_of_dead_workers(
         ids.append(sorted(j.job_id for j in await b.expired(now + 120)))
         return now, ids
 
-    _, ids = brokers.run(scenario)
+    _, ids = await brokers.run(scenario)
     assert ids == [[], ["dead"], ["alive", "dead"], ["alive"]]
 
 
-def test_expired_counts_a_worker_without_any_lease_as_dead(brokers: Harness) -> None:
+async def test_expired_counts_a_worker_without_any_lease_as_dead(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[str]:
         await running(b, "orphan", worker="never-beat")
         await b.heartbeat("w1", 60)
         return [j.job_id for j in await b.expired(time.time())]
 
-    assert brokers.run(scenario) == ["orphan"]
+    assert await brokers.run(scenario) == ["orphan"]
 
 
-def test_prune_by_age(brokers: Harness) -> None:
+async def test_prune_by_age(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[int, list[str], list[list[int]]]:
         for i, finished_at in enumerate([100.0, 200.0, 300.0]):
             await running(b, f"f{i}", created_at=float(i))
@@ -368,13 +370,13 @@ def test_prune_by_age(brokers: Harness) -> None:
             [seqs(await b.events(j)) for j in ("f0", "f1", "f2", "old-but-running")],
         )
 
-    dropped, left, events = brokers.run(scenario)
+    dropped, left, events = await brokers.run(scenario)
     assert dropped == 3
     assert left == ["f2", "old-but-running"]
     assert events == [[], [], [1, 2, 3], [1, 2]]
 
 
-def test_prune_by_count_keeps_the_most_recently_finished(brokers: Harness) -> None:
+async def test_prune_by_count_keeps_the_most_recently_finished(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[int, list[str], list[int], list[str], int]:
         # Created in the opposite order to finished: prune goes by finished_at.
         for i in range(5):
@@ -388,13 +390,13 @@ def test_prune_by_count_keeps_the_most_recently_finished(brokers: Harness) -> No
         everything = await b.prune(before=1e12, keep=0)
         return dropped, left, gone, [j.job_id for j in await b.list_jobs()], again + 10 * everything
 
-    dropped, left, gone, finally_left, counts = brokers.run(scenario)
+    dropped, left, gone, finally_left, counts = await brokers.run(scenario)
     assert dropped == 3 and left == ["f3", "f4", "q"] and gone == [0, 0, 0]
     assert counts == 0 + 10 * 2
     assert finally_left == ["q"]
 
 
-def test_records_are_snapshots(brokers: Harness) -> None:
+async def test_records_are_snapshots(brokers: Harness) -> None:
     """What a broker hands out or is given is data: it does not change behind anyone's back."""
 
     async def scenario(b: Broker) -> list[Any]:
@@ -415,10 +417,15 @@ def test_records_are_snapshots(brokers: Harness) -> None:
         assert again is not None
         return [before.status, after.status, again.steps, again.worker]
 
-    assert brokers.run(scenario) == ["queued", "running", [{"name": "a", "status": "running"}], ""]
+    assert await brokers.run(scenario) == [
+        "queued",
+        "running",
+        [{"name": "a", "status": "running"}],
+        "",
+    ]
 
 
-def test_step_events_keep_their_step_and_data(brokers: Harness) -> None:
+async def test_step_events_keep_their_step_and_data(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[Event]:
         await running(b, "j1")
         await b.publish(
@@ -430,7 +437,7 @@ def test_step_events_keep_their_step_and_data(brokers: Harness) -> None:
         )
         return await b.events("j1", 2)
 
-    started, completed = brokers.run(scenario)
+    started, completed = await brokers.run(scenario)
     assert (started.step, started.data) == ("s", {})
     assert (completed.step, completed.data) == (
         "s",
@@ -438,11 +445,11 @@ def test_step_events_keep_their_step_and_data(brokers: Harness) -> None:
     )
 
 
-def test_count_by_status(brokers: Harness) -> None:
+async def test_count_by_status(brokers: Harness) -> None:
     async def scenario(b: Broker) -> dict[str, int]:
         for i in range(3):
             await b.create(job(f"j{i}", float(i)), event(JOB_QUEUED, f"j{i}"))
         await b.finish("j0", event("job.completed", "j0"), {"finished_at": 2.0})
         return await b.count_by_status()
 
-    assert brokers.run(scenario) == {"queued": 2, "completed": 1}
+    assert await brokers.run(scenario) == {"queued": 2, "completed": 1}

@@ -18,10 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from zserve.engine.plan import compile_plan
-from zserve.records import DeploymentRecord
-from zserve.sdk.loader import load_pipeline
-from zserve.server.app import create_app
+from tests.conftest import local_app
 from zserve.settings import Settings
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -34,18 +31,7 @@ WRITE_EVENTS = {
 
 
 def main(source: str, body: dict[str, Any], status: int) -> None:
-    loaded = load_pipeline(source)
-    plan = compile_plan(loaded.pipeline)
-    record = DeploymentRecord(
-        id="audit",
-        name=plan.name,
-        version=1,
-        source=loaded.source,
-        import_root=loaded.import_root,
-        pipeline_name=plan.name,
-        code_hash="x",
-    )
-    app = create_app(Settings(home=tempfile.gettempdir()), record, plan)
+    app = local_app(source, Settings(home=tempfile.gettempdir()))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -3,23 +3,16 @@ jobs list|show|cancel, stream (exit codes, Ctrl-C), and the client's event strea
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.e2e.conftest import Detached, Running, cli, wait_for
 from zserve.client import AsyncClient, Client
 
 STREAMING = "zserve.examples.streaming:streaming_pipeline"
@@ -28,14 +21,10 @@ FAILING = "zserve.examples.failing:failing_pipeline"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def serve(started: list[dict[str, Any]], source: str, name: str) -> dict[str, Any]:
+def serve(detached: Detached, source: str, name: str) -> dict[str, Any]:
     """Deploy ``source`` as ``name`` and start it detached on a free port."""
     cli("deploy", source, "--name", name)
-    doc: dict[str, Any] = json.loads(
-        cli("start", "--deployment", name, "--port", "0", "--detach", "--json").stdout
-    )
-    started.append(doc)
-    return doc
+    return detached("--deployment", name)
 
 
 def submit(*args: str) -> str:
@@ -49,86 +38,10 @@ def show(job_id: str, *args: str) -> dict[str, Any]:
     return doc
 
 
-def wait_for(
-    predicate: Callable[[], Any], what: str, deadline_s: float = 30, every: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-
-
-class Running:
-    """A CLI subprocess whose stdout lines are read as they come."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zserve", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(ROOT),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_line(self, pattern: str, deadline_s: float = 30) -> str:
-        deadline = time.monotonic() + deadline_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.lines.append(line)
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r}; got {self.lines}")
-
-    def finish(self, timeout: float = 30) -> tuple[int, str]:
-        """Exit code and stderr (the rest of stdout goes to ``lines``)."""
-        code = self.proc.wait(timeout)
-        assert self.proc.stderr is not None
-        stderr = self.proc.stderr.read()
-        while (line := self._queue.get(timeout=5)) is not None:
-            self.lines.append(line)
-        return code, stderr
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[..., Running]]:
-    procs: list[Running] = []
-
-    def run(*args: str) -> Running:
-        procs.append(Running(*args))
-        return procs[-1]
-
-    yield run
-    for p in procs:
-        p.kill()
-
-
 def test_invoke_async_prints_the_job_id_then_jobs_show_and_list(
-    started: list[dict[str, Any]],
+    detached: Detached,
 ) -> None:
-    server = serve(started, SLOW, "slow")
+    server = serve(detached, SLOW, "slow")
     job_id = submit("-p", "delay=0.3", "-p", "tag=hello")
     accepted = json.loads(cli("invoke", "--async", "-p", "delay=0", "--json").stdout)
     assert accepted["status"] == "queued" and UUID.match(accepted["job_id"])
@@ -162,8 +75,8 @@ def test_invoke_async_prints_the_job_id_then_jobs_show_and_list(
     assert "No failed jobs" in cli("jobs", "list", "--status", "failed").stdout
 
 
-def test_invoke_stream_piped_prints_every_event_in_order(started: list[dict[str, Any]]) -> None:
-    serve(started, STREAMING, "streaming")
+def test_invoke_stream_piped_prints_every_event_in_order(detached: Detached) -> None:
+    serve(detached, STREAMING, "streaming")
     proc = cli("invoke", "--stream", "-p", "words=4", "-p", "delay=0.02", "-p", "prompt=tok")
     assert proc.returncode == 0 and proc.stderr == ""
     lines = proc.stdout.splitlines()
@@ -201,8 +114,8 @@ def test_invoke_stream_piped_prints_every_event_in_order(started: list[dict[str,
     assert doc["events"][-1]["outputs"]["summary"]["tokens"] == 2
 
 
-def test_stream_of_a_failing_job_exits_1_naming_the_step(started: list[dict[str, Any]]) -> None:
-    serve(started, FAILING, "failing")
+def test_stream_of_a_failing_job_exits_1_naming_the_step(detached: Detached) -> None:
+    serve(detached, FAILING, "failing")
     job_id = submit("-p", "value=2")
     proc = cli("stream", job_id, check=False)
     assert proc.returncode == 1
@@ -223,9 +136,9 @@ def test_stream_of_a_failing_job_exits_1_naming_the_step(started: list[dict[str,
 
 
 def test_jobs_cancel_ends_a_running_job_and_its_stream_exits_5(
-    started: list[dict[str, Any]], running: Callable[..., Running]
+    detached: Detached, running: Callable[..., Running]
 ) -> None:
-    serve(started, SLOW, "slow")
+    serve(detached, SLOW, "slow")
     job_id = submit("-p", "delay=60")
     follower = running("stream", job_id)
     follower.wait_line(r"^\d+ step\.started wait$")
@@ -240,8 +153,8 @@ def test_jobs_cancel_ends_a_running_job_and_its_stream_exits_5(
     assert doc["steps"] == [{"name": "wait", "status": "cancelled", "duration_ms": None}]
 
 
-def test_cancel_of_a_finished_or_unknown_job_is_exit_2(started: list[dict[str, Any]]) -> None:
-    serve(started, SLOW, "slow")
+def test_cancel_of_a_finished_or_unknown_job_is_exit_2(detached: Detached) -> None:
+    serve(detached, SLOW, "slow")
     job_id = submit("-p", "delay=0")
     wait_for(lambda: show(job_id)["status"] == "completed", "the job to complete")
     finished = cli("jobs", "cancel", job_id, check=False)
@@ -262,9 +175,9 @@ def test_cancel_of_a_finished_or_unknown_job_is_exit_2(started: list[dict[str, A
 
 
 def test_ctrl_c_in_invoke_stream_cancels_the_job(
-    started: list[dict[str, Any]], running: Callable[..., Running]
+    detached: Detached, running: Callable[..., Running]
 ) -> None:
-    serve(started, STREAMING, "streaming")
+    serve(detached, STREAMING, "streaming")
     proc = running("invoke", "--stream", "-p", "words=200", "-p", "delay=0.1")
     job_id = proc.wait_line(r"^1 job\.queued ").split()[2]
     proc.wait_line(r"^\d+ step\.chunk generate word-0$")
@@ -276,9 +189,9 @@ def test_ctrl_c_in_invoke_stream_cancels_the_job(
 
 
 def test_ctrl_c_in_stream_only_detaches(
-    started: list[dict[str, Any]], running: Callable[..., Running]
+    detached: Detached, running: Callable[..., Running]
 ) -> None:
-    serve(started, SLOW, "slow")
+    serve(detached, SLOW, "slow")
     job_id = submit("-p", "delay=60")
     follower = running("stream", job_id)
     follower.wait_line(r"^\d+ step\.started wait$")
@@ -291,10 +204,10 @@ def test_ctrl_c_in_stream_only_detaches(
 
 
 def test_with_several_servers_a_job_id_is_looked_up_on_each(
-    started: list[dict[str, Any]],
+    detached: Detached,
 ) -> None:
-    slow = serve(started, SLOW, "slow")
-    streaming = serve(started, STREAMING, "streaming")
+    slow = serve(detached, SLOW, "slow")
+    streaming = serve(detached, STREAMING, "streaming")
     job_id = submit("--deployment", "streaming", "-p", "words=2", "-p", "delay=0")
     doc = wait_for(lambda: (d := show(job_id))["status"] == "completed" and d, "the job")
     assert doc["outputs"]["summary"]["tokens"] == 2
@@ -356,10 +269,11 @@ class _BreakAfter(httpx.SyncByteStream):
         self.response.close()
 
 
-def test_client_events_resume_after_an_event_id_and_after_a_drop(
-    started: list[dict[str, Any]],
+@pytest.mark.anyio
+async def test_client_events_resume_after_an_event_id_and_after_a_drop(
+    detached: Detached,
 ) -> None:
-    server = serve(started, STREAMING, "streaming")
+    server = serve(detached, STREAMING, "streaming")
     with Client(server["url"]) as client:
         job_id = client.submit({"words": 3, "delay": 0})["job_id"]
         everything = list(client.events(job_id))
@@ -378,13 +292,9 @@ def test_client_events_resume_after_an_event_id_and_after_a_drop(
     assert resumed == everything  # each event once, in order, through the reconnect
     assert dropping.streams == [None, "4"]
 
-    async def from_async() -> list[dict[str, Any]]:
-        async with AsyncClient(server["url"]) as aclient:
-            new = (await aclient.submit({"words": 2, "delay": 0}))["job_id"]
-            events = [e async for e in aclient.events(new, last_event_id=2)]
-            assert (await aclient.job(new))["status"] == "completed"
-            return events
-
-    events = asyncio.run(from_async())
+    async with AsyncClient(server["url"]) as aclient:
+        new = (await aclient.submit({"words": 2, "delay": 0}))["job_id"]
+        events = [e async for e in aclient.events(new, last_event_id=2)]
+        assert (await aclient.job(new))["status"] == "completed"
     assert events[0]["seq"] == 3 and events[0]["event"] == "step.started"
     assert events[-1]["event"] == "job.completed"

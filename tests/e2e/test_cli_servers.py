@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.e2e.conftest import Detached, Running, cli, fresh, taken_port, wait_for
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
-
-
-def start(started: list[dict[str, Any]], *args: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(
-        cli("start", "--port", "0", "--detach", "--json", *args).stdout
-    )
-    started.append(doc)
-    return doc
 
 
 def ps() -> list[dict[str, Any]]:
@@ -35,11 +26,9 @@ def ps() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_start_detached_then_ps_invoke_logs_and_stop(
-    started: list[dict[str, Any]], workers: int
-) -> None:
+def test_start_detached_then_ps_invoke_logs_and_stop(detached: Detached, workers: int) -> None:
     cli("deploy", WEATHER, "--name", "weather")
-    doc = start(started, "--deployment", "weather", "--workers", str(workers))
+    doc = detached("--deployment", "weather", "--workers", str(workers))
     assert doc["url"] == f"http://127.0.0.1:{doc['port']}"
     assert len(doc["worker_pids"]) == workers
     assert doc["deployment"] == "weather:1"
@@ -75,31 +64,29 @@ def test_start_detached_then_ps_invoke_logs_and_stop(
 
 
 def test_a_killed_worker_is_replaced_and_the_server_keeps_serving(
-    started: list[dict[str, Any]],
+    started: list[dict[str, Any]], detached: Detached
 ) -> None:
     cli("deploy", WEATHER, "--name", "weather")
-    doc = start(started, "--deployment", "weather", "--workers", "2")
+    doc = detached("--deployment", "weather", "--workers", "2")
     victim = doc["worker_pids"][0]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    workers: list[int] = []
-    while time.monotonic() < deadline:
+
+    def replaced() -> list[int] | None:
         (row,) = ps()
         workers = [p["pid"] for p in row["processes"] if p["role"] == "worker"]
-        if len(workers) == 2 and victim not in workers:
-            break
-        time.sleep(0.2)
+        return workers if len(workers) == 2 and victim not in workers else None
+
+    workers = wait_for(replaced, "a worker in place of the killed one", 60, every=0.2)
     assert len(workers) == 2 and victim not in workers, workers
     started[0]["worker_pids"] = workers
     for i in range(20):  # new connections: both workers answer
-        with httpx.Client(base_url=doc["url"]) as client:
-            response = client.post("/invoke", json={"parameters": {"city": f"c{i}"}})
-            assert response.status_code == 200
+        response = fresh(doc["url"], "POST", "/invoke", json={"parameters": {"city": f"c{i}"}})
+        assert response.status_code == 200
 
 
-def test_invoke_exit_codes(started: list[dict[str, Any]]) -> None:
+def test_invoke_exit_codes(detached: Detached) -> None:
     cli("deploy", "zserve.examples.failing:failing_pipeline", "--name", "failing")
-    start(started, "--deployment", "failing")
+    detached("--deployment", "failing")
     failed = cli("invoke", "-p", "value=2", check=False)
     assert failed.returncode == 1
     assert (
@@ -116,15 +103,13 @@ def test_invoke_exit_codes(started: list[dict[str, Any]]) -> None:
     assert "No zserve server answers at http://127.0.0.1:9" in unreachable.stderr
 
 
-def test_no_server_and_several_servers_are_clear_errors(
-    started: list[dict[str, Any]],
-) -> None:
+def test_no_server_and_several_servers_are_clear_errors(detached: Detached) -> None:
     none = cli("invoke", check=False)
     assert none.returncode == 2 and "No zserve server is running" in none.stderr
     cli("deploy", WEATHER, "--name", "a")
     cli("deploy", "zserve.examples.multi_output:multi_output_pipeline", "--name", "b")
-    a = start(started, "--deployment", "a")
-    b = start(started, "--deployment", "b")
+    a = detached("--deployment", "a")
+    b = detached("--deployment", "b")
     several = cli("invoke", "-p", "x=1", check=False)
     assert several.returncode == 2
     assert a["server_id"] in several.stderr and b["server_id"] in several.stderr
@@ -140,10 +125,7 @@ def test_start_failures_carry_the_servers_own_error(
     started: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     cli("deploy", WEATHER, "--name", "weather")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         busy = cli("start", "-d", "weather", "--port", str(port), "--detach", check=False)
     assert busy.returncode == 3
     assert busy.stderr.strip() == (
@@ -165,30 +147,24 @@ def test_start_failures_carry_the_servers_own_error(
     assert ps() == []
 
 
-def test_foreground_start_serves_until_ctrl_c_then_exits_0(zhome: Path) -> None:
+def test_foreground_start_serves_until_ctrl_c_then_exits_0(
+    zhome: Path, running: Callable[..., Running]
+) -> None:
     cli("deploy", WEATHER, "--name", "weather")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zserve", "start", "-d", "weather", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
+    server = running("start", "-d", "weather", "--port", "0")
+    rows = wait_for(
+        lambda: [r for r in ps() if r["status"] == "healthy"],
+        "the foreground server in `zserve ps`",
+        60,
+        every=0.1,
     )
-    try:
-        deadline = time.monotonic() + 60
-        rows: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not rows:
-            rows = [r for r in ps() if r["status"] == "healthy"]
-            time.sleep(0.1)
-        assert rows, "the foreground server never showed up in `zserve ps`"
-        assert rows[0]["pid"] == proc.pid and rows[0]["log_file"] is None
-        response = httpx.post(rows[0]["url"] + "/invoke", json={"parameters": {"city": "x"}})
-        assert response.status_code == 200
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert rows, "the foreground server never showed up in `zserve ps`"
+    assert rows[0]["pid"] == server.proc.pid and rows[0]["log_file"] is None
+    response = httpx.post(rows[0]["url"] + "/invoke", json={"parameters": {"city": "x"}})
+    assert response.status_code == 200
+    server.proc.send_signal(signal.SIGINT)
+    code, stderr = server.finish()
+    assert code == 0, stderr
     assert ps() == []
 
 
@@ -225,9 +201,9 @@ def test_run_in_process(zhome: Path, tmp_path: Path) -> None:
     assert slow.returncode == 1 and "did not finish within 0.1 s" in slow.stderr
 
 
-def test_invoke_loads_no_server_or_database_code(started: list[dict[str, Any]]) -> None:
+def test_invoke_loads_no_server_or_database_code(detached: Detached) -> None:
     cli("deploy", WEATHER, "--name", "weather")
-    doc = start(started, "--deployment", "weather")
+    doc = detached("--deployment", "weather")
     probe = (
         "import sys, json\nfrom zserve.cli import app\n"
         f"try:\n    app(['invoke', '--url', '{doc['url']}', '-p', 'city=x'])\n"

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import Serve
 from zserve import errors
 from zserve.client import AsyncClient, Client
 
 
 @pytest.fixture
-def failing_server(deployed: Any, servers: Any) -> str:
-    deployment = deployed("zserve.examples.failing:failing_pipeline")
-    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"], "ZSERVE_AUTH_KEY": "k3y"})
-    url: str = server.url
-    return url
+def failing_server(serve: Serve) -> str:
+    return serve("zserve.examples.failing:failing_pipeline", ZSERVE_AUTH_KEY="k3y").url
 
 
 def test_invoke_info_health(failing_server: str) -> None:
@@ -53,15 +50,11 @@ def test_unreachable_server() -> None:
     assert info.value.exit_code == 3
 
 
-def test_async_client(deployed: Any, servers: Any) -> None:
-    deployment = deployed("zserve.examples.weather:weather_pipeline")
-    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]})
-
-    async def main() -> list[Any]:
-        async with AsyncClient(server.url) as client:
-            return await asyncio.gather(*(client.invoke({"city": f"c{i}"}) for i in range(20)))
-
-    results = asyncio.run(main())
+@pytest.mark.anyio
+async def test_async_client(serve: Serve) -> None:
+    server = serve("zserve.examples.weather:weather_pipeline")
+    async with AsyncClient(server.url) as client:
+        results = await asyncio.gather(*(client.invoke({"city": f"c{i}"}) for i in range(20)))
     for i, result in enumerate(results):
         assert result.output.startswith(f"Analysis for c{i} ")
         assert result.capture == "none" and result.run_id is None

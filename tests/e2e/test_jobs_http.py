@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,19 +14,11 @@ import psutil
 import pytest
 from httpx_sse import connect_sse
 
+from tests.e2e.conftest import fresh, sse_events, wait_for, wait_status
+
 STREAMING = "zserve.examples.streaming:streaming_pipeline"
 SLOW = "zserve.examples.slow:slow_pipeline"
 FAILING = "zserve.examples.failing:failing_pipeline"
-
-
-@pytest.fixture
-def serve(deployed: Any, servers: Any) -> Callable[..., Any]:
-    def start(source: str, workers: int = 1, **env: str) -> Any:
-        deployment = deployed(source)
-        return servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"],
-                        "ZSERVE_WORKERS": str(workers), **env})  # fmt: skip
-
-    return start
 
 
 def submit(url: str, params: dict[str, Any], **body: Any) -> str:
@@ -38,30 +29,6 @@ def submit(url: str, params: dict[str, Any], **body: Any) -> str:
     assert doc["links"] == {"job": f"/jobs/{doc['job_id']}", "stream": f"/stream/{doc['job_id']}"}
     job_id: str = doc["job_id"]
     return job_id
-
-
-def sse_events(url: str, job_id: str, last_event_id: int | None = None) -> list[dict[str, Any]]:
-    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-    found = []
-    with (
-        httpx.Client(timeout=60) as client,
-        connect_sse(client, "GET", f"{url}/stream/{job_id}", headers=headers) as source,
-    ):
-        for sse in source.iter_sse():
-            doc = json.loads(sse.data)
-            assert sse.event == doc["event"] and int(sse.id) == doc["seq"]
-            found.append(doc)
-    return found
-
-
-def wait_status(url: str, job_id: str, *statuses: str, deadline_s: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        doc: dict[str, Any] = httpx.get(f"{url}/jobs/{job_id}").json()
-        if doc["status"] in statuses:
-            return doc
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {statuses}: {doc}")
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
@@ -178,12 +145,11 @@ def test_cancel_queued_running_and_finished_jobs(serve: Any) -> None:
 def test_cancel_keeps_the_steps_that_completed(serve: Any) -> None:
     server = serve(STREAMING)
     job_id = submit(server.url, {"words": 2, "delay": 0.5})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until summarize runs: generate has completed
-        steps = httpx.get(f"{server.url}/jobs/{job_id}").json()["steps"]
-        if steps[1]["status"] == "running":
-            break
-        time.sleep(0.02)
+    wait_for(  # summarize runs: generate has completed
+        lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["steps"][1]["status"] == "running",
+        "the second step to run",
+        every=0.02,
+    )
     assert httpx.post(f"{server.url}/jobs/{job_id}/cancel").json()["status"] == "cancelled"
     job = httpx.get(f"{server.url}/jobs/{job_id}").json()
     assert [(s["name"], s["status"]) for s in job["steps"]] == [
@@ -330,19 +296,14 @@ def test_jobs_are_dropped_after_their_retention(serve: Any) -> None:
     server = serve("zserve.examples.weather:weather_pipeline", ZSERVE_JOB_MAX_COUNT="3",
                    ZSERVE_JOB_TTL_S="0.5")  # fmt: skip
     ids = [submit(server.url, {"city": f"c{i}"}) for i in range(5)]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if httpx.get(f"{server.url}/jobs").json()["total"] == 0:
-            break
-        time.sleep(0.1)
+    wait_for(
+        lambda: httpx.get(f"{server.url}/jobs").json()["total"] == 0,
+        "every job to be dropped",
+        deadline_s=10,
+        every=0.1,
+    )
     assert httpx.get(f"{server.url}/jobs").json()["total"] == 0
     assert httpx.get(f"{server.url}/jobs/{ids[0]}").status_code == 404
-
-
-def fresh(url: str, method: str, path: str, **kw: Any) -> httpx.Response:
-    """One request on a new connection, so the kernel may hand it to either worker."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        return client.request(method, path, **kw)
 
 
 def test_two_workers_one_truth_poll_stream_and_cancel(serve: Any) -> None:
@@ -400,13 +361,13 @@ def test_a_job_whose_worker_died_fails_with_worker_lost(serve: Any) -> None:
 def test_finished_jobs_beyond_the_count_are_dropped_oldest_first(serve: Any) -> None:
     server = serve("zserve.examples.weather:weather_pipeline", ZSERVE_JOB_MAX_COUNT="3")
     ids = [submit(server.url, {"city": f"c{i}"}) for i in range(6)]
-    deadline = time.monotonic() + 20  # pruning runs every few seconds
-    listing: list[str] = []
-    while time.monotonic() < deadline:
+
+    def three_left() -> list[str] | None:
         listing = [j["job_id"] for j in httpx.get(f"{server.url}/jobs").json()["jobs"]]
-        if len(listing) == 3:
-            break
-        time.sleep(0.1)
+        return listing if len(listing) == 3 else None
+
+    # pruning runs every few seconds
+    listing = wait_for(three_left, "3 jobs left", deadline_s=20, every=0.1)
     assert listing == ids[::-1][:3]
     for i in range(5):  # sync jobs are bounded as they are added
         httpx.post(f"{server.url}/invoke", json={"parameters": {"city": f"s{i}"}})
@@ -507,12 +468,12 @@ def test_a_sync_invoke_cancelled_through_the_jobs_api_gets_a_409_problem(serve: 
         )
     )
     thread.start()
-    deadline = time.monotonic() + 30
-    job_id = None
-    while job_id is None and time.monotonic() < deadline:
+
+    def running_job() -> str | None:
         running = httpx.get(f"{server.url}/jobs", params={"status": "running"}).json()["jobs"]
-        job_id = running[0]["job_id"] if running else None
-        time.sleep(0.02)
+        return running[0]["job_id"] if running else None
+
+    job_id = wait_for(running_job, "the sync job to run", every=0.02)
     assert job_id is not None
     assert httpx.post(f"{server.url}/jobs/{job_id}/cancel").json()["status"] == "cancelled"
     thread.join(30)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import socket
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+import pytest
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT
+from tests.e2e.conftest import Serve, cli, taken_port
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
 
@@ -45,23 +51,17 @@ def test_spec_quickstart_with_zenml_names(deployed: Any, servers: Any) -> None:
     assert server.stop() == 0
 
 
-def test_two_hundred_concurrent_requests_each_get_their_own_answer(
-    deployed: Any, servers: Any
-) -> None:
-    deployment = deployed("zserve.examples.fanout:fanout_pipeline")
-    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"], "ZSERVE_LOG_LEVEL": "warning"})
-
-    async def main() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
-            return await asyncio.gather(
-                *(
-                    client.post("/invoke", json={"parameters": {"n": i, "delay": 0.05}})
-                    for i in range(200)
-                )
+@pytest.mark.anyio
+async def test_two_hundred_concurrent_requests_each_get_their_own_answer(serve: Serve) -> None:
+    server = serve("zserve.examples.fanout:fanout_pipeline", ZSERVE_LOG_LEVEL="warning")
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/invoke", json={"parameters": {"n": i, "delay": 0.05}})
+                for i in range(200)
             )
-
-    responses = asyncio.run(main())
+        )
     for i, response in enumerate(responses):
         assert response.status_code == 200, response.text
         assert response.json()["outputs"]["result"] == {
@@ -72,15 +72,8 @@ def test_two_hundred_concurrent_requests_each_get_their_own_answer(
     assert len({r.json()["job_id"] for r in responses}) == 200
 
 
-def test_metrics_add_up_across_two_workers(deployed: Any, servers: Any) -> None:
-    deployment = deployed(WEATHER)
-    server = servers(
-        {
-            "ZSERVE_DEPLOYMENT_ID": deployment["id"],
-            "ZSERVE_WORKERS": "2",
-            "ZSERVE_LOG_LEVEL": "warning",
-        }
-    )
+def test_metrics_add_up_across_two_workers(serve: Serve) -> None:
+    server = serve(WEATHER, workers=2, ZSERVE_LOG_LEVEL="warning")
     pids = set()
     total = 60
     for i in range(total):
@@ -107,10 +100,7 @@ def test_metrics_add_up_across_two_workers(deployed: Any, servers: Any) -> None:
 
 def test_port_in_use_is_a_clear_error(deployed: Any, servers: Any) -> None:
     deployment = deployed(WEATHER)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         server = servers(
             {"ZSERVE_DEPLOYMENT_ID": deployment["id"], "ZSERVE_PORT": str(port)}, wait=False
         )
@@ -147,8 +137,6 @@ def test_a_source_changed_since_deploy_is_refused(
         "@step\ndef inc(x: int) -> int:\n    return x + 1\n\n"
         "@pipeline\ndef flow(x: int) -> int:\n    return inc(x)\n"
     )
-    import json
-
     doc = json.loads(cli("deploy", "flow.py:flow", "--app-dir", str(app), "--json").stdout)
     deployment = doc["deployment"]
     assert deployment["source"] == f"{flow}:flow"
@@ -168,11 +156,8 @@ def test_a_source_changed_since_deploy_is_refused(
     assert "zserve deploy" in out
 
 
-def test_sigterm_drains_an_in_flight_request(deployed: Any, servers: Any) -> None:
-    deployment = deployed("zserve.examples.slow:slow_pipeline")
-    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]})
-    import threading
-
+def test_sigterm_drains_an_in_flight_request(serve: Serve) -> None:
+    server = serve("zserve.examples.slow:slow_pipeline")
     result: dict[str, Any] = {}
 
     def call() -> None:
@@ -188,8 +173,6 @@ def test_sigterm_drains_an_in_flight_request(deployed: Any, servers: Any) -> Non
         for _ in range(200):
             if client.get("/health").status_code == 200:
                 break
-    import time
-
     time.sleep(0.3)  # let the request reach the step (it sleeps 1 s inside)
     server.proc.send_signal(15)
     thread.join(30)
@@ -199,10 +182,9 @@ def test_sigterm_drains_an_in_flight_request(deployed: Any, servers: Any) -> Non
 
 
 def test_a_failing_step_reaches_the_client_without_traceback_and_the_log_with_one(
-    deployed: Any, servers: Any
+    serve: Serve,
 ) -> None:
-    deployment = deployed("zserve.examples.failing:failing_pipeline")
-    server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]})
+    server = serve("zserve.examples.failing:failing_pipeline")
     with server.client() as client:
         response = client.post("/invoke", json={"parameters": {"value": 5}})
     assert response.status_code == 500
@@ -218,11 +200,6 @@ def test_a_failing_step_reaches_the_client_without_traceback_and_the_log_with_on
 def test_a_worker_restarted_after_the_source_changed_stops_the_server(
     zhome: Path, tmp_path: Path, servers: Any
 ) -> None:
-    import json
-    import signal
-
-    import psutil
-
     flow = tmp_path / "wp.py"
     flow.write_text("from zserve import pipeline\n\n@pipeline\ndef wp() -> str:\n    return 'v1'\n")
     deployment = json.loads(cli("deploy", f"{flow}:wp", "--json").stdout)["deployment"]

@@ -12,9 +12,9 @@ from zserve.engine.runner import execute
 from zserve.errors import ExecutionTimeout, StepFailed
 
 
-def run(pipe: Any, **params: Any) -> dict[str, Any]:
+async def run(pipe: Any, **params: Any) -> dict[str, Any]:
     plan = compile_plan(pipe)
-    return asyncio.run(execute(plan, plan.validate_parameters(params), job_id="job-1"))
+    return await execute(plan, plan.validate_parameters(params), job_id="job-1")
 
 
 @step
@@ -32,12 +32,13 @@ def chain(city: str, days: int = 1) -> str:
     return analyze(fetch(city), days)
 
 
-def test_linear_chain_runs_with_defaults_and_injected_outputs() -> None:
+@pytest.mark.anyio
+async def test_linear_chain_runs_with_defaults_and_injected_outputs() -> None:
     plan = compile_plan(chain)
     assert plan.linear
     assert [s.where for s in plan.stages or []] == ["thread"]  # one hop for both sync steps
-    assert run(chain, city="Paris") == {"output": "Paris:1"}
-    assert run(chain, city="Oslo", days=3) == {"output": "Oslo:3"}
+    assert await run(chain, city="Paris") == {"output": "Paris:1"}
+    assert await run(chain, city="Oslo", days=3) == {"output": "Oslo:3"}
 
 
 BARRIER_TIMEOUT = 10
@@ -74,14 +75,16 @@ def make_parallel_pipeline() -> Any:
     return parallel
 
 
-def test_independent_branches_run_concurrently() -> None:
+@pytest.mark.anyio
+async def test_independent_branches_run_concurrently() -> None:
     pipe = make_parallel_pipeline()
     assert not compile_plan(pipe).linear
     # Sequential execution would leave each barrier.wait() alone and raise BrokenBarrierError.
-    assert run(pipe, n=2) == {"output": 3 + 20 + 2}
+    assert await run(pipe, n=2) == {"output": 3 + 20 + 2}
 
 
-def test_a_failing_step_names_itself_and_cancels_its_siblings() -> None:
+@pytest.mark.anyio
+async def test_a_failing_step_names_itself_and_cancels_its_siblings() -> None:
     cancelled = asyncio.Event()
 
     @step
@@ -106,31 +109,29 @@ def test_a_failing_step_names_itself_and_cancels_its_siblings() -> None:
         return join(boom(n), slow(n))
 
     plan = compile_plan(failing)
-
-    async def main() -> None:
-        with pytest.raises(StepFailed) as info:
-            await execute(plan, {"n": 1}, job_id="j")
-        assert info.value.step == "boom"
-        assert str(info.value) == "Step 'boom' raised KeyError: 'missing thing'"
-        assert isinstance(info.value.__cause__, KeyError)
-        assert cancelled.is_set()
-
-    asyncio.run(main())
+    with pytest.raises(StepFailed) as info:
+        await execute(plan, {"n": 1}, job_id="j")
+    assert info.value.step == "boom"
+    assert str(info.value) == "Step 'boom' raised KeyError: 'missing thing'"
+    assert isinstance(info.value.__cause__, KeyError)
+    assert cancelled.is_set()
 
 
-def test_failure_in_a_linear_chain_names_the_step() -> None:
+@pytest.mark.anyio
+async def test_failure_in_a_linear_chain_names_the_step() -> None:
     with pytest.raises(StepFailed, match="Step 'explode' raised ValueError"):
         from zserve.examples.failing import failing_pipeline
 
-        run(failing_pipeline, value=3)
+        await run(failing_pipeline, value=3)
 
 
-def test_timeout() -> None:
+@pytest.mark.anyio
+async def test_timeout() -> None:
     from zserve.examples.slow import slow_pipeline
 
     plan = compile_plan(slow_pipeline)
     with pytest.raises(ExecutionTimeout, match=r"did not finish within 0\.05 s"):
-        asyncio.run(execute(plan, {"delay": 5.0, "tag": "x"}, job_id="j", timeout_s=0.05))
+        await execute(plan, {"delay": 5.0, "tag": "x"}, job_id="j", timeout_s=0.05)
 
 
 @step
@@ -151,7 +152,8 @@ def isolation(tag: str, delay: float = 0.0) -> dict[str, Any]:
     return echo_later(who_am_i(tag), delay)
 
 
-def test_two_hundred_concurrent_runs_each_get_their_own_parameters_and_context() -> None:
+@pytest.mark.anyio
+async def test_two_hundred_concurrent_runs_each_get_their_own_parameters_and_context() -> None:
     plan = compile_plan(isolation)
 
     async def one(i: int) -> dict[str, Any]:
@@ -159,10 +161,7 @@ def test_two_hundred_concurrent_runs_each_get_their_own_parameters_and_context()
         params = plan.validate_parameters({"tag": f"t{i}", "delay": (200 - i) / 20000})
         return await execute(plan, params, job_id=f"job{i}")
 
-    async def main() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(one(i) for i in range(200)))
-
-    results = asyncio.run(main())
+    results = await asyncio.gather(*(one(i) for i in range(200)))
     for i, result in enumerate(results):
         assert result["output"] == {
             "tag": f"t{i}",
@@ -177,7 +176,8 @@ def test_get_context_outside_a_run_is_a_clear_error() -> None:
         get_context()
 
 
-def test_non_blocking_steps_stay_on_the_loop_and_async_steps_are_awaited() -> None:
+@pytest.mark.anyio
+async def test_non_blocking_steps_stay_on_the_loop_and_async_steps_are_awaited() -> None:
     loop_threads: list[int] = []
 
     @step(blocking=False)
@@ -196,7 +196,7 @@ def test_non_blocking_steps_stay_on_the_loop_and_async_steps_are_awaited() -> No
 
     plan = compile_plan(mixed)
     assert [s.where for s in plan.stages or []] == ["loop"]
-    assert run(mixed, x=1) == {"output": 4}
+    assert await run(mixed, x=1) == {"output": 4}
     assert len(set(loop_threads)) == 1
 
 
@@ -211,12 +211,14 @@ def with_list_constant(value: int) -> list[int]:
     return append([], value)
 
 
-def test_a_list_written_in_the_body_is_fresh_for_every_run() -> None:
-    assert run(with_list_constant, value=1) == {"output": [1]}
-    assert run(with_list_constant, value=2) == {"output": [2]}
+@pytest.mark.anyio
+async def test_a_list_written_in_the_body_is_fresh_for_every_run() -> None:
+    assert await run(with_list_constant, value=1) == {"output": [1]}
+    assert await run(with_list_constant, value=2) == {"output": [2]}
 
 
-def test_after_a_timeout_no_further_sync_step_starts() -> None:
+@pytest.mark.anyio
+async def test_after_a_timeout_no_further_sync_step_starts() -> None:
     import time
 
     ran: list[str] = []
@@ -244,12 +246,13 @@ def test_after_a_timeout_no_further_sync_step_starts() -> None:
     plan = compile_plan(chain3)
     assert [s.where for s in plan.stages or []] == ["thread"]
     with pytest.raises(ExecutionTimeout):
-        asyncio.run(execute(plan, {"x": 1}, job_id="j", timeout_s=0.1))
-    time.sleep(0.5)  # the running step finishes in its thread; nothing after it may start
+        await execute(plan, {"x": 1}, job_id="j", timeout_s=0.1)
+    await asyncio.sleep(0.5)  # the running step finishes in its thread; nothing after it may start
     assert ran == ["first", "slow"]
 
 
-def test_a_step_calling_sys_exit_is_a_step_failure() -> None:
+@pytest.mark.anyio
+async def test_a_step_calling_sys_exit_is_a_step_failure() -> None:
     import sys
 
     @step
@@ -261,10 +264,11 @@ def test_a_step_calling_sys_exit_is_a_step_failure() -> None:
         return quits(x)
 
     with pytest.raises(StepFailed, match="Step 'quits' raised SystemExit: 4"):
-        run(p, x=1)
+        await run(p, x=1)
 
 
-def test_an_implicit_tuple_of_the_wrong_length_names_the_pipeline() -> None:
+@pytest.mark.anyio
+async def test_an_implicit_tuple_of_the_wrong_length_names_the_pipeline() -> None:
     from zserve.errors import ExecutionFailed
 
     @pipeline
@@ -272,10 +276,11 @@ def test_an_implicit_tuple_of_the_wrong_length_names_the_pipeline() -> None:
         return (x, x, x)  # type: ignore[return-value]
 
     with pytest.raises(ExecutionFailed, match=r"'pair' is annotated to return 2 values .* 3"):
-        run(pair, x=1)
+        await run(pair, x=1)
 
 
-def test_a_pipeline_calling_another_pipeline_inlines_its_steps() -> None:
+@pytest.mark.anyio
+async def test_a_pipeline_calling_another_pipeline_inlines_its_steps() -> None:
     @pipeline
     def inner(city: str) -> str:
         return analyze(fetch(city), 2)
@@ -285,7 +290,7 @@ def test_a_pipeline_calling_another_pipeline_inlines_its_steps() -> None:
         return inner(city)
 
     assert [n.id for n in outer.graph.nodes] == ["fetch", "analyze"]
-    assert run(outer, city="Bern") == {"output": "Bern:2"}
+    assert await run(outer, city="Bern") == {"output": "Bern:2"}
 
 
 STEPS = {"fetch": fetch}
@@ -296,6 +301,7 @@ def via_dict(city: str) -> dict[str, Any]:
     return STEPS["fetch"](city)  # type: ignore[no-any-return]
 
 
-def test_steps_reached_through_a_dict_are_traced() -> None:
+@pytest.mark.anyio
+async def test_steps_reached_through_a_dict_are_traced() -> None:
     assert [n.id for n in via_dict.graph.nodes] == ["fetch"]
-    assert run(via_dict, city="Graz") == {"output": {"city": "Graz", "temp": 25}}
+    assert await run(via_dict, city="Graz") == {"output": {"city": "Graz", "temp": 25}}

@@ -18,35 +18,33 @@ from zserve.jobs import JobManager
 from zserve.jobs.slots import Slots
 
 
-def test_slot_runs_at_most_limit_hands_over_in_order_and_survives_cancel() -> None:
-    async def main() -> list[str]:
-        slot = Slots(1)
-        order: list[str] = []
-        gate = asyncio.Event()
+@pytest.mark.anyio
+async def test_slot_runs_at_most_limit_hands_over_in_order_and_survives_cancel() -> None:
+    slot = Slots(1)
+    order: list[str] = []
+    gate = asyncio.Event()
 
-        async def job(name: str) -> None:
-            await slot.acquire()
-            try:
-                order.append(name)
-                assert slot.running == 1
-                await gate.wait()
-            finally:
-                slot.release()
+    async def job(name: str) -> None:
+        await slot.acquire()
+        try:
+            order.append(name)
+            assert slot.running == 1
+            await gate.wait()
+        finally:
+            slot.release()
 
-        first = asyncio.ensure_future(job("a"))
-        await asyncio.sleep(0)
-        waiting = [asyncio.ensure_future(job(n)) for n in "bcd"]
-        await asyncio.sleep(0)
-        assert slot.waiting == 3
-        waiting[1].cancel()  # "c" gives up its place
-        await asyncio.sleep(0)
-        assert slot.waiting == 2
-        gate.set()
-        await asyncio.gather(first, waiting[0], waiting[2])
-        assert slot.running == 0 and slot.waiting == 0
-        return order
-
-    assert asyncio.run(main()) == ["a", "b", "d"]
+    first = asyncio.ensure_future(job("a"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(job(n)) for n in "bcd"]
+    await asyncio.sleep(0)
+    assert slot.waiting == 3
+    waiting[1].cancel()  # "c" gives up its place
+    await asyncio.sleep(0)
+    assert slot.waiting == 2
+    gate.set()
+    await asyncio.gather(first, waiting[0], waiting[2])
+    assert slot.running == 0 and slot.waiting == 0
+    assert order == ["a", "b", "d"]
 
 
 @step
@@ -73,33 +71,29 @@ def gens(n: int = 3) -> dict[str, Any]:
     return report(tokens(n), atokens(n))
 
 
-def events_of(manager: JobManager, job_id: str) -> list[dict[str, Any]]:
-    async def collect() -> list[dict[str, Any]]:
-        return [e.to_dict() for e in await manager.broker.events(job_id)]
-
-    return asyncio.run(collect())
+async def events_of(manager: JobManager, job_id: str) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in await manager.broker.events(job_id)]
 
 
-def run_job(pipe: Any, params: dict[str, Any], **kw: Any) -> tuple[JobManager, Any]:
-    async def main() -> tuple[JobManager, Any]:
-        manager = JobManager(compile_plan(pipe), MemoryBroker(), **kw)
-        await manager.start()
-        job = await manager.submit(params, None)
-        while not (await manager.get(job.job_id)).finished:
-            await asyncio.sleep(0.005)
-        record = await manager.get(job.job_id)
-        await manager.shutdown(1)
-        return manager, record
-
-    return asyncio.run(main())
+async def run_job(pipe: Any, params: dict[str, Any], **kw: Any) -> tuple[JobManager, Any]:
+    """Run one async job to its end on a manager that is then shut down."""
+    manager = JobManager(compile_plan(pipe), MemoryBroker(), **kw)
+    await manager.start()
+    job = await manager.submit(params, None)
+    while not (await manager.get(job.job_id)).finished:
+        await asyncio.sleep(0.005)
+    record = await manager.get(job.job_id)
+    await manager.shutdown(1)
+    return manager, record
 
 
-def test_generator_steps_stream_chunks_and_emit_sends_progress() -> None:
-    manager, record = run_job(gens, {"n": 3})
+@pytest.mark.anyio
+async def test_generator_steps_stream_chunks_and_emit_sends_progress() -> None:
+    manager, record = await run_job(gens, {"n": 3})
     assert record.status == "completed"
     # a sync generator's return value is its output; an async generator's is the item list
     assert record.outputs == {"output": {"text": "joined:t0,t1,t2", "numbers": [0, 1, 2]}}
-    events = events_of(manager, record.job_id)
+    events = await events_of(manager, record.job_id)
     chunks = [(e["step"], e["chunk"]) for e in events if e["event"] == "step.chunk"]
     assert [c for s, c in chunks if s == "tokens"] == ["t0", "t1", "t2"]
     assert [c for s, c in chunks if s == "atokens"] == [0, 1, 2]
@@ -107,26 +101,25 @@ def test_generator_steps_stream_chunks_and_emit_sends_progress() -> None:
     assert progress["step"] == "report" and progress["progress"] == {"step": "report", "got": 3}
 
 
-def test_sync_jobs_are_recorded_in_memory_only() -> None:
-    async def main() -> None:
-        broker = MemoryBroker()
-        manager = JobManager(compile_plan(gens), broker)
-        await manager.start()
-        record, outputs = await manager.run_sync({"n": 2}, None)
-        assert outputs["output"]["numbers"] == [0, 1]
-        assert (await manager.get(record.job_id)).status == "completed"
-        assert [s["status"] for s in record.steps] == ["completed"] * 3
-        assert await broker.list_jobs() == []  # never reached the broker
-        with pytest.raises(NotFound):
-            await manager.get("nope")
-        with pytest.raises(JobFinished):
-            await manager.cancel(record.job_id)
-        await manager.shutdown(1)
-
-    asyncio.run(main())
+@pytest.mark.anyio
+async def test_sync_jobs_are_recorded_in_memory_only() -> None:
+    broker = MemoryBroker()
+    manager = JobManager(compile_plan(gens), broker)
+    await manager.start()
+    record, outputs = await manager.run_sync({"n": 2}, None)
+    assert outputs["output"]["numbers"] == [0, 1]
+    assert (await manager.get(record.job_id)).status == "completed"
+    assert [s["status"] for s in record.steps] == ["completed"] * 3
+    assert await broker.list_jobs() == []  # never reached the broker
+    with pytest.raises(NotFound):
+        await manager.get("nope")
+    with pytest.raises(JobFinished):
+        await manager.cancel(record.job_id)
+    await manager.shutdown(1)
 
 
-def test_cancel_inside_a_sync_generator_stops_between_items() -> None:
+@pytest.mark.anyio
+async def test_cancel_inside_a_sync_generator_stops_between_items() -> None:
     produced: list[int] = []
     release = threading.Event()
 
@@ -143,25 +136,22 @@ def test_cancel_inside_a_sync_generator_stops_between_items() -> None:
     def p(n: int = 1000) -> list[int]:
         return slow_items(n)
 
-    async def main() -> Any:
-        manager = JobManager(compile_plan(p), MemoryBroker())
-        await manager.start()
-        job = await manager.submit({"n": 1000}, None)
-        await asyncio.to_thread(release.wait, 10)
-        await manager.cancel(job.job_id)
-        record = await manager.get(job.job_id)
-        await asyncio.sleep(0.2)  # the thread notices the stop flag at the next item
-        count = len(produced)
-        await asyncio.sleep(0.2)
-        await manager.shutdown(1)
-        return record, count
-
-    record, count = asyncio.run(main())
+    manager = JobManager(compile_plan(p), MemoryBroker())
+    await manager.start()
+    job = await manager.submit({"n": 1000}, None)
+    await asyncio.to_thread(release.wait, 10)
+    await manager.cancel(job.job_id)
+    record = await manager.get(job.job_id)
+    await asyncio.sleep(0.2)  # the thread notices the stop flag at the next item
+    count = len(produced)
+    await asyncio.sleep(0.2)
+    await manager.shutdown(1)
     assert record.status == "cancelled"
     assert count == len(produced) and count < 50  # nothing more was produced
 
 
-def test_overloaded_when_running_and_queue_are_full() -> None:
+@pytest.mark.anyio
+async def test_overloaded_when_running_and_queue_are_full() -> None:
     @step
     async def hold(x: int) -> int:
         await asyncio.sleep(10)
@@ -171,20 +161,17 @@ def test_overloaded_when_running_and_queue_are_full() -> None:
     def p(x: int = 0) -> int:
         return hold(x)
 
-    async def main() -> None:
-        manager = JobManager(compile_plan(p), MemoryBroker(), max_concurrency=1, max_queue=1)
-        await manager.start()
+    manager = JobManager(compile_plan(p), MemoryBroker(), max_concurrency=1, max_queue=1)
+    await manager.start()
+    await manager.submit({"x": 0}, None)
+    await asyncio.sleep(0.01)
+    await manager.submit({"x": 0}, None)
+    with pytest.raises(Overloaded) as info:
         await manager.submit({"x": 0}, None)
-        await asyncio.sleep(0.01)
-        await manager.submit({"x": 0}, None)
-        with pytest.raises(Overloaded) as info:
-            await manager.submit({"x": 0}, None)
-        assert info.value.http_status == 429 and info.value.retry_after == 1  # type: ignore[attr-defined]
-        with pytest.raises(Overloaded):
-            await manager.run_sync({"x": 0}, None)
-        await manager.shutdown(0.01)
-        # shutting down ended the running and the queued job with reason "shutdown"
-        jobs = await manager.broker.list_jobs()
-        assert sorted(j.error["reason"] for j in jobs if j.error) == ["shutdown", "shutdown"]
-
-    asyncio.run(main())
+    assert info.value.http_status == 429 and info.value.retry_after == 1  # type: ignore[attr-defined]
+    with pytest.raises(Overloaded):
+        await manager.run_sync({"x": 0}, None)
+    await manager.shutdown(0.01)
+    # shutting down ended the running and the queued job with reason "shutdown"
+    jobs = await manager.broker.list_jobs()
+    assert sorted(j.error["reason"] for j in jobs if j.error) == ["shutdown", "shutdown"]
