@@ -96,7 +96,7 @@ class JobRecord:
     job_id: str
     created_at: float
     status: JobStatus = JobStatus.QUEUED
-    mode: str = "async"
+    mode: JobMode = "async"
     capture: str = "none"
     started_at: float | None = None
     finished_at: float | None = None

@@ -107,7 +107,7 @@ class MemoryBroker(Broker):
 
     async def expired(self, now: float) -> list[JobRecord]:
         return [
-            j for j in self._jobs.values()
+            copy.deepcopy(j) for j in self._jobs.values()
             if not j.finished and j.worker and self._leases.get(j.worker, 0.0) < now
         ]  # fmt: skip
 

@@ -29,7 +29,7 @@ from zserve.jobs.publisher import EventPublisher
 from zserve.jobs.slots import Slots
 from zserve.jobs.steps import StepTracker
 from zserve.jobs.upkeep import POLL_S, Upkeep
-from zserve.records import JobRecord, JobStatus, StepStatus
+from zserve.records import JobMode, JobRecord, JobStatus, StepStatus
 
 __all__ = ["JobManager"]
 
@@ -135,7 +135,7 @@ class JobManager:
                 retry_after=1,
             )
 
-    def _new_record(self, mode: str, job_id: str | None = None) -> JobRecord:
+    def _new_record(self, mode: JobMode, job_id: str | None = None) -> JobRecord:
         return JobRecord(
             job_id=job_id or str(uuid.uuid4()),
             created_at=time.time(),
@@ -186,7 +186,7 @@ class JobManager:
     # -- async --------------------------------------------------------------------------------
 
     async def submit(
-        self, params: dict[str, Any], timeout_s: float | None, mode: str = "async"
+        self, params: dict[str, Any], timeout_s: float | None, mode: JobMode = "async"
     ) -> JobRecord:
         """Queue a job and return at once; it runs as soon as a slot is free."""
         self._admit()

@@ -78,12 +78,14 @@ class StepTracker(Observer):
             if idle is not None:
                 self.loop.call_soon_threadsafe(idle)
         state = self.steps[step]
+        if isinstance(error, asyncio.CancelledError):
+            # cut short: no duration, no event (the job's terminal event tells the rest)
+            state["status"] = StepStatus.CANCELLED
+            return
         state["duration_ms"] = round(seconds * 1000, 3)
         if error is None:
             state["status"] = StepStatus.COMPLETED
             self._emit(ev.STEP_COMPLETED, step, {"duration_ms": state["duration_ms"]})
-        elif isinstance(error, asyncio.CancelledError):
-            state["status"] = StepStatus.CANCELLED  # the job's terminal event tells the rest
         else:
             state["status"] = StepStatus.FAILED
             detail = {"type": type(error).__name__, "message": str(error)}

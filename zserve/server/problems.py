@@ -29,7 +29,7 @@ def problem(
 ) -> Response:
     doc: dict[str, Any] = {
         "type": type_,
-        "title": title or HTTPStatus(status).phrase,
+        "title": title or _phrase(status),
         "status": status,
         "detail": detail,
         "success": False,
@@ -38,6 +38,14 @@ def problem(
     return Response(
         to_json(doc), status_code=status, media_type="application/problem+json", headers=headers
     )
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase of an HTTP status ("Not Found"), or "Error"."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def problem_from_error(err: ZServeError, **extra: Any) -> Response:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from sqlalchemy import (
     Engine,
@@ -45,9 +45,6 @@ from zserve.store.schema import (
     exclusive_lock,
     sqlite_file,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["MIN_ID_PREFIX", "Store"]
 
