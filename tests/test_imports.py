@@ -1,4 +1,4 @@
-"""Layer rules (design §2): importing a layer loads nothing above it. Checked in fresh
+"""Layer rules: importing a layer loads nothing above it. Checked in fresh
 interpreters, the way a user's process starts."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP contract (design §4), in process with FastAPI's TestClient."""
+"""The HTTP contract (README, HTTP API), in process with FastAPI's TestClient."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The store's layer rule (design §2): no server, CLI or their frameworks."""
+"""The store's layer rule (docs/architecture.md, Layers): no server, CLI or their frameworks."""
 
 from __future__ import annotations
 
