@@ -59,11 +59,14 @@ class Outcome:
         return {"error": self.error}
 
 
+_COMPLETED = JobStatus.COMPLETED  # looked up once: conclude() runs for every sync invoke
+
+
 def conclude(record: JobRecord, outcome: Outcome) -> None:
     """End ``record`` with ``outcome``: its running steps are marked (cancelled, or failed when
     their worker was lost), its status, end time and error set. Outputs are not kept here: a
     sync job's caller has them, and a broker keeps them from ``terminal``'s changes."""
-    if outcome.status is not JobStatus.COMPLETED:
+    if outcome.status is not _COMPLETED:
         lost = outcome.error is not None and outcome.error["reason"] == "worker_lost"
         for step in record.steps:
             if step["status"] == StepStatus.RUNNING:

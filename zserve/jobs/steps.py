@@ -16,6 +16,9 @@ from zserve.records import JobRecord, StepStatus
 
 __all__ = ["StepTracker"]
 
+# Looked up once: an enum member lookup costs ~45 ns on Python 3.11, and these run per step.
+_RUNNING, _COMPLETED, _FAILED = StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED
+
 
 class StepTracker(Observer):
     """Records the steps of one job and, when ``sink`` is set, turns them into events.
@@ -65,7 +68,7 @@ class StepTracker(Observer):
         if threading.get_ident() != self.loop_thread:
             with self._lock:
                 self._threads += 1
-        self.steps[step]["status"] = StepStatus.RUNNING
+        self.steps[step]["status"] = _RUNNING
         self._emit(ev.STEP_STARTED, step, {})
 
     def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
@@ -84,10 +87,10 @@ class StepTracker(Observer):
             return
         state["duration_ms"] = round(seconds * 1000, 3)
         if error is None:
-            state["status"] = StepStatus.COMPLETED
+            state["status"] = _COMPLETED
             self._emit(ev.STEP_COMPLETED, step, {"duration_ms": state["duration_ms"]})
         else:
-            state["status"] = StepStatus.FAILED
+            state["status"] = _FAILED
             detail = {"type": type(error).__name__, "message": str(error)}
             self._emit(ev.STEP_FAILED, step, {"duration_ms": state["duration_ms"],
                                               "error": detail})  # fmt: skip
