@@ -53,6 +53,11 @@ class DirectRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         return self.handler
 
+    # Starlette's own matching and dispatch: FastAPI's add a look-up of included-router context
+    # per request, which a route added straight to the app never has.
+    matches = Route.matches
+    handle = Route.handle
+
 
 def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> FastAPI:
     service = Service(settings, record, plan)
