@@ -19,6 +19,7 @@ from typing import Any, Literal, NotRequired, TypedDict, get_args
 __all__ = [
     "CAPTURE_MODES",
     "FINISHED",
+    "ArtifactRecord",
     "CaptureMode",
     "DeploymentRecord",
     "ErrorReason",
@@ -26,6 +27,8 @@ __all__ = [
     "JobMode",
     "JobRecord",
     "JobStatus",
+    "RunRecord",
+    "StepRun",
     "StepState",
     "StepStatus",
     "iso",
@@ -184,3 +187,111 @@ class DeploymentRecord:
     @classmethod
     def from_json(cls, text: str) -> DeploymentRecord:
         return cls.from_dict(json.loads(text))
+
+
+@dataclass(slots=True)
+class ArtifactRecord:
+    """One captured value (a step's output). Small JSON values travel inline in ``value``;
+    ``data`` holds bytes. A value that has no JSON form is kept as its ``repr`` and is not
+    ``loadable``."""
+
+    artifact_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    value: Any = None
+    data: bytes | None = None
+    truncated: bool = False
+    loadable: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run document's form of the artifact (``data`` is downloaded on its own)."""
+        doc: dict[str, Any] = {
+            "artifact_id": self.artifact_id,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        if self.data is None:
+            doc["value"] = self.value
+        if self.truncated:
+            doc["truncated"] = True
+        doc["loadable"] = self.loadable
+        return doc
+
+
+@dataclass(slots=True)
+class StepRun:
+    """One step of a recorded run. ``outputs`` only when the step's values were captured;
+    ``output_size`` (bytes of its JSON form) when its metadata was."""
+
+    name: str
+    status: StepStatus = StepStatus.PENDING
+    started_at: float | None = None
+    duration_ms: float | None = None
+    #: {"type", "message", "traceback"}: the traceback is for ``zserve runs show`` only
+    error: dict[str, str] | None = None
+    outputs: dict[str, ArtifactRecord] | None = None
+    output_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "started_at": iso(self.started_at),
+            "duration_ms": self.duration_ms,
+        }
+        if self.error is not None:
+            doc["error"] = {k: v for k, v in self.error.items() if k != "traceback"}
+        if self.outputs is not None:
+            doc["outputs"] = {name: a.to_dict() for name, a in self.outputs.items()}
+        if self.output_size is not None:
+            doc["output_size"] = self.output_size
+        return doc
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A recorded (tracked) run: what the store keeps and ``GET /runs/{id}`` answers. Fields a
+    capture mode does not record are None, and absent from ``to_dict``."""
+
+    run_id: str
+    job_id: str
+    pipeline: str
+    capture: str
+    deployment_id: str = ""
+    status: JobStatus = JobStatus.RUNNING
+    started_at: float | None = None
+    finished_at: float | None = None
+    parameters: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    #: {"type", "message", "step"?}
+    error: dict[str, str] | None = None
+    steps: list[StepRun] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at) * 1000, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run document (``GET /runs/{id}``): never a traceback."""
+        doc: dict[str, Any] = {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "deployment_id": self.deployment_id,
+            "pipeline": self.pipeline,
+            "capture": self.capture,
+            "status": self.status,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_ms": self.duration_ms,
+        }
+        for name in ("parameters", "metadata", "error"):
+            value = getattr(self, name)
+            if value is not None:
+                doc[name] = value
+        doc["steps"] = [s.to_dict() for s in self.steps]
+        return doc
