@@ -42,6 +42,13 @@ __all__ = ["DEFAULT_MAX_BYTES", "RunRecorder"]
 DEFAULT_MAX_BYTES = 256 * 1024
 
 
+def _ended(error: BaseException | None) -> str:
+    """How a step or a run ended, from what ended it: completed, cancelled or failed."""
+    if error is None:
+        return "completed"
+    return "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+
+
 class RunRecorder(Observer):
     """Builds the ``RunRecord`` of one run; ``record`` is set once the run has finished and it
     is to be kept (None otherwise: not sampled, an ``errors_only`` run that succeeded...)."""
@@ -108,9 +115,9 @@ class RunRecorder(Observer):
         if not self.active or self.step_modes.get(step) == "none":
             return
         state = self._step(step)
-        data, _ = self._jsonable(value)
+        data, loadable = self._jsonable(value)
         if self._values_of(step):
-            state.outputs = {"output": self._artifact("output", value)}
+            state.outputs = {"output": self._artifact("output", data, loadable)}
         elif not isinstance(data, bytes):
             state.output_size = len(json.dumps(data, default=repr).encode())
         else:
@@ -121,12 +128,8 @@ class RunRecorder(Observer):
             return
         state = self._step(step)
         state.duration_ms = round(seconds * 1000, 3)
-        if error is None:
-            state.status = StepStatus.COMPLETED
-        elif isinstance(error, asyncio.CancelledError):
-            state.status = StepStatus.CANCELLED
-        else:
-            state.status = StepStatus.FAILED
+        state.status = StepStatus(_ended(error))
+        if state.status is StepStatus.FAILED and error is not None:
             state.error = {
                 "type": type(error).__name__,
                 "message": str(error),
@@ -141,12 +144,8 @@ class RunRecorder(Observer):
         run = self.building
         run.finished_at = time.time()
         run.steps = list(self._steps.values())
-        if error is None:
-            run.status = JobStatus.COMPLETED
-        elif isinstance(error, asyncio.CancelledError):
-            run.status = JobStatus.CANCELLED
-        else:
-            run.status = JobStatus.FAILED
+        run.status = JobStatus(_ended(error))
+        if run.status is JobStatus.FAILED and error is not None:
             run.error = {"type": type(error).__name__, "message": str(error)}
             if (step := getattr(error, "step", None)) is not None:
                 run.error["step"] = str(step)
@@ -167,8 +166,8 @@ class RunRecorder(Observer):
         except PydanticSerializationError:
             return repr(value), False
 
-    def _artifact(self, name: str, value: Any) -> ArtifactRecord:
-        data, loadable = self._jsonable(value)
+    def _artifact(self, name: str, data: Any, loadable: bool) -> ArtifactRecord:
+        """An artifact of ``data`` as ``_jsonable`` gave it (JSON data or bytes)."""
         if isinstance(data, bytes):
             payload, truncated = data[: self.max_bytes], len(data) > self.max_bytes
             return ArtifactRecord(

@@ -85,7 +85,9 @@ def terminal(record: JobRecord, outcome: Outcome) -> tuple[ev.Event, dict[str, A
     if outcome.error is not None:
         changes["error"] = outcome.error
     kind = ev.TERMINAL_EVENT[outcome.status]
-    return ev.Event(kind, record.job_id, time.time(), None, outcome.event_data()), changes
+    event = ev.Event(kind, record.job_id, record.finished_at or time.time(), None,
+                     outcome.event_data())  # fmt: skip
+    return event, changes
 
 
 def error_of(err: ZServeError) -> JobError:
