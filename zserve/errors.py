@@ -12,9 +12,11 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   │   └── CaptureNotSupported  exit 2   http 501   tracked capture modes (not built yet)
     │   ├── PayloadTooLarge          exit 2   http 413
     │   ├── AmbiguousDeployment      exit 2   http 409   lists the matches
+    │   ├── AmbiguousRun             exit 2   http 409   a run id prefix with several matches
     │   └── JobFinished              exit 2   http 409   cancel of a job that already ended
     ├── NotFound                     exit 2   http 404
-    │   └── DeploymentNotFound       exit 2   http 404
+    │   ├── DeploymentNotFound       exit 2   http 404
+    │   └── RunNotFound              exit 2   http 404
     ├── Unauthorized                 exit 2   http 401
     ├── ExecutionFailed              exit 1   http 500
     │   ├── StepFailed               exit 1   http 500   names the step and its exception
@@ -24,6 +26,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
         ├── SourceChanged            exit 3              code changed since deploy: redeploy
         ├── PortInUse                exit 3
         ├── ServerUnreachable        exit 3              no server answers at that address
+        ├── StoreUnavailable         exit 3   http 503   the store cannot be written or read
         └── Overloaded               exit 3   http 429   too much work: retry later
 
 Errors never carry a traceback to a client: ``str(error)`` is the one line a person reads.
@@ -38,6 +41,7 @@ __all__ = [
     "EXIT_CODES",
     "PROBLEM_BASE",
     "AmbiguousDeployment",
+    "AmbiguousRun",
     "CaptureNotSupported",
     "DeploymentNotFound",
     "ExecutionFailed",
@@ -51,11 +55,13 @@ __all__ = [
     "PayloadTooLarge",
     "PipelineDefinitionError",
     "PortInUse",
+    "RunNotFound",
     "ServerError",
     "ServerUnreachable",
     "SourceChanged",
     "SourceError",
     "StepFailed",
+    "StoreUnavailable",
     "Unauthorized",
     "UsageError",
     "ZServeError",
@@ -203,6 +209,12 @@ class AmbiguousDeployment(UsageError):
     title = "Ambiguous deployment"
 
 
+class AmbiguousRun(UsageError):
+    http_status = 409
+    problem = "ambiguous-run"
+    title = "Ambiguous run id"
+
+
 class JobFinished(UsageError):
     http_status = 409
     problem = "job-finished"
@@ -217,6 +229,10 @@ class NotFound(ZServeError):
 
 class DeploymentNotFound(NotFound):
     title = "Deployment not found"
+
+
+class RunNotFound(NotFound):
+    title = "Run not found"
 
 
 class Unauthorized(ZServeError):
@@ -292,6 +308,13 @@ class PortInUse(ServerError):
 class ServerUnreachable(ServerError):
     problem = "unreachable"
     title = "Server unreachable"
+
+
+class StoreUnavailable(ServerError):
+    """The store cannot be written (or read): a tracked request is refused before it runs."""
+
+    problem = "store-unavailable"
+    title = "Store unavailable"
 
 
 class Overloaded(ServerError):
