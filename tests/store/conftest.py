@@ -44,6 +44,13 @@ SQLITE_ONLY = {
     "test_store_concurrency": {
         "test_processes_opening_a_fresh_database_at_once_migrate_it_once",
     },
+    "test_store_health": {
+        "test_a_deleted_database_file_is_unavailable",
+        "test_a_replaced_database_file_is_unavailable",
+        "test_a_read_only_database_file_is_unavailable",
+        "test_a_read_only_directory_is_unavailable",
+        "test_a_locked_database_is_waited_for_not_failed",
+    },
 }
 
 

@@ -8,12 +8,14 @@ of its own, created through that URL and dropped afterwards.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 POSTGRES_URL_ENV = "ZSERVE_TEST_POSTGRES_URL"
@@ -52,11 +54,25 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         try:
             yield admin.set(database=name).render_as_string(hide_password=False)
         finally:
+            _drop_database(engine, name)
+    finally:
+        engine.dispose()
+
+
+def _drop_database(engine: Engine, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
             with engine.connect() as conn:
                 # FORCE (PostgreSQL 13+): a connection a failed test left open must not stop it.
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        engine.dispose()
+            return
+        except DBAPIError as exc:
+            # An autovacuum worker busy in the new database: FORCE may not terminate it (it
+            # is not the test role's process), but it finishes in a moment.
+            if "pg_signal_backend" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 # -- run in child processes (multiprocessing, spawn) ---------------------------------------------

@@ -7,13 +7,14 @@ from pathlib import Path
 from store_helpers import add_versions, open_store, run_in_processes
 
 from zserve.store import Store
+from zserve.store.schema import SCHEMA_HEAD
 
 PROCESSES = 4
 
 
 def test_processes_opening_a_fresh_database_at_once_migrate_it_once(store_url: str) -> None:
     results = run_in_processes(open_store, [(store_url,)] * PROCESSES)
-    assert [revision for _, revision in results] == ["0001"] * PROCESSES
+    assert [revision for _, revision in results] == [SCHEMA_HEAD] * PROCESSES
     # Under the lock exactly one process ran the upgrade; the others found it done.
     assert sum(migrated for migrated, _ in results) == 1
     assert Path(store_url.removeprefix("sqlite:///")).is_file()

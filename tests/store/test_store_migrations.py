@@ -33,7 +33,7 @@ def _sqlite_rows(url: str, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_schema_head_constant_matches_the_shipped_migrations() -> None:
-    assert head_revision() == SCHEMA_HEAD == "0001"
+    assert head_revision() == SCHEMA_HEAD == "0002"
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 
@@ -47,9 +47,9 @@ def test_fresh_database_is_created_and_migrated_to_head(store_url: str) -> None:
     assert not _db_path(store_url).parent.exists()
     with Store(store_url) as store:
         assert store.migrated is True
-        assert store.current_revision() == "0001"
+        assert store.current_revision() == SCHEMA_HEAD
 
-    assert _sqlite_rows(store_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert _sqlite_rows(store_url, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
     tables = {row[0] for row in _sqlite_rows(store_url, "SELECT name FROM sqlite_master")}
     assert {"alembic_version", "deployments", "ix_deployments_name"} <= tables
     assert _sqlite_rows(store_url, "PRAGMA journal_mode") == [("wal",)]
@@ -76,8 +76,8 @@ def test_up_to_date_database_is_not_migrated_again(store_url: str) -> None:
     lock.mkdir()
     with Store(store_url) as second:
         assert second.migrated is False
-        assert second.current_revision() == "0001"
-    assert _sqlite_rows(store_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+        assert second.current_revision() == SCHEMA_HEAD
+    assert _sqlite_rows(store_url, "SELECT version_num FROM alembic_version") == [(SCHEMA_HEAD,)]
 
 
 def test_opening_an_up_to_date_database_does_not_import_alembic(store_url: str) -> None:
@@ -106,7 +106,7 @@ def test_database_behind_head_is_upgraded(store_url: str) -> None:
     assert _sqlite_rows(store_url, "SELECT version_num FROM alembic_version") == []
     with Store(store_url) as store:
         assert store.migrated is True
-        assert store.current_revision() == "0001"
+        assert store.current_revision() == SCHEMA_HEAD
         assert store.list_deployments() == []
 
 
@@ -131,7 +131,7 @@ def test_migrations_render_for_postgresql() -> None:
     cfg = alembic_config("postgresql+psycopg://zserve:p%40ss@db.example/zserve")
     cfg.output_buffer = buffer
     command.upgrade(cfg, "head", sql=True)
-    command.downgrade(cfg, "0001:base", sql=True)
+    command.downgrade(cfg, f"{SCHEMA_HEAD}:base", sql=True)
     sql = buffer.getvalue()
     assert "CREATE TABLE deployments" in sql
     assert "created_at TIMESTAMP WITH TIME ZONE NOT NULL" in sql
@@ -140,3 +140,12 @@ def test_migrations_render_for_postgresql() -> None:
     assert "CREATE INDEX ix_deployments_name ON deployments (name)" in sql
     assert "INSERT INTO alembic_version (version_num) VALUES ('0001')" in sql
     assert "DROP TABLE deployments" in sql
+    # 0002: the tables of recorded runs.
+    for table in ("runs", "steps", "artifacts", "run_metadata"):
+        assert f"CREATE TABLE {table} (" in sql
+        assert f"DROP TABLE {table}" in sql
+    assert "started_at DOUBLE PRECISION NOT NULL" in sql
+    assert "data BYTEA" in sql
+    assert "FOREIGN KEY(run_id) REFERENCES runs (id) ON DELETE CASCADE" in sql
+    assert "CREATE INDEX ix_artifacts_path ON artifacts (path)" in sql
+    assert f"UPDATE alembic_version SET version_num='{SCHEMA_HEAD}'" in sql

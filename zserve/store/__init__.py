@@ -1,4 +1,5 @@
-"""Persistence: SQLAlchemy models and Alembic migrations for deployments.
+"""Persistence: SQLAlchemy models and Alembic migrations for deployments and recorded runs (with
+their artifact files).
 May import the bottom modules (errors, records, settings), SQLAlchemy and Alembic; nothing else of
 zserve (docs/architecture.md, Layers)."""
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models of the store.
+"""SQLAlchemy 2 models of the store: deployments, and the recorded runs of tracked mode (runs,
+their steps, artifacts and metadata).
 
 The schema itself is owned by the Alembic migrations in ``zserve/store/migrations/versions``;
 these classes describe it for queries (and for ``alembic revision --autogenerate``).
@@ -9,11 +10,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Deployment", "UTCDateTime"]
+__all__ = ["Artifact", "Base", "Deployment", "Run", "RunMetadata", "RunStep", "UTCDateTime"]
 
 #: Stable constraint and index names, so batch migrations on SQLite can refer to them.
 NAMING_CONVENTION = {
@@ -79,3 +95,92 @@ class Deployment(Base):
 
     def __repr__(self) -> str:
         return f"<Deployment {self.name}:{self.version} {self.id}>"
+
+
+# -- recorded runs (tracked mode) ---------------------------------------------------------------
+#
+# Times are Unix seconds in DOUBLE PRECISION columns: a RunRecord's floats come back exactly, and
+# the newest-first listing pages on (started_at, id). JSON columns hold SQL NULL for None.
+
+
+class Run(Base):
+    """One recorded run. Columns a capture mode does not record are NULL."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_started_at", "started_at", "id"),
+        Index("ix_runs_deployment_started", "deployment_id", "started_at", "id"),
+    )
+
+    #: uuid4 as its 36-character string form (so are job and deployment ids).
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    #: No foreign key: runs outlive a deleted deployment (``prune_runs`` removes them).
+    deployment_id: Mapped[str] = mapped_column(String(36))
+    pipeline: Mapped[str] = mapped_column(String(255))
+    capture: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    #: {"type", "message", "step"?}
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+
+
+class RunStep(Base):
+    """One step of a recorded run; ``position`` keeps the order of the record."""
+
+    __tablename__ = "steps"
+
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: {"type", "message", "traceback"}
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    output_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Artifact(Base):
+    """A captured value of a step: inline JSON (``value``), inline bytes (``data``), or, above
+    the inline limit, a file under the artifact directory (``path``, relative to it)."""
+
+    __tablename__ = "artifacts"
+
+    #: uuid4 as its 36-character string form.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    #: The step's ``steps.position`` in the same run.
+    step_position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    value: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: "<sha256[:2]>/<sha256>" of the content when it lives in a file; NULL when inline.
+    path: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    truncated: Mapped[bool] = mapped_column(Boolean)
+    loadable: Mapped[bool] = mapped_column(Boolean)
+
+
+class RunMetadata(Base):
+    """One ``get_context().log_metadata`` entry of a recorded run, in the record's order."""
+
+    __tablename__ = "run_metadata"
+
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    value: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)

@@ -1,101 +1,111 @@
-"""The deployment store: a SQLAlchemy engine on the store URL, migrated to head when behind.
+"""The store: deployments and recorded runs in SQL, on a SQLAlchemy engine on the store URL,
+migrated to head when behind; large artifacts in files beside it.
 
 ``Store(url)`` is cheap on an up-to-date database: one query of ``alembic_version`` compared with
 the head revision of the migrations shipped in this package. Only a database that is behind is
 upgraded, under an exclusive file lock, so two processes starting at once never both migrate.
+
+A ``Store`` may be shared by threads (a writer thread and readers): every call takes its own
+connection from the engine's pool. On SQLite, writes begin with ``BEGIN IMMEDIATE`` and so wait
+their turn (``schema.py``). Database and file-system failures of the run methods surface as
+``StoreUnavailable`` with the reason on one line.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import re
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import (
-    Engine,
-    create_engine,
-    delete,
-    event,
-    make_url,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Engine, delete, make_url, select, text
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
-from zserve.errors import AmbiguousDeployment, DeploymentNotFound, ServerError, UsageError
-from zserve.records import DeploymentRecord
+from zserve.errors import StoreUnavailable, UsageError
+from zserve.records import ArtifactRecord, DeploymentRecord, RunRecord
 from zserve.settings import hide_password
+from zserve.store import deployments, health, runs
+from zserve.store.artifacts import ArtifactFiles, content_of
+from zserve.store.deployments import MIN_ID_PREFIX
 from zserve.store.models import Deployment
 from zserve.store.schema import (
     LOCK_KEY,
+    PG_CONNECT_TIMEOUT_S,
     SCHEMA_HEAD,
+    WRITE_OPTION,
     alembic_config,
-    configure_sqlite,
+    create_store_engine,
     current_revision,
     exclusive_lock,
     sqlite_file,
 )
 
-__all__ = ["MIN_ID_PREFIX", "Store"]
-
-#: An id prefix must have at least this many characters to be taken as an id.
-MIN_ID_PREFIX = 8
+__all__ = ["MIN_ID_PREFIX", "PG_CONNECT_TIMEOUT_S", "Store"]
 
 #: How often ``add_deployment`` retries when a concurrent deploy took the same version.
 _ADD_ATTEMPTS = 20
 
-_NAME_VERSION = re.compile(r"^(?P<name>.+):(?P<version>\d+)$")
-_ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]*$")
-_LIST_HINT = "run `zserve deployments list` to see the deployments"
-
 
 class Store:
-    """Deployments in a SQL database (SQLite by default, PostgreSQL by URL).
+    """Deployments and recorded runs in a SQL database (SQLite by default, PostgreSQL by URL).
+
+    ``artifact_dir`` is where values over the inline limit go; by default ``artifacts`` beside
+    a SQLite file. Other databases have no default (the server passes ``ZSERVE_ARTIFACT_DIR``):
+    without one, a value over the limit cannot be stored (``StoreUnavailable``).
 
     Usable as a context manager; ``close()`` releases the connections.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, artifact_dir: str | None = None) -> None:
         self.url = url
-        shown = hide_password(url)
+        self._shown = shown = hide_password(url)
         try:
             parsed = make_url(url)
             self._sqlite_path = sqlite_file(parsed)
             if self._sqlite_path is not None:
                 self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
                 parsed = parsed.set(database=str(self._sqlite_path))
-            self.engine: Engine = create_engine(parsed)
+            self.engine: Engine = create_store_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise UsageError(
                 f"The store URL {shown!r} is not usable ({exc}): set ZSERVE_STORE_URL to a "
                 "SQLAlchemy URL such as sqlite:///path/zserve.db or postgresql+psycopg://..."
             ) from None
         except OSError as exc:
-            raise ServerError(f"Cannot create the store at {shown}: {exc}") from None
-        if parsed.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", configure_sqlite)
+            raise StoreUnavailable(f"Cannot create the store at {shown}: {exc}") from None
+        #: The same pool; its transactions are writes (BEGIN IMMEDIATE on SQLite).
+        self._writer = self.engine.execution_options(**{WRITE_OPTION: True})
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        if artifact_dir:
+            self.artifact_dir: Path | None = Path(artifact_dir).expanduser().absolute()
+        elif self._sqlite_path is not None:
+            self.artifact_dir = self._sqlite_path.parent / "artifacts"
+        else:
+            self.artifact_dir = None
+        self._files = ArtifactFiles(self.artifact_dir)
         #: True when this instance brought the schema up to head.
         self.migrated = False
         try:
             self.migrated = self._migrate_if_behind()
         except (SQLAlchemyError, OSError) as exc:
             self.engine.dispose()
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-            raise ServerError(f"Cannot open the store at {shown}: {reason}") from None
+            raise StoreUnavailable(
+                f"Cannot open the store at {shown}: {health.one_line(exc)}"
+            ) from None
         except BaseException:
             self.engine.dispose()
             raise
+        #: The database file this store opened (SQLite): ``check`` notices when it is replaced.
+        self._file_id = health.file_id(self._sqlite_path) if self._sqlite_path else None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -126,7 +136,8 @@ class Store:
     def _migrate_if_behind(self) -> bool:
         if self.current_revision() == SCHEMA_HEAD:
             return False
-        with exclusive_lock(self._lock_path()), self.engine.begin() as conn:
+        # One write transaction (BEGIN IMMEDIATE on SQLite): the whole upgrade or nothing.
+        with exclusive_lock(self._lock_path()), self._writer.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Also serialise hosts that share the database but not the lock file.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
@@ -187,15 +198,15 @@ class Store:
             raise UsageError(f"Invalid deployment name {name!r}: use printable characters only")
         if name != name.strip():
             raise UsageError(f"Invalid deployment name {name!r}: remove the surrounding spaces")
-        if _NAME_VERSION.match(name):
+        if deployments.NAME_VERSION.match(name):
             raise UsageError(
                 f"Invalid deployment name {name!r}: ':' followed by digits is read as a version"
             )
-        file_hashes = _json_value("file_hashes", file_hashes)
-        spec = _json_value("spec", spec)
-        settings = _json_value("settings", settings)
+        file_hashes = deployments.json_value("file_hashes", file_hashes)
+        spec = deployments.json_value("spec", spec)
+        settings = deployments.json_value("settings", settings)
         for attempt in range(_ADD_ATTEMPTS):
-            with self._sessions() as session:
+            with self._write_sessions() as session:
                 latest = session.scalars(
                     select(Deployment)
                     .where(Deployment.name == name)
@@ -209,7 +220,7 @@ class Store:
                     and latest.settings == settings
                     and latest.capture_default == capture_default
                 ):
-                    return _record(latest), False
+                    return deployments.record(latest), False
                 version = (latest.version if latest is not None else 0) + 1
                 row = Deployment(
                     id=str(uuid.uuid4()),
@@ -235,7 +246,7 @@ class Store:
                     # A concurrent deploy took this version: look again.
                     time.sleep(random.uniform(0.0, 0.005 * (attempt + 1)))
                     continue
-                return _record(row), True
+                return deployments.record(row), True
         raise AssertionError("unreachable")  # pragma: no cover
 
     def list_deployments(self, name: str | None = None) -> list[DeploymentRecord]:
@@ -246,23 +257,23 @@ class Store:
         if name is not None:
             query = query.where(Deployment.name == name)
         with self._sessions() as session:
-            return [_record(row) for row in session.scalars(query)]
+            return [deployments.record(row) for row in session.scalars(query)]
 
     def get_deployment(self, ref: str) -> DeploymentRecord:
         """Resolve ``ref``: a full id, a unique id prefix (at least 8 characters), a name (its
         latest version) or ``name:version``. An exact id or name beats a prefix."""
         with self._sessions() as session:
-            rows = _resolve(session, ref)
+            rows = deployments.resolve(session, ref)
             if len(rows) > 1:  # a name: its latest version
-                return _record(max(rows, key=lambda row: row.version))
-            return _record(rows[0])
+                return deployments.record(max(rows, key=lambda row: row.version))
+            return deployments.record(rows[0])
 
     def delete_deployment(self, ref: str) -> list[DeploymentRecord]:
         """Delete what ``ref`` names: a plain name deletes every version of it; an id, an id
         prefix or ``name:version`` deletes that one. Returns the deleted records."""
-        with self._sessions() as session, session.begin():
-            rows = _resolve(session, ref)
-            records = [_record(row) for row in rows]
+        with self._write_sessions() as session, session.begin():
+            rows = deployments.resolve(session, ref)
+            records = [deployments.record(row) for row in rows]
             session.execute(delete(Deployment).where(Deployment.id.in_([r.id for r in records])))
         return sorted(records, key=lambda r: r.version, reverse=True)
 
@@ -273,102 +284,109 @@ class Store:
             )
             return found is not None
 
+    # -- recorded runs -----------------------------------------------------------------------
 
-# -- helpers ---------------------------------------------------------------------------------
+    def add_runs(self, records: Sequence[RunRecord]) -> None:
+        """Store ``records`` in one transaction (a group commit): all of them, or none.
 
+        Contents over ``INLINE_MAX_BYTES`` are written to files before the transaction. Raises
+        ``StoreUnavailable`` when the database or the artifact directory fails, ``UsageError``
+        when a run id is already stored.
+        """
+        if not records:
+            return
+        with health.translated(f"Cannot write runs to the store at {self._shown}"):
+            batch = runs.build_batch(records, self._files)
+            with self._writer.begin() as conn:
+                if batch.files:
+                    runs.lock_files(conn, exclusive=False)
+                    for path, content in batch.files.items():
+                        self._files.ensure(path, content)
+                runs.insert_batch(conn, batch)
 
-def _json_value(field: str, value: dict[str, Any]) -> dict[str, Any]:
-    """``value`` as it will come back from the database (and a clear error if it cannot)."""
-    try:
-        result = json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"Deployment {field} must be plain JSON: {exc}") from None
-    if not isinstance(result, dict):
-        raise UsageError(f"Deployment {field} must be a JSON object")
-    return result
+    def get_run(self, run_id: str) -> RunRecord:
+        """One run with its steps in order, their artifacts and its metadata. An artifact kept
+        in a file has neither ``value`` nor ``data``: ``read_artifact`` gives its content."""
+        with self._reading() as conn:
+            return runs.get_run(conn, run_id)
 
+    def list_runs(
+        self,
+        deployment_id: str | None = None,
+        status: str | None = None,
+        capture: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """Runs started at or after ``since`` (Unix time), newest first, with steps and metadata
+        but no artifacts; and the cursor of the next page (None on the last). ``limit`` is 1 to
+        500."""
+        with self._reading() as conn:
+            return runs.list_runs(
+                conn, deployment_id=deployment_id, status=status, capture=capture,
+                since=since, limit=limit, cursor=cursor,
+            )  # fmt: skip
 
-def _record(row: Deployment) -> DeploymentRecord:
-    return DeploymentRecord(
-        id=row.id,
-        name=row.name,
-        version=row.version,
-        source=row.source,
-        import_root=row.import_root,
-        pipeline_name=row.pipeline_name,
-        code_hash=row.code_hash,
-        file_hashes=dict(row.file_hashes),
-        spec=dict(row.spec),
-        settings=dict(row.settings),
-        capture_default=row.capture_default,
-        created_at=row.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
-    )
+    def read_artifact(self, run_id: str, artifact_id: str) -> tuple[ArtifactRecord, bytes]:
+        """The artifact and its content: the JSON text of a value, or the bytes."""
+        with self._reading() as conn:
+            artifact, path = runs.get_artifact(conn, run_id, artifact_id)
+        if path is None:
+            return artifact, content_of(artifact)
+        with health.translated(f"Cannot read an artifact of the store at {self._shown}"):
+            return artifact, self._files.read(path, artifact_id)
 
+    def resolve_run(self, prefix: str) -> str:
+        """The full id of the run ``prefix`` names: a full id, or a unique prefix of at least
+        ``MIN_RUN_PREFIX`` characters."""
+        with self._reading() as conn:
+            return runs.resolve_run(conn, prefix)
 
-def _describe(rows: Sequence[Deployment]) -> str:
-    return ", ".join(f"{row.id} ({row.name}:{row.version})" for row in rows)
+    def prune_runs(
+        self, older_than: float, deployment_id: str | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """Delete the runs started before ``older_than`` (Unix time), of one deployment or all,
+        with their steps, artifacts and metadata, in one transaction; then the artifact files
+        no row refers to any more, and orphans older than ``ORPHAN_GRACE_S`` (what a crash
+        between the two left). Returns the ids of the runs deleted (would be, with dry_run)."""
+        if dry_run:
+            with self._reading() as conn:
+                return runs.old_runs(conn, older_than, deployment_id)
+        with health.translated(f"Cannot prune the store at {self._shown}"):
+            with self._writer.begin() as conn:
+                run_ids = runs.old_runs(conn, older_than, deployment_id)
+                paths = runs.delete_runs(conn, run_ids)
+            runs.remove_unreferenced(self._writer, self._files, paths)
+        return run_ids
 
-
-def _resolve(session: Session, ref: str) -> list[Deployment]:
-    """The rows ``ref`` names: one row, or every version of a name (newest first)."""
-    ref = ref.strip()
-    if not ref:
-        raise UsageError(f"A deployment reference cannot be empty: {_LIST_HINT}")
-    if not ref.isprintable():  # no stored name has such characters (PostgreSQL refuses NUL)
-        raise DeploymentNotFound(f"No deployment matches {ref!r}: {_LIST_HINT}")
-
-    match = _NAME_VERSION.match(ref)
-    if match:
-        name, version = match["name"], int(match["version"])
-        row = session.scalars(
-            select(Deployment).where(Deployment.name == name, Deployment.version == version)
-        ).first()
-        if row is not None:
-            return [row]
-        versions = session.scalars(
-            select(Deployment.version).where(Deployment.name == name).order_by(Deployment.version)
-        ).all()
-        if versions:
-            have = ", ".join(str(v) for v in versions)
-            raise DeploymentNotFound(
-                f"Deployment {name!r} has no version {version} (it has {have}): {_LIST_HINT}"
+    def check(self) -> None:
+        """Raise ``StoreUnavailable`` (naming the problem and the fix) unless the store can be
+        written: its SQLite file is still the one opened and writable, the artifact directory
+        can be written, and a write transaction on ``alembic_version`` goes through (rolled
+        back). A stopped PostgreSQL fails within ``PG_CONNECT_TIMEOUT_S``."""
+        if self._sqlite_path is not None:
+            health.check_sqlite_file(self._sqlite_path, self._file_id)
+        if self.artifact_dir is not None:
+            health.check_directory(self.artifact_dir, "the artifact directory")
+        probe = text("UPDATE alembic_version SET version_num = version_num")
+        doing = f"The store at {self._shown} cannot be written"
+        with health.translated(doing), self._writer.connect() as conn:
+            trans = conn.begin()
+            try:
+                found = conn.execute(probe).rowcount
+            finally:
+                trans.rollback()
+        if found != 1:
+            raise StoreUnavailable(
+                f"The store at {self._shown} has no schema version (alembic_version is "
+                "empty): it was changed outside zserve. Point ZSERVE_STORE_URL at a zserve store"
             )
-        raise DeploymentNotFound(f"No deployment matches {ref!r}: {_LIST_HINT}")
 
-    lowered = ref.lower()
-    row = session.get(Deployment, lowered)
-    if row is not None:
-        return [row]
-
-    by_name = list(
-        session.scalars(
-            select(Deployment).where(Deployment.name == ref).order_by(Deployment.version.desc())
-        )
-    )
-    if by_name:
-        return by_name
-
-    if _ID_PREFIX.match(lowered):
-        if len(lowered) >= MIN_ID_PREFIX:
-            matches = list(
-                session.scalars(
-                    select(Deployment)
-                    .where(Deployment.id.startswith(lowered, autoescape=True))
-                    .order_by(Deployment.created_at.desc(), Deployment.id)
-                    .limit(11)
-                )
-            )
-            if len(matches) == 1:
-                return matches
-            if matches:
-                shown = _describe(matches[:10]) + (", ..." if len(matches) > 10 else "")
-                raise AmbiguousDeployment(
-                    f"Deployment reference {ref!r} matches several deployments: {shown}. "
-                    "Use a longer id prefix, the full id or name:version."
-                )
-        else:
-            raise DeploymentNotFound(
-                f"No deployment matches {ref!r} (an id prefix needs at least "
-                f"{MIN_ID_PREFIX} characters): {_LIST_HINT}"
-            )
-    raise DeploymentNotFound(f"No deployment matches {ref!r}: {_LIST_HINT}")
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection in a read transaction (a plain BEGIN: one snapshot for all its SELECTs),
+        database errors raised as ``StoreUnavailable``."""
+        doing = f"Cannot read the store at {self._shown}"
+        with health.translated(doing), self.engine.connect() as conn, conn.begin():
+            yield conn
