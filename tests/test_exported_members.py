@@ -8,6 +8,7 @@ import zserve.errors
 
 def test_top_level_exports() -> None:
     assert zserve.__all__ == [
+        "Capture",
         "Pipeline",
         "RunContext",
         "Step",

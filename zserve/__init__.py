@@ -14,10 +14,12 @@ from zserve._version import __version__
 if TYPE_CHECKING:
     from zserve import errors
     from zserve.engine.context import RunContext, get_context
+    from zserve.sdk.capture import Capture
     from zserve.sdk.pipeline import Pipeline, pipeline
     from zserve.sdk.step import Step, step
 
 __all__ = [
+    "Capture",
     "Pipeline",
     "RunContext",
     "Step",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Capture": "zserve.sdk.capture",
     "step": "zserve.sdk.step",
     "Step": "zserve.sdk.step",
     "pipeline": "zserve.sdk.pipeline",

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from zserve.engine.policies import StepPolicy, compile_policies, describe_policy
 from zserve.engine.values import jsonable
 from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError
 from zserve.records import CaptureMode
@@ -112,6 +113,16 @@ class Plan:
     #: step id -> how many items its result must have (an implicit step annotated tuple[...])
     arity: dict[str, int] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
+    #: capture policies (engine/policies.py): step id -> policy, only steps that set one
+    policies: dict[str, StepPolicy] = field(default_factory=dict)
+    #: pipeline parameters never stored with a run (a ``none`` floor on them or where they go)
+    private_parameters: frozenset[str] = frozenset()
+    #: step ids whose output is never stored
+    private_outputs: frozenset[str] = frozenset()
+    #: the pipeline's redaction patterns (``settings["redact"]``)
+    redact: tuple[str, ...] | None = None
+    #: the pipeline's ``settings["capture_flush"]``: "sync", "background" or unset
+    capture_flush: str | None = None
 
     @property
     def linear(self) -> bool:
@@ -230,6 +241,7 @@ def compile_plan(pipe: Pipeline) -> Plan:
             dependents[u].append(s.id)
     params_model, request_model, defaults = _build_models(pipe)
     schema = parameter_schema(pipe)
+    policies = compile_policies(pipe, graph)
     plan = Plan(
         pipeline=pipe,
         name=pipe.name,
@@ -247,8 +259,16 @@ def compile_plan(pipe: Pipeline) -> Plan:
             for ref in graph.outputs.values()
             if ref.kind == "step" and ref.index is not None
         },
+        policies=policies.steps,
+        private_parameters=policies.private_parameters,
+        private_outputs=policies.private_outputs,
+        redact=policies.redact,
+        capture_flush=policies.capture_flush,
     )
     plan.spec = describe(plan)
+    for entry in plan.spec["steps"]:
+        if entry["name"] in plan.policies:
+            entry["capture_policy"] = describe_policy(plan.policies[entry["name"]])
     return plan
 
 

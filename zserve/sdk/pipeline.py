@@ -10,12 +10,15 @@ from typing import Any, overload
 
 from zserve.errors import PipelineDefinitionError
 from zserve.records import CAPTURE_MODES
+from zserve.sdk.capture import check_redact, type_hints
 from zserve.sdk.step import Step
 from zserve.sdk.tracing import Graph, Node, Ref, TracedStep, trace
 
 __all__ = ["Pipeline", "pipeline"]
 
-_KNOWN_SETTINGS = {"capture"}
+_KNOWN_SETTINGS = {"capture", "capture_flush", "redact"}
+#: When a tracked run's record is written: before the response (``sync``), or after it.
+CAPTURE_FLUSH = ("sync", "background")
 
 
 class Pipeline:
@@ -43,6 +46,14 @@ class Pipeline:
                 f"pipeline '{self.name}': unknown capture mode {capture!r}; "
                 f"use one of {', '.join(CAPTURE_MODES)}"
             )
+        if self.settings.get("redact") is not None:
+            check_redact(self.settings["redact"], f"pipeline '{self.name}'")
+        flush = self.settings.get("capture_flush")
+        if flush is not None and flush not in CAPTURE_FLUSH:
+            raise PipelineDefinitionError(
+                f"pipeline '{self.name}': unknown capture_flush {flush!r}; "
+                f"use one of {', '.join(CAPTURE_FLUSH)}"
+            )
         self.signature = inspect.signature(fn)
         for pname, param in self.signature.parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
@@ -59,6 +70,17 @@ class Pipeline:
         return None if value is None else str(value)
 
     @property
+    def redact(self) -> tuple[str, ...] | None:
+        """Key words whose values are stored as ``[REDACTED]`` (``settings["redact"]``)."""
+        value = self.settings.get("redact")
+        return None if value is None else tuple(value)
+
+    @property
+    def capture_flush(self) -> str | None:
+        value = self.settings.get("capture_flush")
+        return None if value is None else str(value)
+
+    @property
     def parameter_names(self) -> list[str]:
         return list(self.signature.parameters)
 
@@ -68,12 +90,10 @@ class Pipeline:
             self._graph = self._build_graph()
         return self._graph
 
-    def annotations(self) -> dict[str, Any]:
-        """Resolved type hints of the pipeline function (string annotations evaluated)."""
-        try:
-            return typing.get_type_hints(self.fn)
-        except Exception:
-            return dict(getattr(self.fn, "__annotations__", {}))
+    def annotations(self, *, extras: bool = False) -> dict[str, Any]:
+        """Resolved type hints of the pipeline function (string annotations evaluated; one
+        that cannot be is left as written), with ``Annotated`` metadata only when ``extras``."""
+        return type_hints(self.fn, extras=extras)
 
     def steps(self) -> list[TracedStep]:
         return [node.step for node in self.graph.nodes]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from zserve.sdk import tracing
+from zserve.sdk.capture import check_step_settings
 
 __all__ = ["Step", "step"]
 
@@ -22,10 +23,20 @@ class Step(Generic[P, R]):
     placeholder for its output. Called anywhere else, it is the plain function.
     """
 
-    def __init__(self, fn: Callable[P, Any], *, name: str | None = None, blocking: bool = True):
+    def __init__(
+        self,
+        fn: Callable[P, Any],
+        *,
+        name: str | None = None,
+        blocking: bool = True,
+        settings: dict[str, Any] | None = None,
+    ):
         self.fn = fn
         self.name = name or fn.__name__
         self.signature = inspect.signature(fn)
+        check_step_settings(self.name, self.signature, {} if settings is None else settings)
+        #: capture settings (``zserve.sdk.capture``): capture, artifacts, inputs, outputs, redact
+        self.settings: dict[str, Any] = dict(settings or {})
         #: an ``async def`` or ``async def ... yield`` step: runs on the event loop
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         #: a generator step: each item it yields is streamed as a ``step.chunk`` event
@@ -49,9 +60,10 @@ class Step(Generic[P, R]):
 class _StepDecorator:
     """What ``@step(...)`` with options returns."""
 
-    def __init__(self, name: str | None, blocking: bool) -> None:
+    def __init__(self, name: str | None, blocking: bool, settings: dict[str, Any] | None) -> None:
         self.name = name
         self.blocking = blocking
+        self.settings = settings
 
     @overload
     def __call__(self, fn: Callable[P, AsyncIterator[R]], /) -> Step[P, list[R]]: ...
@@ -62,7 +74,7 @@ class _StepDecorator:
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Step[P, R]: ...
     def __call__(self, fn: Callable[P, Any], /) -> Step[P, Any]:
-        return Step(fn, name=self.name, blocking=self.blocking)
+        return Step(fn, name=self.name, blocking=self.blocking, settings=self.settings)
 
 
 @overload
@@ -74,13 +86,21 @@ def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
 @overload
 def step(fn: Callable[P, R], /) -> Step[P, R]: ...
 @overload
-def step(*, name: str | None = None, blocking: bool = True) -> _StepDecorator: ...
+def step(
+    *, name: str | None = None, blocking: bool = True, settings: dict[str, Any] | None = None
+) -> _StepDecorator: ...
 
 
 def step(
-    fn: Callable[P, Any] | None = None, /, *, name: str | None = None, blocking: bool = True
+    fn: Callable[P, Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    blocking: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> Step[P, Any] | _StepDecorator:
-    """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False)``.
+    """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False,
+    settings={...})``.
 
     ``def`` and ``async def`` functions are supported, and generators of either kind: each
     yielded item is streamed as a ``step.chunk`` event, and the step's output is the list of
@@ -90,6 +110,12 @@ def step(
     ``blocking=False`` says it is short enough to run on the event loop (no I/O, microseconds of
     work). Inside a pipeline body a step call stands for the step's (awaited) return value;
     elsewhere it calls the function (``.fn`` is the function).
+
+    ``settings`` sets the step's capture policy (checked here; ``zserve.sdk.capture``):
+    ``capture`` (its mode: ``"none"`` for a step that handles personal data, ``"full"`` to debug
+    it), ``artifacts``, ``inputs`` (``{param: mode | {"mode": ..., "artifacts": ...}}``),
+    ``outputs`` (the same, for its output as a whole) and ``redact`` (key words). A value's
+    policy can also be written in the signature: ``token: Annotated[str, Capture("none")]``.
     """
-    decorator = _StepDecorator(name, blocking)
+    decorator = _StepDecorator(name, blocking, settings)
     return decorator if fn is None else decorator(fn)

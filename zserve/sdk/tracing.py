@@ -40,6 +40,8 @@ class TracedStep(Protocol):
     is_async: bool
     is_generator: bool
     blocking: bool
+    #: capture settings, checked (``zserve.sdk.capture``)
+    settings: dict[str, Any]
 
 
 _tracer: ContextVar[Tracer | None] = ContextVar("zserve_tracer", default=None)
