@@ -1,9 +1,13 @@
-"""zserve's run-only ``POST /invoke`` against a hand-written FastAPI endpoint.
+"""zserve's ``POST /invoke`` against a hand-written FastAPI endpoint, run-only and (with
+``--captures``) under tracked capture modes side by side.
 
 Run through ``scripts/bench-baseline``. Deploys the pipeline into a temporary ZSERVE_HOME, then
 for each round starts zserve's server, then ``benchmarks/baseline_app.py``, one at a time: checks a
 200 with the right shape, warms up, measures latency at c=1 and req/s at c=16 with wrk, stops the
-server. Prints the median per side and the ratios zserve/baseline.
+server. Prints the median per side and the ratios zserve/baseline. The server's CPU time per
+request is read from its process tree (psutil) around the req/s run. With ``--captures
+metadata,full`` each mode is one more side (``zserve-metadata``...: the same server with
+``ZSERVE_CAPTURE_DEFAULT``, writing to the SQLite store), compared with run-only ``zserve``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -66,7 +72,20 @@ def main() -> int:
     parser.add_argument(
         "--params", default='{"city": "Paris"}', help="JSON parameters for each invoke"
     )
+    parser.add_argument(
+        "--captures",
+        default="",
+        help="comma-separated tracked modes to measure beside run-only "
+        "(metadata,full,sampled,errors_only)",
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the hand-written FastAPI baseline"
+    )
     args = parser.parse_args()
+    args.captures = [m for m in args.captures.split(",") if m.strip()]
+    for mode in args.captures:
+        if mode not in ("metadata", "full", "sampled", "errors_only"):
+            parser.error(f"--captures: unknown mode {mode!r}")
     if args.rounds < 1 or args.duration < 1 or args.warmup < 1:
         parser.error("--rounds, --duration and --warmup must be >= 1")
     try:
@@ -105,7 +124,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ZSERVE_WORKERS": "1",
         }
         sides = {"zserve": ([sys.executable, "-m", "zserve.server.app"], zserve_env)}
-        if args.pipeline in WEATHER_LIKE:
+        for mode in args.captures:
+            tracked = {**zserve_env, "ZSERVE_CAPTURE_DEFAULT": mode}
+            sides[f"zserve-{mode}"] = ([sys.executable, "-m", "zserve.server.app"], tracked)
+        if args.pipeline in WEATHER_LIKE and not args.no_baseline:
             sides["baseline"] = ([sys.executable, str(BENCH / "baseline_app.py")], env)
             if args.baseline_def:
                 argv = [sys.executable, str(BENCH / "baseline_app.py"), "--def"]
@@ -115,14 +137,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for side, (argv, side_env) in sides.items():
                 log(f"round {rnd}/{args.rounds}: {side}")
                 logfile = tmp / f"{side}-{rnd}.log"
-                with serving(argv, side_env, logfile) as (url, startup_s):
+                with serving(argv, side_env, logfile) as (url, startup_s, pid):
                     outputs = invoke_once(url, body)
                     reference = reference or outputs
                     if outputs != reference:
                         raise BenchError(f"{side} answered {outputs!r}, zserve {reference!r}")
                     wrk(url, 2, 16, args.warmup, body)
                     latency = wrk(url, 1, 1, args.duration, body, latency=True)
+                    cpu_before = cpu_seconds(pid)
                     throughput = wrk(url, 2, 16, args.duration, body)
+                    cpu = cpu_seconds(pid) - cpu_before
                 runs.append(
                     {
                         "side": side,
@@ -130,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "p50_ms": latency["p50_ms"],
                         "p99_ms": latency["p99_ms"],
                         "rps": throughput["rps"],
+                        "cpu_us_per_req": round(1e6 * cpu / throughput["requests"], 1),
                         "startup_s": round(startup_s, 3),
                     }
                 )
@@ -153,7 +178,9 @@ def deploy(pipeline: str, env: dict[str, str]) -> str:
 
 
 @contextmanager
-def serving(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[tuple[str, float]]:
+def serving(
+    argv: list[str], env: dict[str, str], logfile: Path
+) -> Iterator[tuple[str, float, int]]:
     """Start a server in its own session; yield its URL once /health is 200; always stop it."""
     start = time.perf_counter()
     with logfile.open("wb") as out:
@@ -168,9 +195,26 @@ def serving(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[tup
         )
     try:
         url = wait_healthy(proc, logfile, start + START_DEADLINE_S)
-        yield url, time.perf_counter() - start
+        yield url, time.perf_counter() - start, proc.pid
     finally:
         stop(proc)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far (threads included)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], logfile: Path, deadline: float) -> str:
@@ -234,7 +278,10 @@ def wrk(
     out = proc.stdout
     if proc.returncode != 0 or "Non-2xx or 3xx responses" in out or "Socket errors" in out:
         raise BenchError(f"{' '.join(argv)} (exit {proc.returncode}):\n{out}{proc.stderr}")
-    result = {"rps": float(_find(r"Requests/sec:\s+([\d.]+)", out, argv))}
+    result = {
+        "rps": float(_find(r"Requests/sec:\s+([\d.]+)", out, argv)),
+        "requests": float(_find(r"(\d+) requests in", out, argv)),
+    }
     if latency:
         for pct in (50, 99):
             value, unit = _find(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, argv, 2)
@@ -255,7 +302,7 @@ def summarize(
     median = {
         side: {
             key: round(statistics.median(r[key] for r in runs if r["side"] == side), 3)
-            for key in ("p50_ms", "p99_ms", "rps", "startup_s")
+            for key in ("p50_ms", "p99_ms", "rps", "cpu_us_per_req", "startup_s")
         }
         for side in sides
     }
@@ -273,6 +320,18 @@ def summarize(
         "targets": None,
         "server_log_notes": notes,
     }
+    tracked = {}
+    for side in sides:
+        if side.startswith("zserve-"):
+            t, z = median[side], median["zserve"]
+            tracked[side.removeprefix("zserve-")] = {
+                "rps_ratio_vs_run_only": round(t["rps"] / z["rps"], 3),
+                "p50_ratio_vs_run_only": round(t["p50_ms"] / z["p50_ms"], 3),
+                "cpu_us_per_req_above_run_only": round(
+                    t["cpu_us_per_req"] - z["cpu_us_per_req"], 1
+                ),
+            }
+    report["tracked"] = tracked or None
     if "baseline" in median:
         z, b = median["zserve"], median["baseline"]
         report["ratios"] = {
@@ -301,15 +360,26 @@ def render(report: dict[str, Any]) -> str:
         f"{report['pipeline']}: {report['rounds']} round(s) x {report['duration_s']} s per run; "
         "latency at c=1 (wrk -t1 -c1), req/s at c=16 (wrk -t2 -c16)",
         "",
-        f"{'round':<8}{'side':<13}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'start s':>9}",
+        f"{'round':<8}{'side':<22}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'cpu us':>9}"
+        f"{'start s':>9}",
     ]
     rows = [(str(r["round"]), r) for r in report["runs"]]
     rows += [("median", {"side": side, **m}) for side, m in report["median"].items()]
     for label, r in rows:
         lines.append(
-            f"{label:<8}{r['side']:<13}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-            f"{r['rps']:>9.0f}{r['startup_s']:>9.2f}"
+            f"{label:<8}{r['side']:<22}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+            f"{r['rps']:>9.0f}{r['cpu_us_per_req']:>9.1f}{r['startup_s']:>9.2f}"
         )
+    if report.get("tracked"):
+        lines += [
+            "",
+            f"{'capture':<13}{'req/s ratio':>12}{'p50 ratio':>11}{'CPU us/req above':>18}",
+        ]
+        for mode, t in report["tracked"].items():
+            lines.append(
+                f"{mode:<13}{t['rps_ratio_vs_run_only']:>12.3f}{t['p50_ratio_vs_run_only']:>11.3f}"
+                f"{t['cpu_us_per_req_above_run_only']:>18.1f}"
+            )
     if report["ratios"]:
         lines.append("")
         for name, value in report["ratios"].items():
@@ -317,7 +387,7 @@ def render(report: dict[str, Any]) -> str:
             if target := report["targets"].get(name):
                 line += f"  (target {target['target']}: {'met' if target['met'] else 'MISSED'})"
             lines.append(line)
-    else:
+    elif not report.get("tracked"):
         lines += ["", "No baseline: it only exists for the weather pipeline."]
     if report["server_log_notes"]:
         lines += ["", "Notable server log lines:", *report["server_log_notes"]]

@@ -73,8 +73,11 @@ class StepState(TypedDict):
 
 
 #: Why a job failed: a step raised, it ran out of time, its worker died, the server shut down
-#: first, or anything else that failed the run (``failed``: e.g. outputs that do not match).
-ErrorReason = Literal["step_failed", "timeout", "worker_lost", "shutdown", "failed", "error"]
+#: first, the store could not keep the record its capture mode requires, or anything else that
+#: failed the run (``failed``: e.g. outputs that do not match).
+ErrorReason = Literal[
+    "step_failed", "timeout", "worker_lost", "shutdown", "store_unavailable", "failed", "error"
+]
 
 
 class JobError(TypedDict):
@@ -109,6 +112,8 @@ class JobRecord:
     steps: list[StepState] = field(default_factory=list)
     #: The worker that runs the job (its lease); empty while nobody has picked it up.
     worker: str = ""
+    #: The mode the request asked for, when the server's ceiling or off-switch lowered it.
+    capture_requested: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -137,6 +142,8 @@ class JobRecord:
             "run_id": self.run_id,
             "steps": self.steps,
         }
+        if self.capture_requested is not None:
+            doc["capture_requested"] = self.capture_requested
         if self.outputs is not None:
             doc["outputs"] = self.outputs
         if self.error is not None:
@@ -204,6 +211,8 @@ class ArtifactRecord:
     data: bytes | None = None
     truncated: bool = False
     loadable: bool = True
+    #: Stored as a file (over the inline limit): downloaded on its own, no ``value`` here.
+    in_file: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The run document's form of the artifact (``data`` is downloaded on its own)."""
@@ -213,7 +222,7 @@ class ArtifactRecord:
             "size": self.size,
             "sha256": self.sha256,
         }
-        if self.data is None:
+        if self.data is None and not self.in_file:
             doc["value"] = self.value
         if self.truncated:
             doc["truncated"] = True

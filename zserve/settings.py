@@ -19,11 +19,13 @@ from zserve.records import CAPTURE_MODES
 
 __all__ = [
     "ENV_VARS",
+    "FLUSH_MODES",
     "LOG_LEVELS",
     "SETTINGS_ENV",
     "LogLevel",
     "Settings",
     "hide_password",
+    "parse_duration",
 ]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -32,30 +34,77 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 #: Where the parent process hands resolved settings to its workers.
 SETTINGS_ENV = "ZSERVE_SETTINGS_JSON"
 
-#: field name -> (environment variable, spec alias or None)
-ENV_VARS: dict[str, tuple[str, str | None]] = {
-    "deployment_id": ("ZSERVE_DEPLOYMENT_ID", "ZENML_PIPELINE_DEPLOYMENT_ID"),
-    "capture_default": ("ZSERVE_CAPTURE_DEFAULT", "ZENML_DEPLOYMENT_CAPTURE_DEFAULT"),
-    "host": ("ZSERVE_HOST", "ZENML_SERVICE_HOST"),
-    "port": ("ZSERVE_PORT", "ZENML_SERVICE_PORT"),
-    "log_level": ("ZSERVE_LOG_LEVEL", "ZENML_LOG_LEVEL"),
-    "workers": ("ZSERVE_WORKERS", None),
-    "home": ("ZSERVE_HOME", None),
-    "store_url": ("ZSERVE_STORE_URL", None),
-    "auth_key": ("ZSERVE_AUTH_KEY", None),
-    "max_body_bytes": ("ZSERVE_MAX_BODY_BYTES", None),
-    "max_threads": ("ZSERVE_MAX_THREADS", None),
-    "access_log": ("ZSERVE_ACCESS_LOG", None),
-    "max_concurrency": ("ZSERVE_MAX_CONCURRENCY", None),
-    "max_queue": ("ZSERVE_MAX_QUEUE", None),
-    "timeout_s": ("ZSERVE_TIMEOUT_S", None),
-    "job_ttl_s": ("ZSERVE_JOB_TTL_S", None),
-    "job_max_count": ("ZSERVE_JOB_MAX_COUNT", None),
-    "sse_ping_s": ("ZSERVE_SSE_PING_S", None),
-    "grace_s": ("ZSERVE_GRACE_S", None),
-    "broker_url": ("ZSERVE_BROKER_URL", None),
-    "url": ("ZSERVE_URL", None),
+#: field name -> (environment variable, spec aliases in the order they are read)
+ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "deployment_id": ("ZSERVE_DEPLOYMENT_ID", ("ZENML_PIPELINE_DEPLOYMENT_ID",)),
+    "capture_default": (
+        "ZSERVE_CAPTURE_DEFAULT",
+        ("ZENML_DEPLOYMENT_CAPTURE_DEFAULT", "ZENML_SERVING_CAPTURE_DEFAULT"),
+    ),
+    "host": ("ZSERVE_HOST", ("ZENML_SERVICE_HOST",)),
+    "port": ("ZSERVE_PORT", ("ZENML_SERVICE_PORT",)),
+    "log_level": ("ZSERVE_LOG_LEVEL", ("ZENML_LOG_LEVEL",)),
+    "workers": ("ZSERVE_WORKERS", ()),
+    "home": ("ZSERVE_HOME", ()),
+    "store_url": ("ZSERVE_STORE_URL", ()),
+    "auth_key": ("ZSERVE_AUTH_KEY", ()),
+    "max_body_bytes": ("ZSERVE_MAX_BODY_BYTES", ()),
+    "max_threads": ("ZSERVE_MAX_THREADS", ()),
+    "access_log": ("ZSERVE_ACCESS_LOG", ()),
+    "max_concurrency": ("ZSERVE_MAX_CONCURRENCY", ()),
+    "max_queue": ("ZSERVE_MAX_QUEUE", ()),
+    "timeout_s": ("ZSERVE_TIMEOUT_S", ()),
+    "job_ttl_s": ("ZSERVE_JOB_TTL_S", ()),
+    "job_max_count": ("ZSERVE_JOB_MAX_COUNT", ()),
+    "sse_ping_s": ("ZSERVE_SSE_PING_S", ()),
+    "grace_s": ("ZSERVE_GRACE_S", ()),
+    "broker_url": ("ZSERVE_BROKER_URL", ()),
+    "url": ("ZSERVE_URL", ()),
+    # tracked mode
+    "capture_max": ("ZSERVE_CAPTURE_MAX", ("ZENML_DEPLOYMENT_CAPTURE_MAX",)),
+    "create_runs": (
+        "ZSERVE_CREATE_RUNS",
+        ("ZENML_DEPLOYMENT_CREATE_RUNS", "ZENML_SERVING_CREATE_RUNS"),
+    ),
+    "sample_rate": (
+        "ZSERVE_SAMPLE_RATE",
+        ("ZENML_DEPLOYMENT_CAPTURE_SAMPLE_RATE", "ZENML_SERVING_CAPTURE_SAMPLE_RATE"),
+    ),
+    "sample_seed": ("ZSERVE_SAMPLE_SEED", ()),
+    "redact": (
+        "ZSERVE_REDACT",
+        ("ZENML_DEPLOYMENT_CAPTURE_REDACT", "ZENML_SERVING_CAPTURE_REDACT"),
+    ),
+    "artifact_max_bytes": (
+        "ZSERVE_ARTIFACT_MAX_BYTES",
+        ("ZENML_DEPLOYMENT_CAPTURE_MAX_BYTES", "ZENML_SERVING_CAPTURE_MAX_BYTES"),
+    ),
+    "artifact_dir": ("ZSERVE_ARTIFACT_DIR", ()),
+    "capture_flush": ("ZSERVE_CAPTURE_FLUSH", ()),
+    "capture_queue": ("ZSERVE_CAPTURE_QUEUE", ()),
+    "run_ttl": ("ZSERVE_RUN_TTL", ()),
 }
+
+#: How a tracked request's record reaches the store: committed before the response ("sync"),
+#: or queued and committed after it ("background").
+FLUSH_MODES = ("sync", "background")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, *, what: str = "duration") -> float:
+    """``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"`` or plain seconds -> seconds (> 0)."""
+    raw = text.strip().lower()
+    number, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in _UNITS else (raw, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(
+            f"Invalid {what} {text!r}: use a number and a unit, e.g. 90s, 15m, 12h, 7d or 2w"
+        )
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -88,17 +137,51 @@ class Settings:
     #: memory:// for one worker; several workers share a SQLite file in $ZSERVE_HOME.
     broker_url: str = ""
     url: str | None = None
+    #: The most any request may record (none < errors_only < sampled < metadata < full).
+    capture_max: str = "full"
+    #: false switches every kind of recording off, whatever else asks for it.
+    create_runs: bool = True
+    #: The share of ``sampled`` requests recorded, and the seed of that choice.
+    sample_rate: float = 0.1
+    sample_seed: str = ""
+    #: Comma-separated secret words for redaction; empty keeps the built-in list.
+    redact: str = ""
+    #: A recorded value bigger than this is truncated.
+    artifact_max_bytes: int = 256 * 1024
+    #: Where large artifacts go; empty = $ZSERVE_HOME/artifacts.
+    artifact_dir: str = ""
+    capture_flush: str = "sync"
+    #: Records waiting for the store with capture_flush=background; more are dropped (counted).
+    capture_queue: int = 10_000
+    #: Recorded runs older than this are pruned by the server ("7d"); empty keeps them.
+    run_ttl: str = ""
 
     def __post_init__(self) -> None:
         home = self.home or str(Path("~/.zserve").expanduser())
         object.__setattr__(self, "home", home)
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{home}/zserve.db")
-        if self.capture_default not in CAPTURE_MODES:
+        if not self.artifact_dir:
+            object.__setattr__(self, "artifact_dir", str(Path(home) / "artifacts"))
+        for name in ("capture_default", "capture_max"):
+            if getattr(self, name) not in CAPTURE_MODES:
+                var = ENV_VARS[name][0]
+                raise UsageError(
+                    f"Unknown capture mode {getattr(self, name)!r} ({var}): "
+                    f"use one of {', '.join(CAPTURE_MODES)}"
+                )
+        if self.capture_flush not in FLUSH_MODES:
             raise UsageError(
-                f"Unknown capture mode {self.capture_default!r}: "
-                f"use one of {', '.join(CAPTURE_MODES)}"
+                f"Unknown capture flush {self.capture_flush!r} (ZSERVE_CAPTURE_FLUSH): "
+                f"use one of {', '.join(FLUSH_MODES)}"
             )
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise UsageError(
+                f"Invalid sample rate {self.sample_rate} (ZSERVE_SAMPLE_RATE): "
+                "it must be from 0 to 1"
+            )
+        if self.run_ttl:
+            parse_duration(self.run_ttl, what="ZSERVE_RUN_TTL")
         if self.log_level not in LOG_LEVELS:
             raise UsageError(
                 f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
@@ -116,6 +199,8 @@ class Settings:
             "max_threads",
             "max_concurrency",
             "job_max_count",
+            "artifact_max_bytes",
+            "capture_queue",
         ):
             value = getattr(self, name)
             low = 0 if name == "port" else 1
@@ -128,11 +213,12 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         types = {f.name: f.type for f in fields(cls)}
-        for name, (var, alias) in ENV_VARS.items():
+        for name, (var, aliases) in ENV_VARS.items():
             raw = env.get(var)
-            if raw is None and alias is not None:
-                raw = env.get(alias)
-                var = alias
+            for alias in aliases:
+                if raw is not None and raw != "":
+                    break
+                raw, var = env.get(alias), alias
             if raw is None or raw == "":
                 continue
             values[name] = _coerce(name, var, raw, str(types[name]))
@@ -178,8 +264,9 @@ def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
         try:
             return float(raw)
         except ValueError:
-            raise UsageError(f"{var}={raw!r} is not a number of seconds") from None
-    if name in ("capture_default", "log_level"):
+            what = "a number" if name == "sample_rate" else "a number of seconds"
+            raise UsageError(f"{var}={raw!r} is not {what}") from None
+    if name in ("capture_default", "capture_max", "capture_flush", "log_level"):
         return raw.strip().lower()
     return raw
 

@@ -29,7 +29,7 @@ runner = CliRunner()
         (["run", "zserve.examples.weather:weather_pipeline", "-p", "city"], 2,
          "Error: --param 'city' is not of the form name=value"),
         (["run", "zserve.examples.weather:weather_pipeline", "-p", "city=x", "--capture",
-          "full"], 2, "Error: Capture mode 'full' is not supported yet"),
+          "full"], 2, "Error: Capture mode 'full' is not supported yet: `zserve run` records"),
     ],
 )  # fmt: skip
 def test_usage_errors(zhome: Path, args: list[str], code: int, message: str) -> None:

@@ -89,7 +89,6 @@ def test_list_show_delete(zhome: Path) -> None:
         (("deployments", "show", "w:9"), "Error:"),
         (("deployments", "delete", "nope"), "Error: No deployment matches 'nope'"),
         (("deploy", "no_such_mod_zz:p"), "Error: No module named 'no_such_mod_zz'"),
-        (("deploy", WEATHER, "--capture", "full"), "Error: Capture mode 'full' is not supported"),
         (("deploy", "zserve.examples.weather:fetch_data"), "is a Step, not a pipeline"),
     ],
 )

@@ -30,6 +30,8 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.conftest import ROOT
+from tests.e2e.tracking_helpers import BACKENDS, POSTGRES_ADMIN, POSTGRES_URL_ENV, Tracked
+from tests.store.store_backends import postgres_database
 
 
 def cli(
@@ -348,3 +350,33 @@ def sse_events(url: str, job_id: str, last_event_id: int | None = None) -> list[
             assert sse.event == doc["event"] and int(sse.id) == doc["seq"]
             found.append(doc)
     return found
+
+
+# -- tracked mode: servers on a fresh store, SQLite or PostgreSQL -----------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def tracked(
+    request: pytest.FixtureRequest,
+    zhome: Path,
+    servers: Callable[..., ServerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Tracked]:
+    """Deploy and serve pipelines on a fresh store: ``tracked.start(source, **env)``."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            admin = POSTGRES_ADMIN
+            if not admin:
+                pytest.skip(f"{POSTGRES_URL_ENV} is not set: scripts/test starts PostgreSQL")
+            url = stack.enter_context(postgres_database(admin))
+            monkeypatch.setenv("ZSERVE_STORE_URL", url)
+        else:
+            url = f"sqlite:///{zhome}/zserve.db"
+        artifacts = zhome / "artifacts"
+
+        def start(source: str, **env: str) -> ServerProcess:
+            doc = cli("deploy", source, "--json", env={**os.environ})
+            deployment = json.loads(doc.stdout)["deployment"]["id"]
+            return servers({"ZSERVE_DEPLOYMENT_ID": deployment, **env})
+
+        yield Tracked(url, artifacts, start)

@@ -35,8 +35,18 @@ def test_invoke_info_health(failing_server: str) -> None:
         }
         with pytest.raises(errors.ExecutionTimeout):
             client.invoke({"value": 1}, timeout_s=1e-9)
-        with pytest.raises(errors.CaptureNotSupported):
-            client.invoke({"value": 1}, capture="full")
+        with pytest.raises(errors.StepFailed) as tracked:
+            client.invoke({"value": 1}, capture="metadata")
+        run_id = tracked.value.problem_doc["run_id"]  # type: ignore[attr-defined]
+        run = client.run(run_id)
+        assert run["status"] == "failed" and run["capture"] == "metadata"
+        assert run["steps"][1]["error"] == {
+            "type": "ValueError",
+            "message": "cannot process value 1",
+        }
+        assert client.runs(capture="metadata")["runs"][0]["run_id"] == run_id
+        with pytest.raises(errors.NotFound):
+            client.run("no-such-run")
 
 
 def test_wrong_key_is_unauthorized(failing_server: str) -> None:

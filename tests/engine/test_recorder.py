@@ -11,6 +11,7 @@ import pytest
 from zserve import get_context, pipeline, step
 from zserve.engine.capture import CaptureLimits, resolve_request, sampled_in
 from zserve.engine.plan import compile_plan
+from zserve.engine.policies import StepPolicy
 from zserve.engine.recorder import RunRecorder
 from zserve.engine.redact import REDACTED
 from zserve.engine.runner import execute
@@ -47,13 +48,13 @@ def blobs(n: int) -> bytes:
 
 async def run(
     pipe: Any, mode: str, job_id: str = "job-1", limits: CaptureLimits | None = None,
-    step_modes: dict[str, str | None] | None = None, **params: Any,
+    policies: dict[str, StepPolicy] | None = None, **params: Any,
 ) -> RunRecorder:  # fmt: skip
     limits = limits or CaptureLimits()
     plan = compile_plan(pipe)
     recorder = RunRecorder(
         resolve_request(limits, override=mode), job_id=job_id, pipeline=plan.name,
-        deployment_id="dep-1", limits=limits, step_modes=step_modes,
+        deployment_id="dep-1", limits=limits, policies=policies,
     )  # fmt: skip
 
     with contextlib.suppress(StepFailed):
@@ -139,12 +140,16 @@ async def test_a_ceiling_below_full_strips_values_from_sampled_and_errors_only()
 
 @pytest.mark.anyio
 async def test_a_step_sets_its_own_mode_and_none_keeps_its_values_out() -> None:
-    private = (await run(weather, "full", step_modes={"fetch": "none"}, city="Oslo")).record
+    private = (
+        await run(weather, "full", policies={"fetch": StepPolicy(mode="none")}, city="Oslo")
+    ).record
     assert private is not None
     fetched, reported = private.steps
     assert fetched.outputs is None and fetched.output_size is None
     assert reported.outputs is not None
-    debug = (await run(weather, "metadata", step_modes={"report": "full"}, city="Oslo")).record
+    debug = (
+        await run(weather, "metadata", policies={"report": StepPolicy(mode="full")}, city="Oslo")
+    ).record
     assert debug is not None and debug.parameters is None
     assert debug.steps[0].outputs is None and debug.steps[1].outputs is not None
 

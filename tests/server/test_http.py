@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -131,15 +132,22 @@ def test_timeout_is_504(make_client: Any) -> None:
     assert "0.05 s" in doc["detail"]
 
 
-def test_tracked_capture_override_is_refused_not_downgraded(make_client: Any) -> None:
-    client = make_client(WEATHER)
-    body = {"parameters": {"city": "Tokyo"}, "capture_override": {"mode": "full"}}
-    doc = assert_problem(client.post("/invoke", json=body), 501)
-    assert "capture_override.mode 'full'" in doc["detail"]
-    body["capture_override"] = {"mode": "none"}
-    assert client.post("/invoke", json=body).status_code == 200
+def test_a_capture_override_outside_the_modes_or_rate_is_422_naming_the_field(
+    make_client: Any,
+) -> None:
+    client = make_client(WEATHER, create_runs=False)
+    body: dict[str, Any] = {"parameters": {"city": "Tokyo"}}
     body["capture_override"] = {"mode": "everything"}
-    assert_problem(client.post("/invoke", json=body), 422)
+    doc = assert_problem(client.post("/invoke", json=body), 422)
+    assert "capture_override.mode" in json.dumps(doc)
+    body["capture_override"] = {"mode": "sampled", "sample_rate": 1.5}
+    doc = assert_problem(client.post("/invoke", json=body), 422)
+    assert "capture_override.sample_rate" in json.dumps(doc)
+    # with recording switched off, a tracked request is served run-only and says so
+    body["capture_override"] = {"mode": "full"}
+    answer = client.post("/invoke", json=body).json()
+    assert answer["capture"] == "none" and answer["capture_requested"] == "full"
+    assert answer["run_id"] is None
 
 
 def test_unknown_path_and_method_are_problems(make_client: Any) -> None:

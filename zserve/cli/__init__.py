@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from zserve._version import __version__
-from zserve.cli import deploy, deployments, invoke, jobs, run, servers, start, stream
+from zserve.cli import deploy, deployments, invoke, jobs, run, runs, servers, start, stream
 from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
@@ -57,6 +57,7 @@ app.command("invoke")(invoke.invoke)
 app.add_typer(jobs.app, name="jobs")
 app.command("stream")(stream.stream)
 app.command("run")(run.run)
+app.add_typer(runs.app, name="runs")
 
 
 def main() -> None:

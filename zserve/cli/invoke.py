@@ -29,6 +29,9 @@ def invoke(
     param: list[str] | None = PARAM_OPTION,
     params_json: str | None = PARAMS_JSON_OPTION,
     capture: CaptureMode | None = CAPTURE_OPTION,
+    sample_rate: float | None = typer.Option(
+        None, "--sample-rate", min=0.0, max=1.0, help="With --capture sampled: the share recorded."
+    ),
     timeout: float | None = typer.Option(
         None, "--timeout", help="Give up after this many seconds (the server answers 504)."
     ),
@@ -62,9 +65,11 @@ def invoke(
         schema = client.info()["parameters"] if param else None
         params = parse_params(param, params_json, schema)
         if async_ or stream:
-            _submit(client, params, capture, timeout, stream=stream, json_=json_)
+            _submit(client, params, capture, sample_rate, timeout, stream=stream, json_=json_)
             return
-        response = client.invoke_response(params, capture=capture, timeout_s=timeout)
+        response = client.invoke_response(
+            params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
+        )
     error = error_from_response(response) if response.is_error else None
     if json_:
         print_document(response.json() if response.content else {})
@@ -73,13 +78,25 @@ def invoke(
         return
     if error is not None:
         raise fail(error)
-    print_outputs(response.json()["outputs"])
+    doc = response.json()
+    print_outputs(doc["outputs"])
+    if doc.get("capture_requested"):
+        typer.echo(
+            f"Capture {doc['capture_requested']!r} is above this server's ceiling: served as "
+            f"{doc['capture']!r}",
+            err=True,
+        )
+    if doc.get("run_id"):
+        typer.echo(
+            f"Recorded as run {doc['run_id']}: zserve runs show {doc['run_id'][:8]}", err=True
+        )
 
 
 def _submit(
     client: Client,
     params: dict[str, Any],
     capture: str | None,
+    sample_rate: float | None,
     timeout: float | None,
     *,
     stream: bool,
@@ -89,7 +106,9 @@ def _submit(
     from zserve.cli.stream import follow, interrupted
     from zserve.client import error_from_response
 
-    response = client.submit_response(params, capture=capture, timeout_s=timeout)
+    response = client.submit_response(
+        params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
+    )
     if response.is_error:
         if json_:
             print_document(response.json() if response.content else {})

@@ -48,7 +48,9 @@ def run(
     plan = compile_plan(load_pipeline(source, root).pipeline)
     job_id = str(uuid.uuid4())
     try:
-        require_run_only(capture, fix="run with --capture none")
+        require_run_only(
+            capture, fix="`zserve run` records nothing; serve it and use `zserve invoke --capture`"
+        )
         values = plan.validate_parameters(parse_params(param, params_json, plan.schema))
         start = time.perf_counter()
         outputs = asyncio.run(execute(plan, values, job_id=job_id, timeout_s=timeout))

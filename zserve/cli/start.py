@@ -45,7 +45,6 @@ def start(
     json_: bool = typer.Option(False, "--json", help="With --detach: print one JSON document."),
 ) -> None:
     """Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach."""
-    from zserve.engine.capture import require_run_only, resolve_capture
     from zserve.store import Store
 
     settings = Settings.from_env(
@@ -55,10 +54,6 @@ def start(
     with Store(settings.store_url) as store:
         record = store.get_deployment(deployment)
     settings = settings.replace(deployment_id=record.id)
-    require_run_only(
-        resolve_capture(record.settings.get("capture"), settings.capture_default),
-        fix="start with --capture-default none",
-    )
     from zserve.server.boot import open_address_warning, serve
 
     if not detach:  # serve() prints the open-address warning itself

@@ -16,12 +16,15 @@ from zserve.client._common import (
     InvokeResult,
     acheck_stream,
     document,
+    error_from_response,
     headers,
     invoke_body,
     job_path,
     jobs_query,
     not_a_stream,
     result,
+    run_path,
+    runs_query,
     sse_event,
     stream_ended,
     stream_headers,
@@ -97,6 +100,31 @@ class AsyncClient:
 
     async def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
         return document(await self.request("GET", "/jobs", params=jobs_query(status, limit)))
+
+    async def runs(
+        self,
+        *,
+        status: str | None = None,
+        capture: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Runs this server's deployment recorded, newest first: ``{"runs": [...], "next"?}``
+        (pass ``next`` back as ``cursor`` for the next page; ``since``: ISO 8601 or ``7d``)."""
+        query = runs_query(status, capture, since, limit, cursor)
+        return document(await self.request("GET", "/runs", params=query))
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        """One recorded run: steps with timings, values as captured (``NotFound`` if none)."""
+        return document(await self.request("GET", run_path(run_id)))
+
+    async def artifact(self, run_id: str, artifact_id: str) -> bytes:
+        """The content of one captured value (JSON text, or the bytes a step returned)."""
+        response = await self.request("GET", run_path(run_id, f"/artifacts/{artifact_id}"))
+        if response.is_error:
+            raise error_from_response(response)
+        return response.content
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         return document(await self.request("POST", job_path(job_id, "/cancel")))

@@ -146,6 +146,21 @@ def jobs_query(status: str | None, limit: int) -> dict[str, Any]:
     return query
 
 
+def run_path(run_id: str, suffix: str = "") -> str:
+    return f"/runs/{quote(run_id, safe='')}{suffix}"
+
+
+def runs_query(
+    status: str | None, capture: str | None, since: str | None, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    query: dict[str, Any] = {"limit": limit}
+    for name, value in (("status", status), ("capture", capture), ("since", since),
+                        ("cursor", cursor)):  # fmt: skip
+        if value is not None:
+            query[name] = value
+    return query
+
+
 def stream_headers(after: int) -> dict[str, str]:
     return {"Last-Event-ID": str(after)} if after else {}
 

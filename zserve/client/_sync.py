@@ -16,12 +16,15 @@ from zserve.client._common import (
     InvokeResult,
     check_stream,
     document,
+    error_from_response,
     headers,
     invoke_body,
     job_path,
     jobs_query,
     not_a_stream,
     result,
+    run_path,
+    runs_query,
     sse_event,
     stream_ended,
     stream_headers,
@@ -138,6 +141,31 @@ class Client:
     def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
         """Jobs, newest first: ``{"jobs": [...], "total"}``."""
         return document(self.request("GET", "/jobs", params=jobs_query(status, limit)))
+
+    def runs(
+        self,
+        *,
+        status: str | None = None,
+        capture: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Runs this server's deployment recorded, newest first: ``{"runs": [...], "next"?}``
+        (pass ``next`` back as ``cursor`` for the next page; ``since``: ISO 8601 or ``7d``)."""
+        query = runs_query(status, capture, since, limit, cursor)
+        return document(self.request("GET", "/runs", params=query))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One recorded run: steps with timings, values as captured (``NotFound`` if none)."""
+        return document(self.request("GET", run_path(run_id)))
+
+    def artifact(self, run_id: str, artifact_id: str) -> bytes:
+        """The content of one captured value (JSON text, or the bytes a step returned)."""
+        response = self.request("GET", run_path(run_id, f"/artifacts/{artifact_id}"))
+        if response.is_error:
+            raise error_from_response(response)
+        return response.content
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job: ``{"job_id", "status"}``. A finished job is a

@@ -11,8 +11,8 @@ Within a run, the most specific setting wins: a value's own policy > its step's
 ``settings["capture"]`` > the request's mode; a ``none`` on a step or a value is a privacy floor
 that nothing above it can raise; the ceiling and the off-switch cap every level.
 
-Only ``none`` (run-only) is served so far: ``require_run_only`` refuses the rest until tracked
-mode records runs (docs/architecture.md, "Where the next features go").
+Servers record every mode (docs/architecture.md, "Tracked mode"); ``zserve run``, which has no
+store writer, refuses the tracked ones with ``require_run_only`` rather than downgrade them.
 """
 
 from __future__ import annotations

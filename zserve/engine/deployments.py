@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zserve.engine.capture import require_run_only, resolve_capture
+from zserve.engine.capture import resolve_capture
 from zserve.engine.plan import Plan, compile_plan
 from zserve.errors import SourceChanged
 from zserve.records import DeploymentRecord
@@ -68,9 +68,6 @@ def build_deployment(
         pipe = loaded.pipeline
         plan = compile_plan(pipe)
     mode = resolve_capture(capture, pipe.capture, capture_default)
-    require_run_only(
-        mode, fix="deploy with --capture none (run-only is the only mode this version serves)"
-    )
     hashes = file_hashes(pipe)
     return DeploymentDraft(
         name=name or pipe.name,

@@ -15,6 +15,12 @@ own mode (``resolve_value``):
 
 Under a ceiling below ``full``, ``sampled`` and ``errors_only`` records keep no values. Secret
 keys are redacted and values over the size cap truncated before anything is kept.
+
+A step's own policy (``engine.policies``: its settings and ``Capture`` annotations) refines this
+per step: its output is kept as an artifact when its resolved mode records values and its
+``artifacts`` setting says so (``full``; ``sampled`` when the job is picked; ``errors_only`` only
+if the run fails). A ``none`` step is recorded as a bare row (status and duration, no error
+message, no output size); the plan's ``private_parameters`` and ``private_outputs`` are never kept.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from zserve.engine.capture import CaptureLimits, RequestCapture, resolve_value, sampled_in
+from zserve.engine.capture import CaptureLimits, RequestCapture, cap, sampled_in
 from zserve.engine.context import RunContext
 from zserve.engine.observer import Observer
+from zserve.engine.policies import StepPolicy, redaction, step_value_mode
 from zserve.engine.redact import Redactor, truncate
 from zserve.records import ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
 
@@ -60,16 +67,25 @@ class RunRecorder(Observer):
         job_id: str,
         pipeline: str,
         deployment_id: str = "",
-        step_modes: Mapping[str, str | None] | None = None,
+        policies: Mapping[str, StepPolicy] | None = None,
+        private_parameters: frozenset[str] = frozenset(),
+        private_outputs: frozenset[str] = frozenset(),
+        pipeline_redact: tuple[str, ...] | None = None,
         limits: CaptureLimits | None = None,
         redactor: Redactor | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.capture = capture
         self.limits = limits or CaptureLimits()
-        self.step_modes = dict(step_modes or {})
+        self.policies = policies or {}
+        self.private_parameters = private_parameters
+        self.private_outputs = private_outputs
+        self.pipeline_redact = pipeline_redact
         self.redactor = redactor or Redactor()
+        if pipeline_redact:
+            self.redactor = Redactor((*self.redactor.secret_words, *pipeline_redact))
         self.max_bytes = max_bytes
+        self.job_id = job_id
         #: recording at all: a sampled request the sampler skipped records nothing
         self.active = capture.mode != "none" and (
             capture.mode != "sampled"
@@ -82,17 +98,41 @@ class RunRecorder(Observer):
         )  # fmt: skip
         self.record: RunRecord | None = None
         self._steps: dict[str, StepRun] = {}
+        #: outputs kept only if the run fails (``artifacts="errors_only"``)
+        self._if_failed: dict[str, dict[str, ArtifactRecord]] = {}
 
-    def _values_of(self, step: str) -> bool:
-        """Whether this step's values are kept (before the errors_only decision): the step's
-        own mode wins over the request's (``full`` on one step debugs it under ``metadata``),
-        within the limits."""
+    def _request_mode(self) -> str:
+        """The request's mode as far as values go: a picked sample, or an errors_only run, is
+        recorded fully (if the ceiling allows values at all)."""
         request = self.capture.mode
         if request in ("sampled", "errors_only"):
-            if not self.keeps_values:
-                return False
-            request = "full"  # a picked sample, or a failure, is recorded fully
-        return resolve_value(request, self.step_modes.get(step), limits=self.limits) == "full"
+            return "full" if self.keeps_values else "metadata"
+        return request
+
+    def _private(self, step: str) -> bool:
+        """A ``none`` step: recorded as a bare row."""
+        mode, _ = step_value_mode(self._request_mode(), self.policies.get(step), output=False)
+        return mode == "none"
+
+    def _artifacts_of(self, step: str) -> str:
+        """What becomes of this step's output: "full" (kept), "errors_only" (kept if the run
+        fails), "none" (its size only) or "private" (nothing at all)."""
+        if step in self.private_outputs:
+            return "private"
+        mode, artifacts = step_value_mode(self._request_mode(), self.policies.get(step))
+        mode = cap(mode, self.limits)
+        if mode == "none":
+            return "private"
+        if mode == "metadata" or (mode != "full" and self.limits.ceiling != "full"):
+            return "none"
+        if artifacts == "sampled":
+            picked = sampled_in(self.job_id, self.capture.sample_rate, self.limits.sample_seed)
+            return "full" if picked else "none"
+        return artifacts
+
+    def _redactor(self, step: str) -> Redactor:
+        own = redaction(None, self.policies.get(step))
+        return self.redactor if not own else Redactor((*self.redactor.secret_words, *own))
 
     def _step(self, step: str) -> StepRun:
         if step not in self._steps:
@@ -103,8 +143,12 @@ class RunRecorder(Observer):
         if not self.active:
             return
         self.building.started_at = time.time()
-        if self.keeps_values:
-            self.building.parameters = self.redactor.redact(self._jsonable(ctx.parameters)[0])
+        ctx.run_id = self.building.run_id
+        if self._request_mode() == "full":
+            params = ctx.parameters
+            if self.private_parameters:
+                params = {k: v for k, v in params.items() if k not in self.private_parameters}
+            self.building.parameters = self.redactor.redact(self._jsonable(params)[0])
 
     def step_started(self, step: str) -> None:
         if self.active:
@@ -112,16 +156,22 @@ class RunRecorder(Observer):
             state.status, state.started_at = StepStatus.RUNNING, time.time()
 
     def step_output(self, step: str, value: Any) -> None:
-        if not self.active or self.step_modes.get(step) == "none":
+        if not self.active:
+            return
+        kept = self._artifacts_of(step)
+        if kept == "private":
             return
         state = self._step(step)
         data, loadable = self._jsonable(value)
-        if self._values_of(step):
-            state.outputs = {"output": self._artifact("output", data, loadable)}
-        elif not isinstance(data, bytes):
-            state.output_size = len(json.dumps(data, default=repr).encode())
+        if kept == "none":
+            raw = data if isinstance(data, bytes) else json.dumps(data, default=repr).encode()
+            state.output_size = len(raw)
+            return
+        outputs = {"output": self._artifact("output", data, loadable, self._redactor(step))}
+        if kept == "errors_only":
+            self._if_failed[step] = outputs
         else:
-            state.output_size = len(data)
+            state.outputs = outputs
 
     def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
         if not self.active:
@@ -129,7 +179,9 @@ class RunRecorder(Observer):
         state = self._step(step)
         state.duration_ms = round(seconds * 1000, 3)
         state.status = StepStatus(_ended(error))
-        if state.status is StepStatus.FAILED and error is not None:
+        if state.status is StepStatus.FAILED and error is not None and self._private(step):
+            state.error = {"type": type(error).__name__, "message": "[not captured]"}
+        elif state.status is StepStatus.FAILED and error is not None:
             state.error = {
                 "type": type(error).__name__,
                 "message": str(error),
@@ -149,7 +201,10 @@ class RunRecorder(Observer):
             run.error = {"type": type(error).__name__, "message": str(error)}
             if (step := getattr(error, "step", None)) is not None:
                 run.error["step"] = str(step)
-        if self.keeps_values and ctx.metadata:
+        if run.status is JobStatus.FAILED:
+            for step, outputs in self._if_failed.items():
+                self._steps[step].outputs = outputs
+        if self._request_mode() == "full" and ctx.metadata:
             run.metadata = self.redactor.redact(self._jsonable(ctx.metadata)[0])
         if self.capture.mode == "errors_only" and run.status is not JobStatus.FAILED:
             return  # a run that did not fail leaves no record
@@ -166,7 +221,7 @@ class RunRecorder(Observer):
         except PydanticSerializationError:
             return repr(value), False
 
-    def _artifact(self, name: str, data: Any, loadable: bool) -> ArtifactRecord:
+    def _artifact(self, name: str, data: Any, loadable: bool, redactor: Redactor) -> ArtifactRecord:
         """An artifact of ``data`` as ``_jsonable`` gave it (JSON data or bytes)."""
         if isinstance(data, bytes):
             payload, truncated = data[: self.max_bytes], len(data) > self.max_bytes
@@ -175,7 +230,7 @@ class RunRecorder(Observer):
                 content_type="application/octet-stream", size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(), data=payload, truncated=truncated,
             )  # fmt: skip
-        kept, truncated = truncate(self.redactor.redact(data), self.max_bytes)
+        kept, truncated = truncate(redactor.redact(data), self.max_bytes)
         text = json.dumps(kept, default=repr, ensure_ascii=False).encode()
         return ArtifactRecord(
             artifact_id=str(uuid.uuid4()), name=name,

@@ -17,14 +17,23 @@ def jsonable(value: Any) -> Any:
 
 
 def success_body(
-    outputs: dict[str, Any], job_id: str, capture: str, elapsed_s: float
+    outputs: dict[str, Any],
+    job_id: str,
+    capture: str,
+    elapsed_s: float,
+    run_id: str | None = None,
+    capture_requested: str | None = None,
 ) -> dict[str, Any]:
-    """The answer to a sync invoke that succeeded (also ``zserve run --json``)."""
-    return {
+    """The answer to a sync invoke that succeeded (also ``zserve run --json``).
+    ``capture_requested`` is there only when the server lowered the mode asked for."""
+    body = {
         "success": True,
         "outputs": outputs,
         "job_id": job_id,
-        "run_id": None,
+        "run_id": run_id,
         "capture": capture,
         "execution_time_ms": round(elapsed_s * 1000, 3),
     }
+    if capture_requested is not None:
+        body["capture_requested"] = capture_requested
+    return body

@@ -14,22 +14,33 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from zserve import events as ev
 from zserve.broker.base import Broker
+from zserve.engine.capture import RequestCapture
 from zserve.engine.plan import Plan
+from zserve.engine.recorder import RunRecorder
 from zserve.engine.runner import execute
+from zserve.engine.tracking import Tracking
 from zserve.engine.values import jsonable
-from zserve.errors import JobCancelled, JobFinished, NotFound, Overloaded, ServerError, ZServeError
+from zserve.errors import (
+    JobCancelled,
+    JobFinished,
+    NotFound,
+    ServerError,
+    StoreUnavailable,
+    ZServeError,
+)
+from zserve.jobs.keeper import RunKeeper, store_unavailable
 from zserve.jobs.local import LocalJobs
 from zserve.jobs.outcome import SHUTDOWN, Outcome, conclude, error_of, terminal
 from zserve.jobs.publisher import EventPublisher
 from zserve.jobs.slots import Slots
 from zserve.jobs.steps import StepTracker
 from zserve.jobs.upkeep import POLL_S, Upkeep
-from zserve.records import JobMode, JobRecord, JobStatus, StepStatus
+from zserve.records import JobMode, JobRecord, JobStatus, RunRecord, StepStatus
 
 __all__ = ["JobManager"]
 
@@ -47,7 +58,9 @@ class JobManager:
         plan: Plan,
         broker: Broker,
         *,
-        capture: str = "none",
+        tracking: Tracking | None = None,
+        write_run: Callable[[RunRecord], Awaitable[None]] | None = None,
+        store_failing: Callable[[], str | None] = lambda: None,
         max_concurrency: int = 64,
         max_queue: int = 1000,
         retention_s: float = 3600.0,
@@ -56,7 +69,8 @@ class JobManager:
     ) -> None:
         self.plan = plan
         self.broker = broker
-        self.capture = capture
+        self.tracking = tracking or Tracking(plan)
+        self.runs = RunKeeper(self.tracking, write_run, store_failing)
         #: "<pid>-<random>": which process runs a job (its lease), readable by people
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.max_concurrency = max_concurrency
@@ -129,20 +143,17 @@ class JobManager:
     def _admit(self) -> None:
         if self._closing:
             raise ServerError("The server is shutting down: retry on another server")
-        waiting = self._slots.waiting + self._starting
-        if self._slots.running >= self.max_concurrency and waiting >= self.max_queue:
-            raise Overloaded(
-                f"The server is at its limit ({self.max_concurrency} running, "
-                f"{self.max_queue} queued): retry later",
-                retry_after=1,
-            )
+        self._slots.admit(self._starting, self.max_queue)
 
-    def _new_record(self, mode: JobMode, job_id: str | None = None) -> JobRecord:
+    def _new_record(
+        self, mode: JobMode, capture: RequestCapture, job_id: str | None = None
+    ) -> JobRecord:
         return JobRecord(
             job_id=job_id or str(uuid.uuid4()),
             created_at=time.time(),
             mode=mode,
-            capture=self.capture,
+            capture=capture.mode,
+            capture_requested=capture.requested if capture.mode != capture.requested else None,
             steps=[{"name": s.id, "status": _PENDING, "duration_ms": None}
                    for s in self.plan.steps],
             worker=self.worker_id,
@@ -151,13 +162,23 @@ class JobManager:
     # -- sync ---------------------------------------------------------------------------------
 
     async def run_sync(
-        self, params: dict[str, Any], timeout_s: float | None, job_id: str | None = None
+        self,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        job_id: str | None = None,
+        capture: RequestCapture | None = None,
     ) -> tuple[JobRecord, dict[str, Any]]:
-        """Run now and wait. Raises what ``execute`` raises; the record keeps the outcome."""
+        """Run now and wait. Raises what ``execute`` raises (the record keeps the outcome and
+        the run id), or StoreUnavailable when a required record could not be stored."""
         self._admit()
-        record = self._new_record("sync", job_id)
+        capture = capture or self.tracking.usual
+        if capture.mode != "none":
+            self.runs.refuse_unrecordable(capture)
+        record = self._new_record("sync", capture, job_id)
         self._local.add(record)
         tracker = StepTracker(record, asyncio.get_running_loop(), None)
+        # run-only pays no call for tracked mode (the sync hot path)
+        recorder = None if capture.mode == "none" else self.runs.recorder(capture, record.job_id)
         task = asyncio.current_task()
         if task is not None:
             self._local_tasks[record.job_id] = task
@@ -165,45 +186,69 @@ class JobManager:
             await self._slots.acquire()
             try:
                 record.status, record.started_at = _RUNNING, time.time()
+                observers = (tracker,) if recorder is None else (tracker, recorder)
                 outputs = await execute(self.plan, params, job_id=record.job_id,
-                                        capture=self.capture, timeout_s=timeout_s,
-                                        observers=(tracker,))  # fmt: skip
+                                        capture=capture.mode, timeout_s=timeout_s,
+                                        observers=observers)  # fmt: skip
             finally:
                 tracker.when_threads_done(self._slots.release)
         except asyncio.CancelledError:
             conclude(record, Outcome.cancelled(tracker.completed_steps()))
+            self.runs.keep_later(record, recorder)
             if record.job_id in self._cancelled and task is not None:
                 task.uncancel()  # cancelled through /jobs/{id}/cancel: answer, don't vanish
                 raise JobCancelled(f"Job {record.job_id} was cancelled") from None
             raise
         except ZServeError as err:
             conclude(record, Outcome.failed(error_of(err)))
+            with contextlib.suppress(StoreUnavailable):  # the run's own failure is the answer
+                await self.runs.keep(record, recorder)
             raise
         finally:
             self._local_tasks.pop(record.job_id, None)
             self._cancelled.discard(record.job_id)
+        if recorder is not None:
+            try:
+                await self.runs.keep(record, recorder)
+            except StoreUnavailable as err:
+                conclude(record, Outcome.failed(store_unavailable(err)))
+                raise
         conclude(record, _SYNC_COMPLETED)
         return record, outputs
+
+    def local_record(self, job_id: str) -> JobRecord | None:
+        """A sync job of this worker, while it is retained."""
+        return self._local.get(job_id)
 
     # -- async --------------------------------------------------------------------------------
 
     async def submit(
-        self, params: dict[str, Any], timeout_s: float | None, mode: JobMode = "async"
+        self,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        mode: JobMode = "async",
+        capture: RequestCapture | None = None,
     ) -> JobRecord:
         """Queue a job and return at once; it runs as soon as a slot is free."""
         self._admit()
-        record = self._new_record(mode)
+        capture = capture or self.tracking.usual
+        record = self._new_record(mode, capture)
         self._starting += 1  # its place in the queue is taken before anything can interleave
         try:
             await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
         except BaseException:
             self._starting -= 1
             raise
-        self._tasks[record.job_id] = asyncio.ensure_future(self._run_job(record, params, timeout_s))
+        run = self._run_job(record, params, timeout_s, capture)
+        self._tasks[record.job_id] = asyncio.ensure_future(run)
         return record
 
     async def _run_job(
-        self, record: JobRecord, params: dict[str, Any], timeout_s: float | None
+        self,
+        record: JobRecord,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        capture: RequestCapture,
     ) -> None:
         self._starting -= 1  # from here on the slots count it
         job_id = record.job_id
@@ -211,7 +256,11 @@ class JobManager:
         tracker = StepTracker(record, asyncio.get_running_loop(), publisher.put)
         self._trackers[job_id] = tracker
         try:
-            outcome = await self._outcome_of(record, params, timeout_s, tracker)
+            recorder = self.runs.recorder(capture, job_id)
+            outcome = await self._outcome_of(record, params, timeout_s, tracker, recorder)
+            if recorder is not None and outcome.status is not JobStatus.COMPLETED:
+                with contextlib.suppress(StoreUnavailable):  # the job's own end is the answer
+                    await _uncancellable(self.runs.keep(record, recorder))
             await _uncancellable(self._end(publisher, record, outcome))
         finally:
             self._tasks.pop(job_id, None)
@@ -224,24 +273,34 @@ class JobManager:
         params: dict[str, Any],
         timeout_s: float | None,
         tracker: StepTracker,
+        recorder: RunRecorder | None,
     ) -> Outcome:
-        """Run a broker job once it has a slot; how it ended, whatever happened."""
+        """Run a broker job once it has a slot; how it ended, whatever happened. A completed
+        run's record is stored before it counts as completed."""
         job_id = record.job_id
+        capture = record.capture
         try:
             await self._slots.acquire()
             try:
                 start = time.perf_counter()
                 record.status, record.started_at = JobStatus.RUNNING, time.time()
+                if (reason := self.runs.failing_for(capture)) is not None:
+                    return Outcome.failed(store_unavailable(reason))
                 await self.broker.publish(
-                    job_id, [ev.Event(ev.JOB_STARTED, job_id, time.time())],
+                    job_id, [ev.Event(ev.JOB_STARTED, job_id, time.time(), None,
+                                      {"capture": capture})],
                     {"status": JobStatus.RUNNING, "started_at": record.started_at},
                 )  # fmt: skip
-                outputs = await execute(self.plan, params, job_id=job_id, capture=self.capture,
-                                        timeout_s=timeout_s, observers=(tracker,))  # fmt: skip
+                observers = self.runs.observers(tracker, recorder)
+                outputs = await execute(self.plan, params, job_id=job_id, capture=capture,
+                                        timeout_s=timeout_s, observers=observers)  # fmt: skip
             finally:
                 tracker.when_threads_done(self._slots.release)
             elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+            await self.runs.keep(record, recorder)
             return Outcome.completed(jsonable(outputs), elapsed_ms)
+        except StoreUnavailable as err:
+            return Outcome.failed(store_unavailable(err))
         except asyncio.CancelledError:
             if job_id in self._cancelled:
                 return Outcome.cancelled(tracker.completed_steps())

@@ -84,9 +84,12 @@ def terminal(record: JobRecord, outcome: Outcome) -> tuple[ev.Event, dict[str, A
         changes["outputs"] = outcome.outputs
     if outcome.error is not None:
         changes["error"] = outcome.error
+    if record.run_id is not None:
+        changes["run_id"] = record.run_id
     kind = ev.TERMINAL_EVENT[outcome.status]
-    event = ev.Event(kind, record.job_id, record.finished_at or time.time(), None,
-                     outcome.event_data())  # fmt: skip
+    data = outcome.event_data()
+    data["run_id"] = record.run_id
+    event = ev.Event(kind, record.job_id, record.finished_at or time.time(), None, data)
     return event, changes
 
 

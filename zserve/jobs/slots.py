@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections import deque
 
+from zserve.errors import Overloaded
+
 __all__ = ["Slots"]
 
 
@@ -21,6 +23,16 @@ class Slots:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def admit(self, starting: int, max_queue: int) -> None:
+        """Refuse new work (429) when every slot is taken and ``max_queue`` jobs wait already
+        (``starting``: jobs submitted that have not reached the slots yet)."""
+        if self.running >= self.limit and self.waiting + starting >= max_queue:
+            raise Overloaded(
+                f"The server is at its limit ({self.limit} running, {max_queue} queued): "
+                "retry later",
+                retry_after=1,
+            )
 
     async def acquire(self) -> None:
         if self.running < self.limit and not self._waiters:

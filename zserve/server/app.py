@@ -27,7 +27,7 @@ from starlette.routing import Route, request_response
 from zserve._version import __version__
 from zserve.engine.plan import Plan
 from zserve.records import DeploymentRecord
-from zserve.server import problems, streaming
+from zserve.server import problems, runs, streaming
 from zserve.server.metrics import CONTENT_TYPE
 from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware
 from zserve.server.service import Service
@@ -68,6 +68,8 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
         executor = ThreadPoolExecutor(settings.max_threads, thread_name_prefix="zserve-step")
         loop.set_default_executor(executor)
         await service.jobs.start()
+        if service.capture != "none" or settings.run_ttl:
+            service.writer.start()  # opens the store in its thread; the first request need not
         _drain_on_signals(service)
         service.ready = True
         try:
@@ -75,6 +77,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
         finally:
             service.ready = False
             await service.jobs.shutdown(settings.grace_s)
+            await loop.run_in_executor(executor, service.close_stores)
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -114,6 +117,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
         return JSONResponse(summary)
 
     streaming.add_job_routes(app, service)
+    runs.add_run_routes(app, service)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.auth_key:
         app.add_middleware(AuthMiddleware, key=settings.auth_key)

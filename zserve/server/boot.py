@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from zserve import registry
 from zserve._version import __version__
-from zserve.engine.capture import require_run_only, resolve_capture
 from zserve.engine.deployments import check_sources, load_plan
 from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
@@ -109,10 +108,6 @@ def serve(
     """
     if record is None:
         record = resolve_deployment(settings)
-    require_run_only(
-        resolve_capture(record.settings.get("capture"), settings.capture_default),
-        fix="serve with capture 'none' (run-only)",
-    )
     check_sources(record)
     try:
         plan = load_plan(record)

@@ -9,6 +9,7 @@ worker (or an in-process test) keeps a private in-memory registry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -21,7 +22,7 @@ from prometheus_client import (
     values,
 )
 
-from zserve.records import JobStatus
+from zserve.records import CAPTURE_MODES, JobStatus, RunRecord
 
 __all__ = ["BUCKETS", "CONTENT_TYPE", "STATUSES", "Metrics"]
 
@@ -37,7 +38,13 @@ STATUSES = (
     JobStatus.CANCELLED.value,
     "invalid",
 )
-CAPTURES = ("none",)
+CAPTURES: tuple[str, ...] = CAPTURE_MODES
+#: How a recorded run ended, and why a record was not stored.
+RUN_STATUSES = (JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+DROP_REASONS = ("store_unavailable", "queue_full")
+#: Seconds one group commit of recorded runs takes.
+WRITE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                 5.0, 10.0, float("inf"))  # fmt: skip
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -66,6 +73,38 @@ class Metrics:
             for c in CAPTURES
         }
         self._observe = {c: self.duration.labels(capture=c).observe for c in CAPTURES}
+        self.runs = Counter(
+            "zserve_runs_recorded",
+            "Recorded runs committed to the store, by capture mode and how the run ended.",
+            ["capture", "status"],
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "zserve_runs_dropped",
+            "Runs that were to be recorded but were not, by capture mode and reason.",
+            ["capture", "reason"],
+            registry=self.registry,
+        )
+        self.store_write = Histogram(
+            "zserve_store_write_seconds",
+            "Wall time of one store transaction writing recorded runs (a group commit).",
+            buckets=WRITE_BUCKETS,
+            registry=self.registry,
+        )
+        for c in CAPTURES:
+            for status in RUN_STATUSES:
+                self.runs.labels(capture=c, status=status)
+            for reason in DROP_REASONS:
+                self.dropped.labels(capture=c, reason=reason)
+
+    def runs_committed(self, records: Sequence[RunRecord], seconds: float) -> None:
+        """The writer committed ``records`` in one transaction of ``seconds``."""
+        self.store_write.observe(seconds)
+        for r in records:
+            self.runs.labels(capture=r.capture, status=str(r.status)).inc()
+
+    def run_dropped(self, record: RunRecord, reason: str) -> None:
+        self.dropped.labels(capture=record.capture, reason=reason).inc()
 
     def record(self, status: str, capture: str, seconds: float | None) -> None:
         self._count[status, capture](1)

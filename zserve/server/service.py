@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError, to_json
 from starlette.requests import Request
@@ -16,15 +17,20 @@ from starlette.responses import JSONResponse, Response
 
 from zserve._version import __version__
 from zserve.broker import open_broker
-from zserve.engine.capture import require_run_only, resolve_capture
+from zserve.engine.capture import RequestCapture
 from zserve.engine.plan import Plan
+from zserve.engine.tracking import Tracking
 from zserve.engine.values import success_body
-from zserve.errors import ExecutionFailed, ExecutionTimeout, UsageError
+from zserve.errors import ExecutionFailed, ExecutionTimeout, StoreUnavailable, UsageError
 from zserve.jobs import JobManager
 from zserve.records import DeploymentRecord, JobStatus
 from zserve.server import problems
 from zserve.server.metrics import Metrics
-from zserve.settings import Settings
+from zserve.server.writer import RunStore, RunWriter
+from zserve.settings import Settings, parse_duration
+
+if TYPE_CHECKING:
+    from zserve.store import Store
 
 __all__ = ["Service"]
 
@@ -41,60 +47,101 @@ class Service:
         self.settings = settings
         self.record = record
         self.plan = plan
-        self.capture = resolve_capture(plan.pipeline.capture, settings.capture_default)
+        self.tracking = Tracking.from_settings(settings, plan, record.id, record.capture_default)
+        #: The capture mode of a request that does not override it.
+        self.capture = self.tracking.usual.mode
+        self._usual = self.tracking.usual
         self.metrics = Metrics()
+        flush = plan.capture_flush or settings.capture_flush
+        self._reader: Store | None = None
+        self._reader_lock = threading.Lock()
+        self.writer = RunWriter(
+            self._open_store, flush=flush, max_queue=settings.capture_queue,
+            on_commit=self.metrics.runs_committed, on_drop=self.metrics.run_dropped,
+            ttl_s=parse_duration(settings.run_ttl) if settings.run_ttl else None,
+            deployment_id=record.id,
+        )  # fmt: skip
         self.started = time.time()
         self.started_at = datetime.now(UTC).isoformat()
         self.ready = False
         self.draining = False
         self.jobs = JobManager(
-            plan, open_broker(settings.broker_url or "memory://"), capture=self.capture,
+            plan, open_broker(settings.broker_url or "memory://"), tracking=self.tracking,
+            write_run=self.writer.write, store_failing=lambda: self.writer.failing,
             max_concurrency=settings.max_concurrency, max_queue=settings.max_queue,
             retention_s=settings.job_ttl_s, retention_count=settings.job_max_count,
             on_finished=lambda status, seconds: self.metrics.record(status, self.capture, seconds),
         )  # fmt: skip
 
-    def parse(self, body: bytes | str) -> tuple[dict[str, Any], float | None]:
-        """Validate an invoke body in one pass: (parameters, timeout_s)."""
+    def run_reader(self) -> Store:
+        """The store, for reading runs back (``/runs``): opened on first use, from a thread."""
+        with self._reader_lock:
+            if self._reader is None:
+                from zserve.store import Store
+
+                self._reader = Store(self.settings.store_url,
+                                     artifact_dir=self.settings.artifact_dir)  # fmt: skip
+            return self._reader
+
+    def close_stores(self) -> None:
+        """Write what is queued, then close the store (blocks: call it off the event loop)."""
+        self.writer.close(self.settings.grace_s + 5)
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _open_store(self) -> RunStore:
+        """The store of recorded runs, opened by the writer's thread on first use: a run-only
+        worker never imports SQLAlchemy."""
+        from zserve.store import Store
+
+        return Store(self.settings.store_url, artifact_dir=self.settings.artifact_dir)
+
+    def parse(self, body: bytes | str) -> tuple[dict[str, Any], float | None, RequestCapture]:
+        """Validate an invoke body in one pass: (parameters, timeout_s, capture)."""
         try:
             req = self.plan.parse_request(body)
+            override = req.capture_override
+            capture = self._usual if override is None else self.tracking.request(override)
         except UsageError:
             self.metrics.record("invalid", self.capture, None)
             raise
-        if req.capture_override is not None:
-            require_run_only(
-                req.capture_override.mode, what="capture_override.mode",
-                fix="this server runs run-only; use 'none' or leave capture_override out",
-            )  # fmt: skip
-        return dict(req.parameters), req.timeout_s or self.settings.timeout_s
+        return dict(req.parameters), req.timeout_s or self.settings.timeout_s, capture
 
     async def invoke(self, request: Request) -> Response:
         body = await request.body()
         mode = request.query_params.get("mode", "sync") if request.scope["query_string"] else "sync"
         if mode not in ("sync", "async"):
             raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default) or mode=async")
-        params, timeout = self.parse(body)
+        params, timeout, capture = self.parse(body)
         if mode == "async":
-            job = await self.jobs.submit(params, timeout)
+            job = await self.jobs.submit(params, timeout, capture=capture)
             links = {"job": f"/jobs/{job.job_id}", "stream": f"/stream/{job.job_id}"}
-            accepted = {"job_id": job.job_id, "status": job.status, "links": links}
+            accepted = {"job_id": job.job_id, "status": job.status, "capture": job.capture,
+                        "links": links}  # fmt: skip
+            if job.capture_requested is not None:
+                accepted["capture_requested"] = job.capture_requested
             return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
         job_id = str(uuid.uuid4())
         start = time.perf_counter()
         try:
-            _, outputs = await self.jobs.run_sync(params, timeout, job_id)
-        except ExecutionFailed as err:
+            job, outputs = await self.jobs.run_sync(params, timeout, job_id, capture)
+        except (ExecutionFailed, StoreUnavailable) as err:
             elapsed = time.perf_counter() - start
             status = "timeout" if isinstance(err, ExecutionTimeout) else JobStatus.FAILED
-            self.metrics.record(status, self.capture, elapsed)
+            self.metrics.record(status, capture.mode, elapsed)
             logger.error("Job %s failed: %s", job_id, err, exc_info=err.__cause__ or err)
-            return problems.problem_from_error(err, job_id=job_id, run_id=None)
+            failed = self.jobs.local_record(job_id)
+            run_id = failed.run_id if failed is not None else None
+            return problems.problem_from_error(err, job_id=job_id, run_id=run_id)
         elapsed = time.perf_counter() - start
-        self.metrics.record(_COMPLETED, self.capture, elapsed)
+        self.metrics.record(_COMPLETED, capture.mode, elapsed)
         try:
             # NaN and infinities are not JSON: they are answered as null, as browsers do
-            content = to_json(success_body(outputs, job_id, self.capture, elapsed),
-                              inf_nan_mode="null")  # fmt: skip
+            body_doc = success_body(outputs, job_id, capture.mode, elapsed, job.run_id,
+                                    job.capture_requested)  # fmt: skip
+            content = to_json(body_doc, inf_nan_mode="null")
         except PydanticSerializationError as exc:
             return _unserialisable(outputs, exc, job_id)
         return Response(content, media_type="application/json")
@@ -135,6 +182,15 @@ class Service:
             "port": s.port,
             "workers": s.workers,
             "capture_default": self.capture,
+            "capture": {
+                "max": s.capture_max,
+                "create_runs": s.create_runs,
+                "sample_rate": s.sample_rate,
+                "flush": self.writer.flush,
+                "artifact_max_bytes": s.artifact_max_bytes,
+                "run_ttl": s.run_ttl or None,
+                "store_failing": self.writer.failing,
+            },
             "store": s.store_kind,
             "broker": self.jobs.broker.kind,
             "auth": bool(s.auth_key),

@@ -107,8 +107,9 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
             await _streamable(service, job_id)
             after = _sequence(doc.get("after", 0), '"after"')
         else:
-            params, timeout = service.parse(text)
-            job_id = (await service.jobs.submit(params, timeout, mode="stream")).job_id
+            params, timeout, capture = service.parse(text)
+            job = await service.jobs.submit(params, timeout, mode="stream", capture=capture)
+            job_id = job.job_id
             after = 0
     except ZServeError as err:
         await ws.send_json({"event": "error", **err.to_problem()})
