@@ -6,8 +6,8 @@ for each round starts zserve's server, then ``benchmarks/baseline_app.py``, one 
 200 with the right shape, warms up, measures latency at c=1 and req/s at c=16 with wrk, stops the
 server. Prints the median per side and the ratios zserve/baseline. The server's CPU time per
 request is read from its process tree (psutil) around the req/s run. With ``--captures
-metadata,full`` each mode is one more side (``zserve-metadata``...: the same server with
-``ZSERVE_CAPTURE_DEFAULT``, writing to the SQLite store), compared with run-only ``zserve``.
+metadata,full`` each mode is one more side (``zserve-metadata``...: the same server, each
+request asking for that mode, writing to the SQLite store), compared with run-only ``zserve``.
 """
 
 from __future__ import annotations
@@ -124,9 +124,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ZSERVE_WORKERS": "1",
         }
         sides = {"zserve": ([sys.executable, "-m", "zserve.server.app"], zserve_env)}
+        # a tracked side is the same server, each request asking for its mode (capture_override
+        # beats the pipeline's own setting, which is "none" for the weather pipelines)
+        bodies = {"zserve": body}
         for mode in args.captures:
-            tracked = {**zserve_env, "ZSERVE_CAPTURE_DEFAULT": mode}
-            sides[f"zserve-{mode}"] = ([sys.executable, "-m", "zserve.server.app"], tracked)
+            sides[f"zserve-{mode}"] = ([sys.executable, "-m", "zserve.server.app"], zserve_env)
+            override = {"parameters": args.params, "capture_override": {"mode": mode}}
+            bodies[f"zserve-{mode}"] = json.dumps(override)
         if args.pipeline in WEATHER_LIKE and not args.no_baseline:
             sides["baseline"] = ([sys.executable, str(BENCH / "baseline_app.py")], env)
             if args.baseline_def:
@@ -135,17 +139,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs, notes, reference = [], [], None
         for rnd in range(1, args.rounds + 1):
             for side, (argv, side_env) in sides.items():
+                side_body = bodies.get(side, body)
                 log(f"round {rnd}/{args.rounds}: {side}")
                 logfile = tmp / f"{side}-{rnd}.log"
                 with serving(argv, side_env, logfile) as (url, startup_s, pid):
-                    outputs = invoke_once(url, body)
+                    outputs = invoke_once(url, side_body)
                     reference = reference or outputs
                     if outputs != reference:
                         raise BenchError(f"{side} answered {outputs!r}, zserve {reference!r}")
-                    wrk(url, 2, 16, args.warmup, body)
-                    latency = wrk(url, 1, 1, args.duration, body, latency=True)
+                    wrk(url, 2, 16, args.warmup, side_body)
+                    latency = wrk(url, 1, 1, args.duration, side_body, latency=True)
                     cpu_before = cpu_seconds(pid)
-                    throughput = wrk(url, 2, 16, args.duration, body)
+                    throughput = wrk(url, 2, 16, args.duration, side_body)
                     cpu = cpu_seconds(pid) - cpu_before
                 runs.append(
                     {

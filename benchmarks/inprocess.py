@@ -24,16 +24,28 @@ from zserve.server.app import create_app
 from zserve.settings import Settings
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
+#: CPU microseconds per request of the last measure() (all threads: the run writer too)
+CPU: list[float] = []
 
 
-async def measure(source: str, params: dict[str, Any], batches: int, per_batch: int) -> list[float]:
+async def measure(
+    source: str,
+    params: dict[str, Any],
+    batches: int,
+    per_batch: int,
+    capture: str | None = None,
+    concurrency: int = 1,
+) -> list[float]:
     record = DeploymentRecord(
         id="bench", name="bench", version=1, source=source, import_root=".",
         pipeline_name="bench", code_hash="",
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as home:
         app = create_app(Settings(home=home), record, load_plan(record))
-        body = json.dumps({"parameters": params}).encode()
+        doc: dict[str, Any] = {"parameters": params}
+        if capture is not None:
+            doc["capture_override"] = {"mode": capture}
+        body = json.dumps(doc).encode()
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
             "scheme": "http", "path": "/invoke", "raw_path": b"/invoke", "query_string": b"",
@@ -56,11 +68,22 @@ async def measure(source: str, params: dict[str, Any], batches: int, per_batch: 
             if statuses[-1] != 200:
                 raise SystemExit(f"POST /invoke answered {statuses[-1]}: check --params")
             results = []
+
+            async def client(n: int) -> None:
+                for _ in range(n):
+                    await app({**scope, "state": {}}, receive, send)
+
+            cpu_start = time.process_time()
+            done = 0
             for _ in range(batches):
                 start = time.perf_counter()
-                for _ in range(per_batch):
-                    await app({**scope, "state": {}}, receive, send)
-                results.append((time.perf_counter() - start) / per_batch * 1e6)
+                share = per_batch // concurrency
+                await asyncio.gather(*(client(share) for _ in range(concurrency)))
+                results.append((time.perf_counter() - start) / (share * concurrency) * 1e6)
+                done += share * concurrency
+            CPU.append((time.process_time() - cpu_start) / done * 1e6)
+            if set(statuses) != {200}:
+                raise SystemExit(f"POST /invoke answered {sorted(set(statuses))}")
             return results
 
 
@@ -70,10 +93,28 @@ def main() -> None:
     parser.add_argument("--params", default='{"city": "Paris"}', help="parameters as JSON")
     parser.add_argument("--batches", type=int, default=7)
     parser.add_argument("--requests", type=int, default=10_000, help="per batch")
+    parser.add_argument("--capture", default=None, help="capture_override mode of each request")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     args = parser.parse_args()
-    us = asyncio.run(measure(args.pipeline, json.loads(args.params), args.batches, args.requests))
-    print(f"{args.pipeline}: sync POST /invoke in process, {args.batches} x {args.requests}")
-    print(f"best {min(us):.2f} us   median {statistics.median(us):.2f} us per request")
+    us = asyncio.run(
+        measure(
+            args.pipeline,
+            json.loads(args.params),
+            args.batches,
+            args.requests,
+            args.capture,
+            args.concurrency,
+        )
+    )
+    mode = args.capture or "default capture"
+    print(
+        f"{args.pipeline}: sync POST /invoke in process ({mode}, {args.concurrency} in flight), "
+        f"{args.batches} x {args.requests}"
+    )
+    print(
+        f"best {min(us):.2f} us   median {statistics.median(us):.2f} us per request, "
+        f"{CPU[-1]:.1f} us CPU per request"
+    )
 
 
 if __name__ == "__main__":

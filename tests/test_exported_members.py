@@ -16,6 +16,7 @@ def test_top_level_exports() -> None:
         "errors",
         "get_context",
         "pipeline",
+        "register_materializer",
         "step",
     ]
     for name in zserve.__all__:

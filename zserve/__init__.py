@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from zserve import errors
     from zserve.engine.context import RunContext, get_context
     from zserve.sdk.capture import Capture
+    from zserve.sdk.materializers import register_materializer
     from zserve.sdk.pipeline import Pipeline, pipeline
     from zserve.sdk.step import Step, step
 
@@ -27,6 +28,7 @@ __all__ = [
     "errors",
     "get_context",
     "pipeline",
+    "register_materializer",
     "step",
 ]
 
@@ -38,6 +40,7 @@ _LAZY = {
     "Pipeline": "zserve.sdk.pipeline",
     "get_context": "zserve.engine.context",
     "RunContext": "zserve.engine.context",
+    "register_materializer": "zserve.sdk.materializers",
 }
 
 

@@ -268,3 +268,47 @@ def test_postgresql_going_away_while_serving_refuses_then_recovers(tracked: Trac
     finally:
         proxy.cut()
     assert tracked.count("runs") == 2
+
+
+def test_values_without_json_use_a_materializer_or_keep_their_type_and_repr(
+    tracked: Tracked,
+) -> None:
+    with tracked.start("tests.server.tracked:objects").client() as client:
+        answer = invoke(client, "full", rows=3).json()
+        doc = client.get(f"/runs/{answer['run_id']}").json()
+        steps = {s["name"]: s["outputs"]["output"] for s in doc["steps"]}
+        matrix = client.get(
+            f"/runs/{answer['run_id']}/artifacts/{steps['make_matrix']['artifact_id']}"
+        )
+    # a registered materializer: its bytes and content type, loadable
+    assert steps["make_matrix"]["content_type"] == "text/csv" and steps["make_matrix"]["loadable"]
+    assert matrix.content == b"0,0,0\n0,1,2\n0,2,4"
+    assert matrix.headers["content-type"].startswith("text/csv")
+    # no materializer: the type and repr, not loadable, never pickled
+    opaque = steps["make_opaque"]
+    assert opaque["loadable"] is False
+    assert opaque["value"] == {"type": "tests.server.tracked.Opaque", "repr": "<Opaque thing>"}
+
+
+def test_background_flush_answers_first_and_commits_soon_after(tracked: Tracked) -> None:
+    from tests.e2e.conftest import wait_for
+
+    server = tracked.start(TRACKED, ZSERVE_CAPTURE_FLUSH="background")
+    with server.client() as client:
+        assert client.get("/status").json()["capture"]["flush"] == "background"
+        run_ids = [invoke(client, "metadata").json()["run_id"] for _ in range(20)]
+    assert None not in run_ids
+    wait_for(lambda: tracked.count("runs") == 20, "the queued runs to be committed", 10)
+    assert {row[0] for row in tracked.rows("SELECT id FROM runs")} == set(run_ids)
+
+
+def test_run_ttl_makes_the_server_prune_its_old_runs(tracked: Tracked) -> None:
+    from tests.e2e.conftest import wait_for
+
+    server = tracked.start(TRACKED, ZSERVE_RUN_TTL="2s")
+    with server.client() as client:
+        assert invoke(client, "full", size=20_000).json()["run_id"]
+        assert tracked.count("runs") == 1 and len(tracked.files()) == 1
+        wait_for(lambda: tracked.count("runs") == 0, "the run to be pruned", 15)
+    assert tracked.counts() == NOTHING
+    wait_for(lambda: not tracked.files(), "its artifact file to go", 5)

@@ -63,3 +63,48 @@ def explode(m: int, fail: bool) -> bytes:
 @pipeline(settings={"capture": "metadata"})
 def debug_on_error(n: int = 3, fail: bool = False) -> bytes:
     return explode(stage(n), fail)
+
+
+class Matrix:
+    """A type with no JSON form: stored through a materializer when one is registered."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def to_csv(self) -> bytes:
+        return "\n".join(",".join(str(r * c) for c in range(3)) for r in range(self.rows)).encode()
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque thing>"
+
+
+@step
+def make_matrix(rows: int) -> Matrix:
+    return Matrix(rows)
+
+
+@step
+def make_opaque(rows: int) -> Opaque:
+    return Opaque()
+
+
+@step
+def combine(m: Matrix, o: Opaque) -> int:
+    return m.rows
+
+
+@pipeline
+def objects(rows: int = 2) -> int:
+    return combine(make_matrix(rows), make_opaque(rows))
+
+
+def register() -> None:
+    """Imported by the server (ZSERVE_DEPLOYMENT of objects_with_csv): the user's registration."""
+    from zserve import register_materializer
+
+    register_materializer(Matrix, Matrix.to_csv, content_type="text/csv")
+
+
+register()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import multiprocessing
 import os
 import queue
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 
 from zserve.records import ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
 from zserve.store import Store
@@ -127,7 +127,7 @@ T0 = 1_764_400_000.0
 
 def json_artifact(value: Any, *, name: str = "output", truncated: bool = False) -> ArtifactRecord:
     """An artifact of a JSON value, measured and hashed as the recorder does."""
-    text = json.dumps(value, ensure_ascii=False).encode()
+    text = to_json(value)  # the encoding the recorder hashes
     return ArtifactRecord(
         artifact_id=str(uuid.uuid4()), name=name, content_type="application/json",
         size=len(text), sha256=hashlib.sha256(text).hexdigest(), value=value,

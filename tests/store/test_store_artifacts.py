@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic_core import to_json
 from sqlalchemy import text
 from store_backends import POSTGRESQL
 from store_helpers import T0, bytes_artifact, json_artifact, run_record
@@ -67,7 +68,7 @@ def test_large_contents_are_files_named_by_sha256_and_identical_ones_share_one(
     fstore.add_runs([first])
     fstore.add_runs([second])
 
-    json_text = json.dumps(BIG_VALUE, ensure_ascii=False).encode()
+    json_text = to_json(BIG_VALUE)
     assert _file(artifact_dir, json_text).read_bytes() == json_text
     assert _file(artifact_dir, BIG).read_bytes() == BIG
     assert len(_files(artifact_dir)) == 2  # three artifacts, two contents

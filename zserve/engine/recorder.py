@@ -27,21 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from zserve.engine.capture import CaptureLimits, RequestCapture, cap, sampled_in
 from zserve.engine.context import RunContext
 from zserve.engine.observer import Observer
 from zserve.engine.policies import StepPolicy, redaction, step_value_mode
 from zserve.engine.redact import Redactor, truncate
-from zserve.records import ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
+from zserve.records import ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus, new_id
+from zserve.sdk.materializers import materializer_for
 
 __all__ = ["DEFAULT_MAX_BYTES", "RunRecorder"]
 
@@ -54,6 +53,11 @@ def _ended(error: BaseException | None) -> str:
     if error is None:
         return "completed"
     return "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+
+
+# Looked up once: an enum member lookup or call costs ~45 ns or more (every step of a run).
+_STEP_ENDED = {s.value: s for s in StepStatus}
+_RUN_ENDED = {s.value: s for s in JobStatus}
 
 
 class RunRecorder(Observer):
@@ -74,7 +78,10 @@ class RunRecorder(Observer):
         limits: CaptureLimits | None = None,
         redactor: Redactor | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        cache: dict[tuple[str, ...], object] | None = None,
     ) -> None:
+        #: decisions that depend on the plan and the request's mode only, shared across runs
+        self.cache = {} if cache is None else cache
         self.capture = capture
         self.limits = limits or CaptureLimits()
         self.policies = policies or {}
@@ -93,13 +100,13 @@ class RunRecorder(Observer):
         )
         self.keeps_values = capture.keeps_values
         self.building = RunRecord(
-            run_id=str(uuid.uuid4()), job_id=job_id, pipeline=pipeline, capture=capture.mode,
+            run_id=new_id(), job_id=job_id, pipeline=pipeline, capture=capture.mode,
             deployment_id=deployment_id,
         )  # fmt: skip
         self.record: RunRecord | None = None
         self._steps: dict[str, StepRun] = {}
-        #: outputs kept only if the run fails (``artifacts="errors_only"``)
-        self._if_failed: dict[str, dict[str, ArtifactRecord]] = {}
+        #: outputs kept only if the run fails (``artifacts="errors_only"``), as ``_value`` gave
+        self._if_failed: dict[str, tuple[Any, bool, str | None]] = {}
 
     def _request_mode(self) -> str:
         """The request's mode as far as values go: a picked sample, or an errors_only run, is
@@ -111,12 +118,25 @@ class RunRecorder(Observer):
 
     def _private(self, step: str) -> bool:
         """A ``none`` step: recorded as a bare row."""
-        mode, _ = step_value_mode(self._request_mode(), self.policies.get(step), output=False)
-        return mode == "none"
+        key = ("private", self._request_mode(), step)
+        found = self.cache.get(key)
+        if found is None:
+            policy = self.policies.get(step)
+            found = self.cache[key] = (
+                step_value_mode(self._request_mode(), policy, output=False)[0] == "none"
+            )
+        return bool(found)
 
-    def _artifacts_of(self, step: str) -> str:
-        """What becomes of this step's output: "full" (kept), "errors_only" (kept if the run
-        fails), "none" (its size only) or "private" (nothing at all)."""
+    def _rule(self, step: str) -> str:
+        """The policy's word on a step's output under this request's mode (memoised in
+        ``cache``, shared by the runs of one plan: it depends on nothing else)."""
+        key = ("rule", self._request_mode(), step)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = self._resolve_rule(step)
+        return str(found)
+
+    def _resolve_rule(self, step: str) -> str:
         if step in self.private_outputs:
             return "private"
         mode, artifacts = step_value_mode(self._request_mode(), self.policies.get(step))
@@ -125,14 +145,28 @@ class RunRecorder(Observer):
             return "private"
         if mode == "metadata" or (mode != "full" and self.limits.ceiling != "full"):
             return "none"
+        return artifacts
+
+    def _artifacts_of(self, step: str) -> str:
+        """What becomes of this step's output: "full" (kept), "errors_only" (kept if the run
+        fails), "none" (its size only) or "private" (nothing at all)."""
+        artifacts = self._rule(step)
         if artifacts == "sampled":
             picked = sampled_in(self.job_id, self.capture.sample_rate, self.limits.sample_seed)
-            return "full" if picked else "none"
+            artifacts = "full" if picked else "none"
+        if artifacts == "full" and self.capture.mode == "errors_only":
+            return "errors_only"  # kept only if the run fails: built only then
         return artifacts
 
     def _redactor(self, step: str) -> Redactor:
         own = redaction(None, self.policies.get(step))
-        return self.redactor if not own else Redactor((*self.redactor.secret_words, *own))
+        if not own:
+            return self.redactor
+        key = ("redactor", step)
+        found = self.cache.get(key)
+        if not isinstance(found, Redactor):
+            found = self.cache[key] = Redactor((*self.redactor.secret_words, *own))
+        return found
 
     def _step(self, step: str) -> StepRun:
         if step not in self._steps:
@@ -144,11 +178,6 @@ class RunRecorder(Observer):
             return
         self.building.started_at = time.time()
         ctx.run_id = self.building.run_id
-        if self._request_mode() == "full":
-            params = ctx.parameters
-            if self.private_parameters:
-                params = {k: v for k, v in params.items() if k not in self.private_parameters}
-            self.building.parameters = self.redactor.redact(self._jsonable(params)[0])
 
     def step_started(self, step: str) -> None:
         if self.active:
@@ -162,23 +191,22 @@ class RunRecorder(Observer):
         if kept == "private":
             return
         state = self._step(step)
-        data, loadable = self._jsonable(value)
         if kept == "none":
-            raw = data if isinstance(data, bytes) else json.dumps(data, default=repr).encode()
-            state.output_size = len(raw)
+            state.output_size = _size(value)
             return
-        outputs = {"output": self._artifact("output", data, loadable, self._redactor(step))}
-        if kept == "errors_only":
-            self._if_failed[step] = outputs
-        else:
-            state.outputs = outputs
+        data, loadable, content_type = self._value(value)
+        if kept == "errors_only":  # built only if the run fails; ``data`` is a copy already
+            self._if_failed[step] = (data, loadable, content_type)
+            return
+        redactor = self._redactor(step)
+        state.outputs = {"output": self._artifact("output", data, loadable, content_type, redactor)}
 
     def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
         if not self.active:
             return
         state = self._step(step)
         state.duration_ms = round(seconds * 1000, 3)
-        state.status = StepStatus(_ended(error))
+        state.status = _STEP_ENDED[_ended(error)]
         if state.status is StepStatus.FAILED and error is not None and self._private(step):
             state.error = {"type": type(error).__name__, "message": "[not captured]"}
         elif state.status is StepStatus.FAILED and error is not None:
@@ -196,45 +224,87 @@ class RunRecorder(Observer):
         run = self.building
         run.finished_at = time.time()
         run.steps = list(self._steps.values())
-        run.status = JobStatus(_ended(error))
+        run.status = _RUN_ENDED[_ended(error)]
         if run.status is JobStatus.FAILED and error is not None:
             run.error = {"type": type(error).__name__, "message": str(error)}
             if (step := getattr(error, "step", None)) is not None:
                 run.error["step"] = str(step)
         if run.status is JobStatus.FAILED:
-            for step, outputs in self._if_failed.items():
-                self._steps[step].outputs = outputs
-        if self._request_mode() == "full" and ctx.metadata:
-            run.metadata = self.redactor.redact(self._jsonable(ctx.metadata)[0])
+            for step, (data, loadable, content_type) in self._if_failed.items():
+                artifact = self._artifact("output", data, loadable, content_type,
+                                          self._redactor(step))  # fmt: skip
+                self._steps[step].outputs = {"output": artifact}
         if self.capture.mode == "errors_only" and run.status is not JobStatus.FAILED:
             return  # a run that did not fail leaves no record
+        if self._request_mode() == "full":
+            params = ctx.parameters
+            if self.private_parameters:
+                params = {k: v for k, v in params.items() if k not in self.private_parameters}
+            run.parameters = self.redactor.redact(self._jsonable(params)[0])
+            if ctx.metadata:
+                run.metadata = self.redactor.redact(self._jsonable(ctx.metadata)[0])
         self.record = run
 
     # -- values -------------------------------------------------------------------------------
 
     def _jsonable(self, value: Any) -> tuple[Any, bool]:
         """(JSON data or bytes, loadable): anything without a JSON form becomes its repr."""
-        if isinstance(value, bytes | bytearray):
-            return bytes(value), True
-        try:
-            return to_jsonable_python(value, inf_nan_mode="null"), True
-        except PydanticSerializationError:
-            return repr(value), False
+        data, loadable, _ = self._value(value)
+        return data, loadable
 
-    def _artifact(self, name: str, data: Any, loadable: bool, redactor: Redactor) -> ArtifactRecord:
-        """An artifact of ``data`` as ``_jsonable`` gave it (JSON data or bytes)."""
+    def _value(self, value: Any) -> tuple[Any, bool, str | None]:
+        """(JSON data or bytes, loadable, content type of bytes): a registered materializer
+        first (``zserve.register_materializer``), then bytes, then JSON; anything else is kept
+        as its type and repr, not loadable."""
+        found = materializer_for(value)
+        if found is not None:
+            try:
+                return bytes(found.save(value)), True, found.content_type
+            except Exception as exc:  # a hook must not raise: keep what can be said
+                failed = f"materializer for {found.type.__name__} failed: {exc!r}"
+                return {"type": _type_name(value), "error": failed}, False, None
+        if isinstance(value, bytes | bytearray):
+            return bytes(value), True, None
+        try:
+            return to_jsonable_python(value, inf_nan_mode="null"), True, None
+        except PydanticSerializationError:
+            return {"type": _type_name(value), "repr": repr(value)}, False, None
+
+    def _artifact(
+        self, name: str, data: Any, loadable: bool, content_type: str | None, redactor: Redactor
+    ) -> ArtifactRecord:
+        """An artifact of ``data`` as ``_value`` gave it (JSON data or bytes)."""
         if isinstance(data, bytes):
             payload, truncated = data[: self.max_bytes], len(data) > self.max_bytes
             return ArtifactRecord(
-                artifact_id=str(uuid.uuid4()), name=name,
-                content_type="application/octet-stream", size=len(data),
+                artifact_id=new_id(), name=name,
+                content_type=content_type or "application/octet-stream", size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(), data=payload, truncated=truncated,
+                loadable=not truncated,
             )  # fmt: skip
-        kept, truncated = truncate(redactor.redact(data), self.max_bytes)
-        text = json.dumps(kept, default=repr, ensure_ascii=False).encode()
+        text = to_json(data)
+        if redactor.may_hold_secrets(text):
+            data = redactor.redact(data)
+            text = to_json(data)
+        kept, truncated = data, False
+        if len(text) > self.max_bytes:
+            kept, truncated = truncate(data, self.max_bytes)
+            text = to_json(kept)
         return ArtifactRecord(
-            artifact_id=str(uuid.uuid4()), name=name,
+            artifact_id=new_id(), name=name,
             content_type="application/json" if loadable else "text/x-python-repr",
             size=len(text), sha256=hashlib.sha256(text).hexdigest(), value=kept,
             truncated=truncated, loadable=loadable and not truncated,
         )  # fmt: skip
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _size(value: Any) -> int:
+    """Bytes of a value's stored form (its JSON text, or its bytes), for ``metadata``."""
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    return len(to_json(value, fallback=repr, inf_nan_mode="null"))

@@ -31,6 +31,9 @@ class Redactor:
 
     def __init__(self, secret_words: Iterable[str] = DEFAULT_SECRET_WORDS) -> None:
         self.secret_words = frozenset(w.strip().lower() for w in secret_words if w.strip())
+        self._encoded = tuple(w.encode() for w in self.secret_words)
+        #: key -> secret or not: keys repeat from request to request
+        self._known: dict[str, bool] = {}
 
     @classmethod
     def from_setting(cls, setting: str | None) -> Redactor:
@@ -40,7 +43,18 @@ class Redactor:
         return cls(setting.split(","))
 
     def is_secret(self, key: str) -> bool:
-        return any(w in self.secret_words for w in words(key))
+        known = self._known.get(key)
+        if known is None:
+            known = any(w in self.secret_words for w in words(key))
+            if len(self._known) < 10_000:  # bounded: keys are names, not data
+                self._known[key] = known
+        return known
+
+    def may_hold_secrets(self, json_text: bytes) -> bool:
+        """Whether a value whose JSON text is ``json_text`` can have a secret key at all: if no
+        secret word appears anywhere in the text, no key holds one (a cheap test in C)."""
+        low = json_text.lower()
+        return any(w in low for w in self._encoded)
 
     def redact(self, value: Any) -> Any:
         """``value`` with every secret key's value replaced, at any depth (a copy; the

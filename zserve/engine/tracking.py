@@ -33,6 +33,8 @@ class Tracking:
     max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
+        #: what recorders of this plan decide once per mode and step (``RunRecorder.cache``)
+        self.cache: dict[tuple[str, ...], object] = {}
         if self.pipeline_mode is None:
             self.pipeline_mode = self.plan.pipeline.capture
         #: The capture of a request that does not override it.
@@ -80,5 +82,6 @@ class Tracking:
             policies=self.plan.policies, private_parameters=self.plan.private_parameters,
             private_outputs=self.plan.private_outputs, pipeline_redact=self.plan.redact,
             limits=self.limits, redactor=self.redactor, max_bytes=self.max_bytes,
+            cache=self.cache,
         )  # fmt: skip
         return recorder if recorder.active else None

@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from zserve.engine.tracking import Tracking
 from zserve.engine.values import success_body
 from zserve.errors import ExecutionFailed, ExecutionTimeout, StoreUnavailable, UsageError
 from zserve.jobs import JobManager
-from zserve.records import DeploymentRecord, JobStatus
+from zserve.records import DeploymentRecord, JobStatus, new_id
 from zserve.server import problems
 from zserve.server.metrics import Metrics
 from zserve.server.writer import RunStore, RunWriter
@@ -123,7 +122,7 @@ class Service:
             if job.capture_requested is not None:
                 accepted["capture_requested"] = job.capture_requested
             return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
-        job_id = str(uuid.uuid4())
+        job_id = new_id()
         start = time.perf_counter()
         try:
             job, outputs = await self.jobs.run_sync(params, timeout, job_id, capture)

@@ -136,15 +136,7 @@ class RunWriter:
                 stop = first is _STOP
                 if not stop:
                     batch.append(first)  # type: ignore[arg-type]
-                while len(batch) < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop = True
-                        continue
-                    batch.append(item)  # type: ignore[arg-type]
+                stop = self._take(batch) or stop
                 if batch:
                     self._write(batch)
                 if stop and self._queue.empty():
@@ -155,6 +147,21 @@ class RunWriter:
                     self._store.close()
                 except Exception:  # closing must not hide why the thread ended
                     logger.exception("Closing the run store failed")
+
+    def _take(self, batch: list[tuple[RunRecord, _Waiter]]) -> bool:
+        """Move what waits in the queue into ``batch`` (up to ``max_batch``); True if the stop
+        marker was among it."""
+        stop = False
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                continue
+            batch.append(item)  # type: ignore[arg-type]
+        return stop
 
     def _idle_timeout(self) -> float | None:
         """How long the thread may sleep waiting for records."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from pydantic_core import to_json
 
 from zserve.errors import StoreUnavailable
 from zserve.records import ArtifactRecord
@@ -44,7 +45,8 @@ def content_of(artifact: ArtifactRecord) -> bytes:
     """What downloading the artifact gives: its bytes, or its value as UTF-8 JSON text."""
     if artifact.data is not None:
         return artifact.data
-    return json.dumps(artifact.value, default=repr, ensure_ascii=False).encode()
+    # the recorder hashes the same encoding: pydantic-core's compact JSON
+    return to_json(artifact.value, fallback=repr)
 
 
 def relative_path(sha256: str) -> str:
