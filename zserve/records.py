@@ -35,6 +35,7 @@ __all__ = [
     "StepStatus",
     "iso",
     "new_id",
+    "new_job_id",
 ]
 
 CaptureMode = Literal["none", "metadata", "full", "sampled", "errors_only"]
@@ -96,8 +97,10 @@ JobMode = Literal["sync", "async", "stream"]
 
 
 def new_id() -> str:
-    """A new id: a UUID version 7 (RFC 9562), so ids sort by creation time. Stored ids then go
-    to the end of their indexes instead of random pages, which keeps a store's commits small."""
+    """A new run or artifact id: a UUID version 7 (RFC 9562), so ids sort by creation time.
+    Stored ids then go to the end of their indexes instead of random pages, which keeps a
+    store's commits small. Its first characters are the time: the last ones tell runs apart
+    (``zserve runs list`` shows them, and ``runs show`` accepts them)."""
     # random's generator, not os.urandom: no system call (which would hand the GIL over), and
     # the random module reseeds it in a forked child
     value = (time.time_ns() // 1_000_000) << 80 | _bits(80)
@@ -106,7 +109,17 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def new_job_id() -> str:
+    """A new job id: a random UUID version 4 whose first characters tell jobs apart. Drawn from
+    ``random`` (job ids are listed by ``GET /jobs``: they are names, not secrets), so that no
+    system call hands the GIL to another thread on every request."""
+    h = f"{_bits(128) & _V4_CLEAR | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 _bits = random.getrandbits
+_V4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
+_V4_SET = (0x4 << 76) | (0x2 << 62)
 _V7_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
 _V7_SET = (0x7 << 76) | (0x2 << 62)
 

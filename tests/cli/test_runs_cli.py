@@ -180,7 +180,12 @@ def test_list_is_a_table_newest_first(recorded: Recorded) -> None:
     lines = result.stdout.splitlines()
     header = ["RUN", "JOB", "PIPELINE", "CAPTURE", "STATUS", "STARTED", "DURATION"]
     assert lines[0].split() == header
-    assert [line.split()[0] for line in lines[1:]] == [FULL[:8], FAILED[:8], OLD_B[:8], OLD_A[:8]]
+    assert [line.split()[0] for line in lines[1:]] == [
+        FULL[-8:],
+        FAILED[-8:],
+        OLD_B[-8:],
+        OLD_A[-8:],
+    ]
     full = lines[1]
     assert "f0f0f0f0" in full and "weather_pipeline" in full and "full" in full
     assert "completed" in full and "30.0 ms" in full
@@ -314,7 +319,7 @@ def test_show_json_is_the_run_document_with_the_traceback(recorded: Recorded) ->
 
 def test_show_unknown_short_and_ambiguous_prefixes(recorded: Recorded) -> None:
     one_error_line(
-        zserve("runs", "show", "ffff"), "No run id starts with 'ffff'", "`zserve runs list`"
+        zserve("runs", "show", "ffff"), "No run id starts or ends with 'ffff'", "`zserve runs list`"
     )
     one_error_line(zserve("runs", "show", "abc"), "too short", "at least 4 characters")
     err = one_error_line(zserve("runs", "show", "abcd"), "matches several runs")
@@ -362,7 +367,7 @@ def test_artifact_to_a_file(recorded: Recorded, tmp_path: Path) -> None:
         (("abcd2222", "summarize"), ("no captured output 'output'", "capture 'full'")),
         (("abcd2222", "render.other"), ("no captured output 'other'",)),
         (("abcd1111", "analyze_data"), ("no captured output 'output'",)),
-        (("ffff", "render"), ("No run id starts with 'ffff'",)),
+        (("ffff", "render"), ("No run id starts or ends with 'ffff'",)),
         (("abcd", "render"), ("matches several runs",)),
     ],
 )
@@ -401,7 +406,7 @@ def test_prune_deletes_old_runs_their_rows_and_files(recorded: Recorded) -> None
     # OLD_B's file is also FULL's: it stays, and FULL's artifact still downloads.
     assert file_of(home, BIG_SHARED).is_file()
     assert zserve("runs", "artifact", FULL, "dump").stdout_bytes == BIG_SHARED
-    one_error_line(zserve("runs", "show", OLD_A[:8]), "No run id starts with")
+    one_error_line(zserve("runs", "show", OLD_A[:8]), "No run id starts or ends with")
 
     again = json.loads(zserve("runs", "prune", "--older-than", "7d", "--json").stdout)
     assert again == {"json_version": 1, "dry_run": False, "runs": [], "count": 0}

@@ -179,7 +179,7 @@ def test_a_run_is_found_by_a_unique_prefix_of_its_id(store: Store) -> None:
     listed = str(info.value).split(": ", 1)[1].split(". ")[0]
     assert listed.count("ffff") == 5 and listed.endswith(", ...")  # newest five
     assert ids[-1] in listed
-    with pytest.raises(RunNotFound, match="No run id starts with 'abce'"):
+    with pytest.raises(RunNotFound, match="No run id starts or ends with 'abce'"):
         store.resolve_run("abce")
     with pytest.raises(RunNotFound):
         store.resolve_run("abc%")  # LIKE wildcards are plain characters
@@ -206,3 +206,12 @@ def test_bytes_artifacts_keep_their_bytes_whatever_they_hold(store: Store) -> No
     artifact = store.get_run(record.run_id).steps[1].outputs["output"]  # type: ignore[index]
     assert isinstance(artifact, ArtifactRecord) and artifact.data == data
     assert store.read_artifact(record.run_id, artifact.artifact_id)[1] == data
+
+
+def test_a_run_is_found_by_the_last_characters_that_runs_list_shows(store: Store) -> None:
+    from zserve.records import new_id
+
+    ids = [new_id() for _ in range(3)]  # time-ordered: their starts are alike
+    store.add_runs([run_record(run_id=i) for i in ids])
+    for run_id in ids:
+        assert store.resolve_run(run_id[-8:]) == run_id

@@ -88,7 +88,7 @@ def invoke(
         )
     if doc.get("run_id"):
         typer.echo(
-            f"Recorded as run {doc['run_id']}: zserve runs show {doc['run_id'][:8]}", err=True
+            f"Recorded as run {doc['run_id']}: zserve runs show {doc['run_id'][-8:]}", err=True
         )
 
 

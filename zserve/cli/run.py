@@ -12,7 +12,7 @@ import typer
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli.invoke import CAPTURE_OPTION, PARAM_OPTION, PARAMS_JSON_OPTION
 from zserve.errors import StepFailed, ZServeError
-from zserve.records import CaptureMode, new_id
+from zserve.records import CaptureMode, new_job_id
 
 
 def run(
@@ -45,7 +45,7 @@ def run(
 
     source, root = _source(target, app_dir)
     plan = compile_plan(load_pipeline(source, root).pipeline)
-    job_id = new_id()
+    job_id = new_job_id()
     try:
         require_run_only(
             capture, fix="`zserve run` records nothing; serve it and use `zserve invoke --capture`"

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="List, show, download and prune recorded runs.", no_args_is_help=True)
 
-RUN_HELP = "A run id, or a unique prefix of one (4+ characters)."
+RUN_HELP = "A run id, a unique prefix of one, or its last characters as `runs list` shows them."
 DEPLOYMENT_HELP = "Only runs of this deployment (id, prefix, name or name:version)."
 BAR = 40
 
@@ -63,7 +63,7 @@ def list_(
         table.add_column(col)
     for r in runs:
         table.add_row(
-            r.run_id[:8], r.job_id[:8], escape(r.pipeline), r.capture, str(r.status),
+            r.run_id[-8:], r.job_id[:8], escape(r.pipeline), r.capture, str(r.status),
             (iso(r.started_at) or "")[:19].replace("T", " "), _ms(r.duration_ms),
         )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 1000).print(table)

@@ -40,7 +40,7 @@ from zserve.jobs.publisher import EventPublisher
 from zserve.jobs.slots import Slots
 from zserve.jobs.steps import StepTracker
 from zserve.jobs.upkeep import POLL_S, Upkeep
-from zserve.records import JobMode, JobRecord, JobStatus, RunRecord, StepStatus, new_id
+from zserve.records import JobMode, JobRecord, JobStatus, RunRecord, StepStatus, new_job_id
 
 __all__ = ["JobManager"]
 
@@ -149,7 +149,7 @@ class JobManager:
         self, mode: JobMode, capture: RequestCapture, job_id: str | None = None
     ) -> JobRecord:
         return JobRecord(
-            job_id=job_id or new_id(),
+            job_id=job_id or new_job_id(),
             created_at=time.time(),
             mode=mode,
             capture=capture.mode,

@@ -22,7 +22,7 @@ from zserve.engine.tracking import Tracking
 from zserve.engine.values import success_body
 from zserve.errors import ExecutionFailed, ExecutionTimeout, StoreUnavailable, UsageError
 from zserve.jobs import JobManager
-from zserve.records import DeploymentRecord, JobStatus, new_id
+from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems
 from zserve.server.metrics import Metrics
 from zserve.server.writer import RunStore, RunWriter
@@ -122,7 +122,7 @@ class Service:
             if job.capture_requested is not None:
                 accepted["capture_requested"] = job.capture_requested
             return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
-        job_id = new_id()
+        job_id = new_job_id()
         start = time.perf_counter()
         try:
             job, outputs = await self.jobs.run_sync(params, timeout, job_id, capture)

@@ -311,7 +311,8 @@ def list_runs(
 
 
 def resolve_run(conn: Connection, prefix: str) -> str:
-    """The full id of the one run whose id is or starts with ``prefix``."""
+    """The full id of the one run whose id is, starts with or ends with ``prefix`` (run ids
+    are time-ordered: their last characters tell apart runs of the same moment)."""
     wanted = prefix.strip()
     if conn.execute(select(RUNS.c.id).where(RUNS.c.id == wanted)).first() is not None:
         return wanted
@@ -322,18 +323,23 @@ def resolve_run(conn: Connection, prefix: str) -> str:
         )
     query = (
         select(RUNS.c.id)
-        .where(RUNS.c.id.startswith(wanted, autoescape=True))
+        .where(
+            or_(
+                RUNS.c.id.startswith(wanted, autoescape=True),
+                RUNS.c.id.endswith(wanted, autoescape=True),
+            )
+        )
         .order_by(RUNS.c.started_at.desc(), RUNS.c.id)
     )
     # LIKE ignores case on SQLite: keep exact prefixes only.
     found: list[str] = []
     for (run_id,) in conn.execute(query):
-        if run_id.startswith(wanted):
+        if run_id.startswith(wanted) or run_id.endswith(wanted):
             found.append(run_id)
             if len(found) > _SHOWN:
                 break
     if not found:
-        raise RunNotFound(f"No run id starts with {prefix!r}: {_LIST_HINT}")
+        raise RunNotFound(f"No run id starts or ends with {prefix!r}: {_LIST_HINT}")
     if len(found) > 1:
         shown = ", ".join(found[:_SHOWN]) + (", ..." if len(found) > _SHOWN else "")
         raise AmbiguousRun(
