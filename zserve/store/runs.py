@@ -23,6 +23,7 @@ from zserve.errors import AmbiguousRun, NotFound, RunNotFound, UsageError
 from zserve.records import CAPTURE_MODES, ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
 from zserve.store.artifacts import INLINE_MAX_BYTES, ORPHAN_GRACE_S, ArtifactFiles, content_of
 from zserve.store.models import Artifact, Run, RunMetadata, RunStep
+from zserve.store.raw import raw_insert
 
 __all__ = [
     "MAX_LIST",
@@ -135,45 +136,10 @@ def insert_batch(conn: Connection, batch: Batch) -> None:
         if not rows:
             continue
         if sqlite:
-            sql, encoders = _raw_insert(table)
-            conn.exec_driver_sql(
-                sql, [tuple(enc(row[name]) for name, enc in encoders) for row in rows]
-            )
+            sql, encode = raw_insert(table)
+            conn.exec_driver_sql(sql, [encode(row) for row in rows])
         else:
             conn.execute(insert(table), rows)
-
-
-def _as_is(value: Any) -> Any:
-    return value
-
-
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
-
-
-def _flag(value: Any) -> int:
-    return 1 if value else 0
-
-
-_RAW: dict[str, tuple[str, list[tuple[str, Any]]]] = {}
-
-
-def _raw_insert(table: Table) -> tuple[str, list[tuple[str, Any]]]:
-    """The INSERT of ``table`` for sqlite3 (qmark parameters), and each column's encoder."""
-    found = _RAW.get(table.name)
-    if found is None:
-        encoders: list[tuple[str, Any]] = []
-        for column in table.columns:
-            kind = type(column.type).__name__
-            enc = _json_text if kind == "JSON" else _flag if kind == "Boolean" else _as_is
-            encoders.append((column.name, enc))
-        names = ", ".join(f'"{name}"' for name, _ in encoders)
-        marks = ", ".join("?" for _ in encoders)
-        found = _RAW[table.name] = (
-            f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
-            encoders,
-        )
-    return found
 
 
 # -- reading ------------------------------------------------------------------------------------

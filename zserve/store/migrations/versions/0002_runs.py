@@ -36,7 +36,6 @@ def upgrade() -> None:
         sa.Column("error", sa.JSON(none_as_null=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
     )
-    op.create_index(op.f("ix_runs_job_id"), "runs", ["job_id"], unique=False)
     op.create_index("ix_runs_started_at", "runs", ["started_at", "id"], unique=False)
     op.create_index(
         "ix_runs_deployment_started", "runs", ["deployment_id", "started_at", "id"], unique=False
@@ -98,5 +97,4 @@ def downgrade() -> None:
     op.drop_table("steps")
     op.drop_index("ix_runs_deployment_started", table_name="runs")
     op.drop_index("ix_runs_started_at", table_name="runs")
-    op.drop_index(op.f("ix_runs_job_id"), table_name="runs")
     op.drop_table("runs")
