@@ -48,3 +48,17 @@ def test_deployment_record_round_trips_through_json() -> None:
     )  # fmt: skip
     assert DeploymentRecord.from_json(record.to_json()) == record
     assert record.ref == "weather:2"
+
+
+def test_ids_do_not_repeat_when_a_pipeline_reseeds_random() -> None:
+    import random
+    import uuid
+
+    from zserve.records import new_id, new_job_id
+
+    seen = set()
+    for _ in range(3):
+        random.seed(1234)  # a step may do this: our ids must not follow
+        seen |= {new_id(), new_job_id()}
+    assert len(seen) == 6
+    assert uuid.UUID(new_id()).version == 7 and uuid.UUID(new_job_id()).version == 4

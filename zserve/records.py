@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -101,8 +102,7 @@ def new_id() -> str:
     Stored ids then go to the end of their indexes instead of random pages, which keeps a
     store's commits small. Its first characters are the time: the last ones tell runs apart
     (``zserve runs list`` shows them, and ``runs show`` accepts them)."""
-    # random's generator, not os.urandom: no system call (which would hand the GIL over), and
-    # the random module reseeds it in a forked child
+    # a seeded generator, not os.urandom: no system call (which would hand the GIL over)
     value = (time.time_ns() // 1_000_000) << 80 | _bits(80)
     value = value & _V7_CLEAR | _V7_SET
     h = f"{value:032x}"
@@ -111,13 +111,17 @@ def new_id() -> str:
 
 def new_job_id() -> str:
     """A new job id: a random UUID version 4 whose first characters tell jobs apart. Drawn from
-    ``random`` (job ids are listed by ``GET /jobs``: they are names, not secrets), so that no
-    system call hands the GIL to another thread on every request."""
+    a generator seeded by the OS (job ids are listed by ``GET /jobs``: they are names, not
+    secrets), so that no system call hands the GIL to another thread on every request."""
     h = f"{_bits(128) & _V4_CLEAR | _V4_SET:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_bits = random.getrandbits
+#: Our own generator: a pipeline that calls random.seed() must not make ids repeat. Seeded from
+#: the OS once, and again in every forked child.
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+_bits = _rng.getrandbits
 _V4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
 _V4_SET = (0x4 << 76) | (0x2 << 62)
 _V7_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)

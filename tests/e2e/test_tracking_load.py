@@ -58,10 +58,12 @@ def test_two_workers_recording_for_30_s_lose_no_run_and_never_see_a_lock(tracked
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rate", [0.1, 0.5])
-def test_sampled_keeps_its_rate_within_3_points_over_2000_requests(
-    tracked: Tracked, rate: float
+@pytest.mark.parametrize(("rate", "points"), [(0.1, 3), (0.5, 5)])
+def test_sampled_keeps_its_rate_over_2000_requests(
+    tracked: Tracked, rate: float, points: int
 ) -> None:
+    """Within 3 points at the default rate 0.1 (4.5 standard deviations of a binomial count
+    over 2,000); at 0.5 a standard deviation is 1.1 points, so 5 points is the same margin."""
     if not tracked.url.startswith("sqlite"):
         pytest.skip("the rate does not depend on the store")
     server = tracked.start(WEATHER, ZSERVE_SAMPLE_RATE=str(rate))
@@ -72,5 +74,5 @@ def test_sampled_keeps_its_rate_within_3_points_over_2000_requests(
             answer = client.post("/invoke", json=body).json()
             assert answer["capture"] == "sampled"
             recorded += answer["run_id"] is not None
-    assert abs(recorded / 2000 - rate) <= 0.03
+    assert abs(recorded / 2000 - rate) <= points / 100
     assert tracked.count("runs") == recorded
