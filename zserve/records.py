@@ -102,30 +102,29 @@ def new_id() -> str:
     Stored ids then go to the end of their indexes instead of random pages, which keeps a
     store's commits small. Its first characters are the time: the last ones tell runs apart
     (``zserve runs list`` shows them, and ``runs show`` accepts them)."""
-    # a seeded generator, not os.urandom: no system call (which would hand the GIL over)
-    value = (time.time_ns() // 1_000_000) << 80 | _bits(80)
-    value = value & _V7_CLEAR | _V7_SET
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid((time.time_ns() // 1_000_000) << 80 | _bits(80), 7)
 
 
 def new_job_id() -> str:
-    """A new job id: a random UUID version 4 whose first characters tell jobs apart. Drawn from
-    a generator seeded by the OS (job ids are listed by ``GET /jobs``: they are names, not
-    secrets), so that no system call hands the GIL to another thread on every request."""
-    h = f"{_bits(128) & _V4_CLEAR | _V4_SET:032x}"
+    """A new job id: a random UUID version 4 whose first characters tell jobs apart. Job ids
+    are listed by ``GET /jobs``: they are names, not secrets."""
+    return _uuid(_bits(128), 4)
+
+
+def _uuid(value: int, version: int) -> str:
+    """128 bits as a UUID string of ``version`` (RFC 9562 variant)."""
+    h = f"{value & _VERSION_VARIANT | version << 76 | 0x2 << 62:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-#: Our own generator: a pipeline that calls random.seed() must not make ids repeat. Seeded from
-#: the OS once, and again in every forked child.
+#: Ids come from zserve's own generator, not os.urandom: no system call (which would hand the
+#: GIL to another thread on every request), and a pipeline that calls random.seed() cannot make
+#: ids repeat. Seeded from the OS once, and again in every forked child.
 _rng = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 _bits = _rng.getrandbits
-_V4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
-_V4_SET = (0x4 << 76) | (0x2 << 62)
-_V7_CLEAR = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
-_V7_SET = (0x7 << 76) | (0x2 << 62)
+#: Every bit but the version and the variant.
+_VERSION_VARIANT = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
 
 
 def iso(ts: float | None) -> str | None:

@@ -59,11 +59,6 @@ class Tracking:
             Redactor.from_setting(settings.redact), settings.artifact_max_bytes,
         )  # fmt: skip
 
-    @property
-    def possible(self) -> bool:
-        """Whether any request may be recorded at all (else the store is never opened)."""
-        return self.limits.enabled and self.limits.ceiling != "none"
-
     def request(self, override: CaptureOverride | None) -> RequestCapture:
         """The capture of one request: its override > the pipeline's > the default."""
         if override is None:

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from zserve.engine.capture import RequestCapture
-from zserve.engine.observer import Observer
 from zserve.engine.recorder import RunRecorder
 from zserve.engine.tracking import Tracking
 from zserve.errors import StoreUnavailable
@@ -51,10 +50,6 @@ class RunKeeper:
 
     def recorder(self, capture: RequestCapture, job_id: str) -> RunRecorder | None:
         return self.tracking.recorder(capture, job_id)
-
-    @staticmethod
-    def observers(first: Observer, recorder: RunRecorder | None) -> tuple[Observer, ...]:
-        return (first,) if recorder is None else (first, recorder)
 
     async def keep(self, record: JobRecord, recorder: RunRecorder | None) -> None:
         """Store the run ``recorder`` built, if it is to be kept; ``record.run_id`` says where.

@@ -291,7 +291,7 @@ class JobManager:
                                       {"capture": capture})],
                     {"status": JobStatus.RUNNING, "started_at": record.started_at},
                 )  # fmt: skip
-                observers = self.runs.observers(tracker, recorder)
+                observers = (tracker,) if recorder is None else (tracker, recorder)
                 outputs = await execute(self.plan, params, job_id=job_id, capture=capture,
                                         timeout_s=timeout_s, observers=observers)  # fmt: skip
             finally:

@@ -91,20 +91,25 @@ class Metrics:
             buckets=WRITE_BUCKETS,
             registry=self.registry,
         )
-        for c in CAPTURES:
-            for status in RUN_STATUSES:
-                self.runs.labels(capture=c, status=status)
-            for reason in DROP_REASONS:
-                self.dropped.labels(capture=c, reason=reason)
+        self._recorded = {
+            (c, s): self.runs.labels(capture=c, status=s).inc
+            for c in CAPTURES
+            for s in RUN_STATUSES
+        }
+        self._dropped = {
+            (c, r): self.dropped.labels(capture=c, reason=r).inc
+            for c in CAPTURES
+            for r in DROP_REASONS
+        }
 
     def runs_committed(self, records: Sequence[RunRecord], seconds: float) -> None:
         """The writer committed ``records`` in one transaction of ``seconds``."""
         self.store_write.observe(seconds)
         for r in records:
-            self.runs.labels(capture=r.capture, status=str(r.status)).inc()
+            self._recorded[r.capture, r.status](1)
 
     def run_dropped(self, record: RunRecord, reason: str) -> None:
-        self.dropped.labels(capture=record.capture, reason=reason).inc()
+        self._dropped[record.capture, reason](1)
 
     def record(self, status: str, capture: str, seconds: float | None) -> None:
         self._count[status, capture](1)

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Query
 from starlette.responses import Response
 
 from zserve.errors import RunNotFound, UsageError
-from zserve.records import CaptureMode
+from zserve.records import CaptureMode, RunRecord
 from zserve.settings import parse_duration
 
 if TYPE_CHECKING:
@@ -45,10 +45,11 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
     store = service.run_reader
     deployment = service.record.id
 
-    def _mine(run_id: str) -> None:
+    def _mine(run_id: str) -> RunRecord:
         run = store().get_run(run_id)
         if run.deployment_id != deployment:
             raise RunNotFound(f"No run {run_id!r} of this deployment: `zserve runs list` shows all")
+        return run
 
     @app.get("/runs", summary="Recorded runs of this deployment, newest first")
     def list_runs(
@@ -70,10 +71,7 @@ def add_run_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/runs/{run_id}", summary="One recorded run: steps, timings, values as captured")
     def get_run(run_id: str) -> dict[str, Any]:
-        run = store().get_run(run_id)
-        if run.deployment_id != deployment:
-            raise RunNotFound(f"No run {run_id!r} of this deployment: `zserve runs list` shows all")
-        return run.to_dict()
+        return _mine(run_id).to_dict()
 
     @app.get("/runs/{run_id}/artifacts/{artifact_id}", summary="Download one captured value")
     def get_artifact(run_id: str, artifact_id: str) -> Response:
