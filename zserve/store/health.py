@@ -5,6 +5,7 @@ was deleted, replaced or made read-only, a directory that cannot be written)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,12 +33,13 @@ def one_line(exc: BaseException) -> str:
 @contextmanager
 def translated(doing: str) -> Iterator[None]:
     """Database and file-system errors inside become ``StoreUnavailable("<doing>: <reason>")``;
-    a constraint violation (a run id stored twice: the caller's mistake) a ``UsageError``."""
+    a constraint violation (a run id stored twice: the caller's mistake) a ``UsageError``. The
+    errors of SQLite's own driver count too (``raw`` writes to it straight)."""
     try:
         yield
-    except IntegrityError as exc:
+    except (IntegrityError, sqlite3.IntegrityError) as exc:
         raise UsageError(f"{doing}: {one_line(exc)}") from None
-    except (DBAPIError, PoolTimeout) as exc:
+    except (DBAPIError, PoolTimeout, sqlite3.Error) as exc:
         raise StoreUnavailable(f"{doing}: {one_line(exc)}") from None
     except OSError as exc:
         raise StoreUnavailable(f"{doing}: {one_line(exc)}") from None

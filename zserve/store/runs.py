@@ -23,11 +23,14 @@ from zserve.errors import AmbiguousRun, NotFound, RunNotFound, UsageError
 from zserve.records import CAPTURE_MODES, ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
 from zserve.store.artifacts import INLINE_MAX_BYTES, ORPHAN_GRACE_S, ArtifactFiles, content_of
 from zserve.store.models import Artifact, Run, RunMetadata, RunStep
-from zserve.store.raw import raw_insert
 
 __all__ = [
+    "ARTIFACT_COLUMNS",
     "MAX_LIST",
+    "METADATA_COLUMNS",
     "MIN_RUN_PREFIX",
+    "RUN_COLUMNS",
+    "STEP_COLUMNS",
     "Batch",
     "build_batch",
     "delete_runs",
@@ -69,77 +72,90 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 # -- writing ------------------------------------------------------------------------------------
 
+#: The columns a batch fills, in the order of its row tuples.
+RUN_COLUMNS = (
+    "id", "job_id", "deployment_id", "pipeline", "capture", "status", "started_at",
+    "finished_at", "duration_ms", "parameters", "error",
+)  # fmt: skip
+STEP_COLUMNS = (
+    "run_id", "position", "name", "status", "started_at", "duration_ms", "error", "output_size",
+)  # fmt: skip
+ARTIFACT_COLUMNS = (
+    "id", "run_id", "step_position", "name", "content_type", "size", "sha256", "value", "data",
+    "path", "truncated", "loadable",
+)  # fmt: skip
+METADATA_COLUMNS = ("run_id", "key", "position", "value")
+
 
 @dataclass
 class Batch:
-    """The rows of a batch of runs, and the artifact files they point at (relative path ->
-    content), already written."""
+    """The rows of a batch of runs (tuples in the order of ``*_COLUMNS``), and the artifact
+    files they point at (relative path -> content), already written."""
 
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    metadata: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[tuple[Any, ...]] = field(default_factory=list)
+    steps: list[tuple[Any, ...]] = field(default_factory=list)
+    artifacts: list[tuple[Any, ...]] = field(default_factory=list)
+    metadata: list[tuple[Any, ...]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+
+    def tables(self) -> Iterator[tuple[Table, tuple[str, ...], list[tuple[Any, ...]]]]:
+        """(table, columns, rows) of each table with rows, parents first."""
+        for table, columns, rows in (
+            (RUNS, RUN_COLUMNS, self.runs),
+            (STEPS, STEP_COLUMNS, self.steps),
+            (ARTIFACTS, ARTIFACT_COLUMNS, self.artifacts),
+            (METADATA, METADATA_COLUMNS, self.metadata),
+        ):  # fmt: skip
+            if rows:
+                yield table, columns, rows
 
 
 def build_batch(records: Sequence[RunRecord], files: ArtifactFiles) -> Batch:
     """The rows of ``records``; contents over the inline limit are written to files first."""
     batch = Batch()
+    runs, steps = batch.runs.append, batch.steps.append
     for r in records:
         if r.started_at is None:
             raise ValueError(f"Run {r.run_id} has no start time: only started runs are recorded")
-        batch.runs.append({
-            "id": r.run_id, "job_id": r.job_id, "deployment_id": r.deployment_id,
-            "pipeline": r.pipeline, "capture": r.capture, "status": str(r.status),
-            "started_at": r.started_at, "finished_at": r.finished_at,
-            "duration_ms": r.duration_ms, "parameters": r.parameters, "error": r.error,
-        })  # fmt: skip
+        run_id = r.run_id
+        runs((
+            run_id, r.job_id, r.deployment_id, r.pipeline, r.capture, r.status.value,
+            r.started_at, r.finished_at, r.duration_ms, r.parameters, r.error,
+        ))  # fmt: skip
         for position, s in enumerate(r.steps):
-            batch.steps.append({
-                "run_id": r.run_id, "position": position, "name": s.name,
-                "status": str(s.status), "started_at": s.started_at,
-                "duration_ms": s.duration_ms, "error": s.error, "output_size": s.output_size,
-            })  # fmt: skip
-            for a in (s.outputs or {}).values():
-                batch.artifacts.append(_artifact_row(r.run_id, position, a, files, batch))
-        for position, (key, value) in enumerate((r.metadata or {}).items()):
-            batch.metadata.append(
-                {"run_id": r.run_id, "key": key, "position": position, "value": value}
-            )
+            steps((
+                run_id, position, s.name, s.status.value, s.started_at, s.duration_ms, s.error,
+                s.output_size,
+            ))  # fmt: skip
+            if s.outputs:
+                for a in s.outputs.values():
+                    batch.artifacts.append(_artifact_row(run_id, position, a, files, batch))
+        if r.metadata:
+            for position, (key, value) in enumerate(r.metadata.items()):
+                batch.metadata.append((run_id, key, position, value))
     return batch
 
 
 def _artifact_row(
     run_id: str, position: int, a: ArtifactRecord, files: ArtifactFiles, batch: Batch
-) -> dict[str, Any]:
-    row = {
-        "id": a.artifact_id, "run_id": run_id, "step_position": position, "name": a.name,
-        "content_type": a.content_type, "size": a.size, "sha256": a.sha256,
-        "value": a.value if a.data is None else None, "data": a.data, "path": None,
-        "truncated": a.truncated, "loadable": a.loadable,
-    }  # fmt: skip
+) -> tuple[Any, ...]:
+    value, data, path = (a.value if a.data is None else None), a.data, None
     content = content_of(a)
     if len(content) > INLINE_MAX_BYTES:
         path = files.put(content)
         batch.files[path] = content
-        row.update(value=None, data=None, path=path)
-    return row
+        value = data = None
+    return (
+        a.artifact_id, run_id, position, a.name, a.content_type, a.size, a.sha256, value, data,
+        path, a.truncated, a.loadable,
+    )  # fmt: skip
 
 
 def insert_batch(conn: Connection, batch: Batch) -> None:
-    """One multi-row INSERT per table, parents first. On SQLite the rows go straight to the
-    driver's ``executemany`` (JSON columns encoded here, as SQLAlchemy's JSON type would):
-    SQLAlchemy's per-row parameter processing cost more than the insert itself."""
-    sqlite = conn.dialect.name == "sqlite"
-    for table, rows in ((RUNS, batch.runs), (STEPS, batch.steps),
-                        (ARTIFACTS, batch.artifacts), (METADATA, batch.metadata)):  # fmt: skip
-        if not rows:
-            continue
-        if sqlite:
-            sql, encode = raw_insert(table)
-            conn.exec_driver_sql(sql, [encode(row) for row in rows])
-        else:
-            conn.execute(insert(table), rows)
+    """One multi-row INSERT per table, parents first, through SQLAlchemy (PostgreSQL; SQLite
+    writes go to the driver straight: ``raw.insert_rows``)."""
+    for table, columns, rows in batch.tables():
+        conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 # -- reading ------------------------------------------------------------------------------------

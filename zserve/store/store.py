@@ -32,7 +32,7 @@ from sqlalchemy.orm import sessionmaker
 from zserve.errors import StoreUnavailable, UsageError
 from zserve.records import ArtifactRecord, DeploymentRecord, RunRecord
 from zserve.settings import hide_password
-from zserve.store import deployments, health, runs
+from zserve.store import deployments, health, raw, runs
 from zserve.store.artifacts import ArtifactFiles, content_of
 from zserve.store.deployments import MIN_ID_PREFIX
 from zserve.store.models import Deployment
@@ -83,6 +83,8 @@ class Store:
             raise StoreUnavailable(f"Cannot create the store at {shown}: {exc}") from None
         #: The same pool; its transactions are writes (BEGIN IMMEDIATE on SQLite).
         self._writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        #: SQLite: run writes on a connection of their own, straight to the driver.
+        self._raw_writes = raw.RawWrites(self._writer) if self._sqlite_path else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
         if artifact_dir:
@@ -110,6 +112,8 @@ class Store:
     # -- life cycle --------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._raw_writes is not None:
+            self._raw_writes.close()
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -297,12 +301,22 @@ class Store:
             return
         with health.translated(f"Cannot write runs to the store at {self._shown}"):
             batch = runs.build_batch(records, self._files)
+            if self._raw_writes is not None:  # SQLite: straight to the driver
+                with self._raw_writes.transaction() as cursor:
+                    self._ensure_files(batch)
+                    for table, columns, rows in batch.tables():
+                        raw.insert_rows(cursor, table, columns, rows)
+                return
             with self._writer.begin() as conn:
                 if batch.files:
                     runs.lock_files(conn, exclusive=False)
-                    for path, content in batch.files.items():
-                        self._files.ensure(path, content)
+                    self._ensure_files(batch)
                 runs.insert_batch(conn, batch)
+
+    def _ensure_files(self, batch: runs.Batch) -> None:
+        """Inside the write transaction, where no prune can remove them: the batch's files."""
+        for path, content in batch.files.items():
+            self._files.ensure(path, content)
 
     def get_run(self, run_id: str) -> RunRecord:
         """One run with its steps in order, their artifacts and its metadata. An artifact kept
