@@ -67,10 +67,19 @@ def make_client() -> Iterator[Callable[..., Any]]:
 
     from zserve.settings import Settings
 
+    class LoopbackClient(TestClient):
+        """Calls the app as http://127.0.0.1, WebSockets included (the server checks Host)."""
+
+        def websocket_connect(self, url: str, *args: Any, **kwargs: Any) -> Any:
+            if url.startswith("/"):
+                url = "ws://127.0.0.1" + url
+            return super().websocket_connect(url, *args, **kwargs)
+
     clients: list[TestClient] = []
 
     def build(source: str, **settings: Any) -> TestClient:
-        client = TestClient(local_app(source, Settings(home="/nonexistent", **settings)))
+        app = local_app(source, Settings(home="/nonexistent", **settings))
+        client = LoopbackClient(app, base_url="http://127.0.0.1")
         client.__enter__()
         clients.append(client)
         return client

@@ -11,6 +11,8 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   ├── NotSupported             exit 2   http 501   a feature this server does not offer
     │   │   └── CaptureNotSupported  exit 2   http 501   tracked capture modes (not built yet)
     │   ├── PayloadTooLarge          exit 2   http 413
+    │   ├── UnsupportedMediaType     exit 2   http 415   POST /invoke takes application/json
+    │   ├── UntrustedHost            exit 2   http 400   a Host the server does not answer to
     │   ├── AmbiguousDeployment      exit 2   http 409   lists the matches
     │   ├── AmbiguousRun             exit 2   http 409   a run id prefix with several matches
     │   └── JobFinished              exit 2   http 409   cancel of a job that already ended
@@ -18,6 +20,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   ├── DeploymentNotFound       exit 2   http 404
     │   └── RunNotFound              exit 2   http 404
     ├── Unauthorized                 exit 2   http 401
+    ├── ForbiddenOrigin              exit 2   http 403   a browser page of a foreign origin
     ├── ExecutionFailed              exit 1   http 500
     │   ├── StepFailed               exit 1   http 500   names the step and its exception
     │   ├── ExecutionTimeout         exit 1   http 504
@@ -46,6 +49,7 @@ __all__ = [
     "DeploymentNotFound",
     "ExecutionFailed",
     "ExecutionTimeout",
+    "ForbiddenOrigin",
     "InvalidParameters",
     "JobCancelled",
     "JobFinished",
@@ -63,6 +67,8 @@ __all__ = [
     "StepFailed",
     "StoreUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
+    "UntrustedHost",
     "UsageError",
     "ZServeError",
     "describe_fields",
@@ -203,6 +209,17 @@ class PayloadTooLarge(UsageError):
     title = "Payload too large"
 
 
+class UnsupportedMediaType(UsageError):
+    http_status = 415
+    problem = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class UntrustedHost(UsageError):
+    problem = "untrusted-host"
+    title = "Host not allowed"
+
+
 class AmbiguousDeployment(UsageError):
     http_status = 409
     problem = "ambiguous-deployment"
@@ -239,6 +256,12 @@ class Unauthorized(ZServeError):
     http_status = 401
     problem = "unauthorized"
     title = "Unauthorized"
+
+
+class ForbiddenOrigin(ZServeError):
+    http_status = 403
+    problem = "forbidden-origin"
+    title = "Origin not allowed"
 
 
 class ExecutionFailed(ZServeError):

@@ -83,6 +83,9 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "capture_flush": ("ZSERVE_CAPTURE_FLUSH", ()),
     "capture_queue": ("ZSERVE_CAPTURE_QUEUE", ()),
     "run_ttl": ("ZSERVE_RUN_TTL", ()),
+    # browsers
+    "allowed_hosts": ("ZSERVE_ALLOWED_HOSTS", ()),
+    "cors_origins": ("ZSERVE_CORS_ORIGINS", ()),
 }
 
 #: How a tracked request's record reaches the store: committed before the response ("sync"),
@@ -155,6 +158,10 @@ class Settings:
     capture_queue: int = 10_000
     #: Recorded runs older than this are pruned by the server ("7d"); empty keeps them.
     run_ttl: str = ""
+    #: Host names the server answers to besides its own addresses (".example.com", "*").
+    allowed_hosts: str = ""
+    #: Origins whose browser pages may call the server (CORS) and open its WebSocket.
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
         home = self.home or str(Path("~/.zserve").expanduser())

@@ -53,9 +53,11 @@ def by_problem() -> dict[str, type[errors.ZServeError]]:
 BY_STATUS: dict[int, type[errors.ZServeError]] = {
     400: errors.UsageError,
     401: errors.Unauthorized,
+    403: errors.ForbiddenOrigin,
     404: errors.NotFound,
     409: errors.UsageError,
     413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
     422: errors.InvalidParameters,
     429: errors.Overloaded,
     500: errors.ExecutionFailed,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Query
 from fastapi.routing import APIRoute
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
@@ -28,6 +29,7 @@ from zserve._version import __version__
 from zserve.engine.plan import Plan
 from zserve.records import DeploymentRecord
 from zserve.server import problems, runs, streaming
+from zserve.server.guard import HostGuard, split_list
 from zserve.server.metrics import CONTENT_TYPE
 from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware
 from zserve.server.service import Service
@@ -121,6 +123,16 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.auth_key:
         app.add_middleware(AuthMiddleware, key=settings.auth_key)
+    origins = split_list(settings.cors_origins)
+    if origins:  # outside auth: a preflight carries no key
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After"], max_age=600,
+        )  # fmt: skip
+    app.add_middleware(
+        HostGuard, bind=settings.host, allowed=split_list(settings.allowed_hosts), origins=origins
+    )
     return app
 
 
@@ -146,6 +158,7 @@ def _invoke_route(service: Service) -> DirectRoute:
         description="Sync by default; `?mode=async` queues a job and answers 202 at once.",
         responses={
             202: {"description": "With `?mode=async`: the job was queued"},
+            415: {"description": "The body is not declared JSON (problem+json)"},
             422: {"description": "Invalid parameters (problem+json)"},
             429: {"description": "Overloaded: retry after `Retry-After` seconds (problem+json)"},
             500: {"description": "A step raised (problem+json)"},

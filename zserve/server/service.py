@@ -20,10 +20,17 @@ from zserve.engine.capture import RequestCapture
 from zserve.engine.plan import Plan
 from zserve.engine.tracking import Tracking
 from zserve.engine.values import success_body
-from zserve.errors import ExecutionFailed, ExecutionTimeout, StoreUnavailable, UsageError
+from zserve.errors import (
+    ExecutionFailed,
+    ExecutionTimeout,
+    StoreUnavailable,
+    UnsupportedMediaType,
+    UsageError,
+)
 from zserve.jobs import JobManager
 from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems
+from zserve.server.guard import is_json
 from zserve.server.metrics import Metrics
 from zserve.server.writer import RunStore, RunWriter
 from zserve.settings import Settings, parse_duration
@@ -109,6 +116,11 @@ class Service:
         return dict(req.parameters), req.timeout_s or self.settings.timeout_s, capture
 
     async def invoke(self, request: Request) -> Response:
+        if not is_json(request.scope):  # what a page on another site can send unasked
+            self.metrics.record("invalid", self.capture, None)
+            raise UnsupportedMediaType(
+                "POST /invoke takes a JSON body: send it with 'Content-Type: application/json'"
+            )
         body = await request.body()
         mode = request.query_params.get("mode", "sync") if request.scope["query_string"] else "sync"
         if mode not in ("sync", "async"):
