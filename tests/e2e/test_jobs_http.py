@@ -15,6 +15,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.e2e.conftest import fresh, sse_events, wait_for, wait_status
+from zserve.client import Client
 
 STREAMING = "zserve.examples.streaming:streaming_pipeline"
 SLOW = "zserve.examples.slow:slow_pipeline"
@@ -451,7 +452,10 @@ def test_resume_past_the_end_ends_the_stream_and_bad_ids_are_400(serve: Any) -> 
     server = serve("zserve.examples.weather:weather_pipeline")
     job_id = submit(server.url, {"city": "x"})
     wait_status(server.url, job_id, "completed")
-    assert sse_events(server.url, job_id, last_event_id=9999) == []
+    ended = httpx.get(f"{server.url}/stream/{job_id}", headers={"Last-Event-ID": "9999"})
+    assert ended.status_code == 204 and ended.content == b""
+    with Client(server.url) as client:  # the client takes a 204 as the end
+        assert list(client.events(job_id, last_event_id=9999)) == []
     for bad in (b"abc", b"-1", "\u00b2".encode(), b"99999999999999999999999"):
         response = httpx.get(f"{server.url}/stream/{job_id}", headers={"Last-Event-ID": bad})
         assert response.status_code == 400, bad

@@ -146,7 +146,8 @@ class AsyncClient:
                 async with aconnect_sse(
                     self._http, "GET", stream_path(job_id), headers=stream_headers(after)
                 ) as source:
-                    await acheck_stream(source)
+                    if await acheck_stream(source):
+                        return  # the job had ended: nothing after `after`
                     connected = True
                     async for sse in source.aiter_sse():
                         doc = sse_event(sse.data)

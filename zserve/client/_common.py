@@ -186,16 +186,19 @@ def stream_ended(url: str, job_id: str, after: int, cause: str) -> errors.Server
     )
 
 
-def check_stream(source: EventSource) -> None:
-    """An error answer (problem+json) instead of a stream raises its ZServeError."""
+def check_stream(source: EventSource) -> bool:
+    """An error answer (problem+json) instead of a stream raises its ZServeError; True when the
+    job has ended and nothing was left after ``Last-Event-ID`` (204)."""
     response = source.response
     if response.is_error:
         response.read()
         raise error_from_response(response)
+    return response.status_code == 204
 
 
-async def acheck_stream(source: EventSource) -> None:
+async def acheck_stream(source: EventSource) -> bool:
     response = source.response
     if response.is_error:
         await response.aread()
         raise error_from_response(response)
+    return response.status_code == 204

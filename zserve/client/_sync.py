@@ -191,7 +191,8 @@ class Client:
                 with connect_sse(
                     self._http, "GET", stream_path(job_id), headers=stream_headers(after)
                 ) as source:
-                    check_stream(source)
+                    if check_stream(source):
+                        return  # the job had ended: nothing after `after`
                     connected = True
                     for sse in source.iter_sse():
                         doc = sse_event(sse.data)

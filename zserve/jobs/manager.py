@@ -348,7 +348,15 @@ class JobManager:
         self, job_id: str, after: int, wait_s: float
     ) -> AsyncIterator[ev.Event | None]:
         """A broker job's events after ``after``, as they come, up to the terminal one; ``None``
-        when ``wait_s`` passes without an event (time for a keep-alive)."""
+        when ``wait_s`` passes without an event (time for a keep-alive). Ends at once when the
+        job has ended and nothing is left after ``after``."""
+        job = await self.broker.get(job_id)
+        if job is None or job.finished:  # everything is stored: no waiting
+            for event in await self.broker.events(job_id, after):
+                yield event
+                if event.terminal:
+                    return
+            return
         while True:
             events = await self.broker.wait(job_id, after, wait_s)
             if not events:

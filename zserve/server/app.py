@@ -31,7 +31,7 @@ from zserve.records import DeploymentRecord
 from zserve.server import problems, runs, streaming
 from zserve.server.guard import HostGuard, split_list
 from zserve.server.metrics import CONTENT_TYPE
-from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware
+from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware, HeadMiddleware
 from zserve.server.service import Service
 from zserve.settings import Settings
 
@@ -120,6 +120,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 
     streaming.add_job_routes(app, service)
     runs.add_run_routes(app, service)
+    app.add_middleware(HeadMiddleware, own=("/stream/", "/health"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.auth_key:
         app.add_middleware(AuthMiddleware, key=settings.auth_key)

@@ -25,7 +25,7 @@ import psutil
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zserve.errors import ForbiddenOrigin, UntrustedHost
-from zserve.server.problems import problem_from_error
+from zserve.server.problems import close_reason, problem_from_error
 
 __all__ = ["HostGuard", "allowed_hosts", "host_of", "is_json", "split_list"]
 
@@ -143,7 +143,9 @@ class HostGuard:
             await self.app(scope, receive, send)
             return
         if kind == "websocket":  # refused before the handshake: the client sees HTTP 403
-            await send({"type": "websocket.close", "code": 1008, "reason": _reason(str(error))})
+            await send(
+                {"type": "websocket.close", "code": 1008, "reason": close_reason(str(error))}
+            )
             return
         await problem_from_error(error)(scope, receive, send)
 
@@ -178,11 +180,3 @@ def _is_loopback(name: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def _reason(text: str, limit: int = 123) -> str:
-    """A WebSocket close reason: at most ``limit`` bytes of UTF-8, cut on a character."""
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    return data[: limit - 3].decode("utf-8", "ignore") + "..."

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware): bearer auth and the request body limit."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware): bearer auth, the request body limit, and HEAD
+for every GET route."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zserve.errors import PayloadTooLarge, Unauthorized
-from zserve.server.problems import problem_from_error
+from zserve.server.problems import close_reason, problem_from_error
 
-__all__ = ["AuthMiddleware", "BodyLimitMiddleware"]
+__all__ = ["AuthMiddleware", "BodyLimitMiddleware", "HeadMiddleware"]
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -41,7 +42,7 @@ class AuthMiddleware:
             "with the server's ZSERVE_AUTH_KEY"
         )
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": str(err)[:120]})
+            await send({"type": "websocket.close", "code": 1008, "reason": close_reason(str(err))})
             return
         await problem_from_error(err)(scope, receive, send)
 
@@ -88,3 +89,31 @@ class BodyLimitMiddleware:
             return message  # type: ignore[no-any-return]
 
         await self.app(scope, counting_receive, send)
+
+
+class HeadMiddleware:
+    """``HEAD`` on a GET route: the GET's status and headers (its Content-Length included),
+    without the body. Routes that answer HEAD themselves (``own``: the event streams, whose GET
+    does not end) are left to do so."""
+
+    def __init__(self, app: ASGIApp, own: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.own = own
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "HEAD"
+            or scope["path"].startswith(self.own)
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from zserve.errors import PROBLEM_BASE, Overloaded, ZServeError, describe_fields
 
-__all__ = ["PROBLEM_BASE", "install_handlers", "problem", "problem_from_error"]
+__all__ = ["PROBLEM_BASE", "close_reason", "install_handlers", "problem", "problem_from_error"]
 
 logger = logging.getLogger("zserve.server")
 
@@ -60,6 +60,15 @@ def problem_from_error(err: ZServeError, **extra: Any) -> Response:
         media_type="application/problem+json",
         headers=headers,
     )
+
+
+def close_reason(text: str, limit: int = 123) -> str:
+    """A WebSocket close reason: at most ``limit`` bytes of UTF-8 (the protocol's bound), cut
+    between characters, never inside one."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 async def _zserve_error(request: Request, exc: Exception) -> Response:

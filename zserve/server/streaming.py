@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from zserve.errors import NotFound, UsageError, ZServeError
 from zserve.events import Event
-from zserve.records import JobStatus
+from zserve.records import JobRecord, JobStatus
+from zserve.server.problems import close_reason
 
 if TYPE_CHECKING:
     from zserve.server.service import Service
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 __all__ = ["add_job_routes"]
 
 logger = logging.getLogger("zserve.server")
+
+
+#: Sent with the first event of every SSE stream (in its block: a block of its own would be an
+#: event without data to some clients): how long (ms) an EventSource waits to reconnect.
+SSE_RETRY = b"retry: 2000\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def sse(event: Event) -> bytes:
@@ -35,13 +42,14 @@ def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | N
     return service.jobs.follow(job_id, after, service.settings.sse_ping_s)
 
 
-async def _streamable(service: Service, job_id: str) -> None:
+async def _streamable(service: Service, job_id: str) -> JobRecord:
     job = await service.jobs.get(job_id)
     if job.mode == "sync":
         raise NotFound(
             f"Job {job_id} was a sync invoke: its events are not kept. Use "
             "POST /invoke?mode=async (or `zserve invoke --stream`) to follow a job"
         )
+    return job
 
 
 def add_job_routes(app: FastAPI, service: Service) -> None:
@@ -66,17 +74,43 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
         job = await jobs.cancel(job_id)
         return {"job_id": job.job_id, "status": job.status}
 
-    @app.get("/stream/{job_id}", summary="Server-Sent Events of a job (Last-Event-ID resumes)")
-    async def stream(job_id: str, request: Request) -> StreamingResponse:
-        await _streamable(service, job_id)
+    @app.get(
+        "/stream/{job_id}",
+        summary="Server-Sent Events of a job (Last-Event-ID resumes)",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The job's events"},
+            204: {"description": "The job has ended and its last event was delivered already"},
+        },
+    )
+    async def stream(job_id: str, request: Request) -> Response:
+        job = await _streamable(service, job_id)
         after = _sequence(request.headers.get("last-event-id", "0").strip() or "0", "Last-Event-ID")
+        events = follow(service, job_id, after)
+        first: Event | None = None
+        if job.finished:  # all there is to send is stored: nothing left ends it with a 204
+            first = await anext(events, None)
+            if first is None:  # stops an EventSource from reconnecting for ever
+                return Response(status_code=204, headers=SSE_HEADERS)
+        if request.method == "HEAD":
+            return Response(media_type="text/event-stream", headers=SSE_HEADERS)
 
         async def body() -> AsyncIterator[bytes]:
-            async for event in follow(service, job_id, after):
-                yield b": ping\n\n" if event is None else sse(event)
+            retry = SSE_RETRY
+            if first is not None:
+                yield retry + sse(first)
+                retry = b""
+            async for event in events:
+                if event is None:
+                    yield b": ping\n\n"
+                else:
+                    yield retry + sse(event)
+                    retry = b""
 
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    # HEAD answers as the GET would begin, without following the job
+    app.add_api_route("/stream/{job_id}", stream, methods=["HEAD"], include_in_schema=False)
 
     @app.websocket("/stream")
     async def websocket(ws: WebSocket) -> None:
@@ -92,14 +126,13 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
         return
     text = message.get("text")
     if text is None:
-        await _refuse(ws, 1003, 'Send a JSON text frame: an invoke body or {"job_id": ...}')
+        await _refuse(
+            ws, 1003, UsageError('Send a JSON text frame: an invoke body or {"job_id": ...}')
+        )
         return
-    try:
-        doc = json.loads(text)
-        if not isinstance(doc, dict):
-            raise ValueError
-    except ValueError:
-        await _refuse(ws, 1003, "The message is not a JSON object")
+    doc = _json_object(text)
+    if doc is None:
+        await _refuse(ws, 1003, UsageError("The message is not a JSON object"))
         return
     try:
         if "job_id" in doc:
@@ -112,8 +145,7 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
             job_id = job.job_id
             after = 0
     except ZServeError as err:
-        await ws.send_json({"event": "error", **err.to_problem()})
-        await ws.close(1008, str(err)[:120])
+        await _refuse(ws, 1008, err)
         return
 
     async def listen() -> None:
@@ -122,16 +154,13 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
             incoming = await ws.receive()
             if incoming["type"] == "websocket.disconnect":
                 return
-            try:
-                action = json.loads(incoming.get("text") or "null")
-            except ValueError:
-                action = None
-            if isinstance(action, dict) and action.get("action") == "cancel":
+            action = _json_object(incoming.get("text") or "null")
+            if action is not None and action.get("action") == "cancel":
                 with contextlib.suppress(ZServeError):
                     await service.jobs.cancel(job_id)
             else:
-                await ws.send_json({"event": "error", "detail": 'Only {"action": "cancel"} '
-                                    "can be sent while a job streams"})  # fmt: skip
+                err = UsageError('Only {"action": "cancel"} can be sent while a job streams')
+                await ws.send_json({"event": "error", **err.to_problem()})
 
     listener = asyncio.ensure_future(listen())
     try:
@@ -160,6 +189,17 @@ def _sequence(value: Any, what: str) -> int:
     return number
 
 
-async def _refuse(ws: WebSocket, code: int, detail: str) -> None:
-    await ws.send_json({"event": "error", "status": code, "detail": detail})
-    await ws.close(code, detail[:120])
+def _json_object(text: str) -> dict[str, Any] | None:
+    """A message as a JSON object, or None (not JSON, not an object, or nested too deep)."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+async def _refuse(ws: WebSocket, code: int, err: ZServeError) -> None:
+    """An error frame (a problem document: ``status`` is an HTTP status, ``code`` the
+    WebSocket close code that follows), then the close."""
+    await ws.send_json({"event": "error", **err.to_problem(), "code": code})
+    await ws.close(code, close_reason(str(err)))

@@ -1,0 +1,114 @@
+"""Protocol details: streams of finished jobs end at once, WebSocket errors (close reasons in
+UTF-8 bytes, problem documents in error frames, hostile messages), and HEAD on GET routes."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from tests.server.test_http import WEATHER
+
+JSON = {"content-type": "application/json"}
+
+
+def finished_job(client: Any) -> tuple[str, list[dict[str, Any]]]:
+    """An async job run to its end, and its events as the SSE stream gives them."""
+    job_id = client.post("/invoke?mode=async", json={"parameters": {"city": "Oslo"}}).json()[
+        "job_id"
+    ]
+    deadline = time.monotonic() + 10
+    while client.get(f"/jobs/{job_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the job did not complete"
+        time.sleep(0.01)
+    response = client.get(f"/stream/{job_id}")
+    assert response.text.startswith("retry: ")  # how long an EventSource waits to reconnect
+    events = [
+        json.loads(line[len("data: ") :])
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    return job_id, events
+
+
+def test_stream_of_a_finished_job_resumed_at_its_end_is_204(make_client: Any) -> None:
+    client = make_client(WEATHER, sse_ping_s=30)
+    job_id, events = finished_job(client)
+    assert events[-1]["event"] == "job.completed"
+    last = events[-1]["seq"]
+    start = time.monotonic()
+    for after in (last, last + 5):
+        response = client.get(f"/stream/{job_id}", headers={"last-event-id": str(after)})
+        assert response.status_code == 204 and response.content == b""
+    assert time.monotonic() - start < 5  # not after a ping interval (30 s)
+    tail = client.get(f"/stream/{job_id}", headers={"last-event-id": str(last - 1)})
+    assert tail.status_code == 200 and f"id: {last}\n" in tail.text
+
+
+def test_websocket_attached_after_the_end_closes_at_once(make_client: Any) -> None:
+    client = make_client(WEATHER, sse_ping_s=30)
+    job_id, events = finished_job(client)
+    with client.websocket_connect("/stream") as ws:
+        ws.send_text(json.dumps({"job_id": job_id, "after": events[-1]["seq"]}))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1000
+
+
+def test_head_on_a_stream_and_on_get_routes(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    job_id, _ = finished_job(client)
+    head = client.head(f"/stream/{job_id}", headers={"last-event-id": "1"})
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/event-stream")
+    for path in ("/info", "/status", "/metrics", "/jobs", f"/jobs/{job_id}", "/openapi.json"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == 200, path
+        assert head.content == b"" and head.headers["content-length"] == str(len(get.content))
+    assert client.head("/jobs/nope").status_code == 404
+    assert client.head("/invoke").status_code == 405
+
+
+def test_websocket_error_frames_are_problem_documents(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    with client.websocket_connect("/stream") as ws:
+        ws.send_text(json.dumps({"job_id": "no-such-job"}))
+        frame = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert frame["event"] == "error" and frame["status"] == 404 and frame["code"] == 1008
+    assert closed.value.code == 1008 and "no-such-job" in closed.value.reason
+
+
+def test_a_long_non_ascii_close_reason_is_cut_between_characters(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    with client.websocket_connect("/stream") as ws:
+        ws.send_text(json.dumps({"parameters": {"city": "x", "ville_é" + "é" * 80: 1}}))
+        frame = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert frame["status"] == 422 and frame["code"] == 1008
+    reason = closed.value.reason
+    assert closed.value.code == 1008 and reason.endswith("...")
+    assert len(reason.encode()) <= 123
+
+
+@pytest.mark.parametrize(
+    "message", ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, "3"]
+)
+def test_hostile_or_odd_messages_close_1003(make_client: Any, message: str) -> None:
+    client = make_client(WEATHER)
+    with client.websocket_connect("/stream") as ws:
+        ws.send_text(message)
+        frame = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert frame["status"] == 400 and frame["code"] == 1003
+    assert closed.value.code == 1003
+    # the server is fine afterwards
+    assert (
+        client.post("/invoke", json={"parameters": {"city": "a"}}, headers=JSON).status_code == 200
+    )
