@@ -19,7 +19,8 @@ PACKAGE = "zserve"
 SKIP = ("zserve.store.migrations",)  # Alembic scripts, run by Alembic, not imported
 
 BOTTOM = frozenset(
-    {"zserve._version", "zserve.errors", "zserve.events", "zserve.records", "zserve.settings"}
+    {"zserve._version", "zserve.errors", "zserve.events", "zserve.paths", "zserve.records"}
+    | {"zserve.settings"}
 )
 EVERYTHING = frozenset({"*"})
 # unit (a module, or a package with all its modules) -> the other units it may import

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from zserve.errors import NotFound, UsageError
+from zserve.paths import private_dir
 
 __all__ = [
     "ServerEntry",
@@ -98,8 +99,8 @@ def new_server_id() -> str:
 
 def register(home: str, entry: ServerEntry) -> Path:
     """Write the entry atomically (a reader never sees half a file)."""
-    folder = servers_dir(home)
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(home)
+    folder = private_dir(servers_dir(home))
     path = folder / f"{entry.id}.json"
     tmp = folder / f".{entry.id}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(entry.to_dict(), indent=2))

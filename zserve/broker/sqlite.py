@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from zserve.broker.base import Broker
 from zserve.events import TERMINAL, Event
+from zserve.paths import private_file
 from zserve.records import FINISHED, JobRecord
 
 __all__ = ["SQLiteBroker"]
@@ -99,6 +100,7 @@ class SQLiteBroker(Broker):
         return self._db
 
     def _open(self) -> None:
+        private_file(self.path)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Switching a new file to WAL fails at once ("database is locked", no busy handler)

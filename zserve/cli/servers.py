@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 SERVER_HELP = "A running server: its id (or a unique prefix), its port, or its deployment name."
 #: psutil's first cpu_percent() reading is always 0.0: sample over this many seconds.
 CPU_SAMPLE_S = 0.2
+#: A server id as the registry makes them (hex): what `logs` accepts for a stopped server.
+SERVER_ID = re.compile(r"[0-9a-f]{1,32}")
 
 
 def ps(json_: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
@@ -113,6 +116,8 @@ def logs(
         entry = registry.find_server(home, server)
         log_file = Path(entry.log_file) if entry.log_file else None
     except NotFound:
+        if not SERVER_ID.fullmatch(server):  # a stopped server's id, never a path
+            raise
         entry, log_file = None, Path(home) / "logs" / f"{server}.log"
         if not log_file.is_file():
             raise

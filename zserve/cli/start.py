@@ -67,13 +67,14 @@ def _detach(settings: Settings, start_timeout: float, json_: bool) -> None:
     import httpx
 
     from zserve import registry
+    from zserve.paths import private_dir, private_file
     from zserve.registry import LOG_FILE_ENV, SERVER_ID_ENV
     from zserve.settings import SETTINGS_ENV
 
     server_id = registry.new_server_id()
-    logs = Path(settings.home) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_file = logs / f"{server_id}.log"
+    private_dir(settings.home)
+    logs = private_dir(Path(settings.home) / "logs")
+    log_file = private_file(logs / f"{server_id}.log")
     env = {**os.environ, SETTINGS_ENV: settings.to_json(), SERVER_ID_ENV: server_id,
            LOG_FILE_ENV: str(log_file)}  # fmt: skip
     with log_file.open("ab") as log:

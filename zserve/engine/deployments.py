@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 from zserve.engine.capture import resolve_capture
 from zserve.engine.plan import Plan, compile_plan
-from zserve.errors import SourceChanged
+from zserve.errors import SourceChanged, UsageError
 from zserve.records import DeploymentRecord
 from zserve.sdk.loader import file_hashes, load_pipeline
 
@@ -51,6 +52,21 @@ class DeploymentDraft:
         }
 
 
+#: What a deployment name may be: it is typed on command lines, in URLs and in file names.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid deployment name, else UsageError naming the rule."""
+    if not NAME_PATTERN.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise UsageError(
+            f"Invalid deployment name {shown!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (choose one with --name)"
+        )
+    return name
+
+
 def build_deployment(
     source: str,
     *,
@@ -70,7 +86,7 @@ def build_deployment(
     mode = resolve_capture(capture, pipe.capture, capture_default)
     hashes = file_hashes(pipe)
     return DeploymentDraft(
-        name=name or pipe.name,
+        name=check_name(name or pipe.name),
         source=loaded.source,
         import_root=loaded.import_root,
         pipeline_name=pipe.name,

@@ -24,6 +24,7 @@ from zserve._version import __version__
 from zserve.engine.deployments import check_sources, load_plan
 from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
+from zserve.paths import private_dir
 from zserve.records import DeploymentRecord
 from zserve.settings import SETTINGS_ENV, Settings
 
@@ -136,7 +137,8 @@ def serve(
     if settings.workers > 1 and not settings.broker_url:
         # one broker file per server: the workers share jobs and events through it
         broker_file = Path(settings.home) / "brokers" / f"{entry.id}.db"
-        broker_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.home)
+        private_dir(broker_file.parent)
         settings = settings.replace(broker_url=f"sqlite://{broker_file}")
     registry.register(settings.home, entry)
     try:

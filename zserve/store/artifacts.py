@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic_core import to_json
 
 from zserve.errors import StoreUnavailable
+from zserve.paths import private_dir
 from zserve.records import ArtifactRecord
 
 __all__ = ["INLINE_MAX_BYTES", "ORPHAN_GRACE_S", "ArtifactFiles", "content_of", "relative_path"]
@@ -142,7 +143,7 @@ class ArtifactFiles:
 
 
 def _write_atomically(target: Path, content: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent, tighten=False)
     tmp = target.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
     # os.open with 0o666: the umask applies, as for the database file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 from sqlalchemy.orm import sessionmaker
 
 from zserve.errors import StoreUnavailable, UsageError
+from zserve.paths import private_dir, private_file
 from zserve.records import ArtifactRecord, DeploymentRecord, RunRecord
 from zserve.settings import hide_password
 from zserve.store import deployments, health, raw, runs
@@ -71,7 +72,8 @@ class Store:
             parsed = make_url(url)
             self._sqlite_path = sqlite_file(parsed)
             if self._sqlite_path is not None:
-                self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(self._sqlite_path.parent, tighten=False)
+                private_file(self._sqlite_path)
                 parsed = parsed.set(database=str(self._sqlite_path))
             self.engine: Engine = create_store_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
