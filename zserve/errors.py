@@ -13,6 +13,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   ├── PayloadTooLarge          exit 2   http 413
     │   ├── UnsupportedMediaType     exit 2   http 415   POST /invoke takes application/json
     │   ├── UntrustedHost            exit 2   http 400   a Host the server does not answer to
+    │   ├── NotAcceptable            exit 2   http 406   no answer type the client accepts
     │   ├── AmbiguousDeployment      exit 2   http 409   lists the matches
     │   ├── AmbiguousRun             exit 2   http 409   a run id prefix with several matches
     │   └── JobFinished              exit 2   http 409   cancel of a job that already ended
@@ -53,6 +54,7 @@ __all__ = [
     "InvalidParameters",
     "JobCancelled",
     "JobFinished",
+    "NotAcceptable",
     "NotFound",
     "NotSupported",
     "Overloaded",
@@ -218,6 +220,12 @@ class UnsupportedMediaType(UsageError):
 class UntrustedHost(UsageError):
     problem = "untrusted-host"
     title = "Host not allowed"
+
+
+class NotAcceptable(UsageError):
+    http_status = 406
+    problem = "not-acceptable"
+    title = "Not acceptable"
 
 
 class AmbiguousDeployment(UsageError):

@@ -55,6 +55,7 @@ BY_STATUS: dict[int, type[errors.ZServeError]] = {
     401: errors.Unauthorized,
     403: errors.ForbiddenOrigin,
     404: errors.NotFound,
+    406: errors.NotAcceptable,
     409: errors.UsageError,
     413: errors.PayloadTooLarge,
     415: errors.UnsupportedMediaType,

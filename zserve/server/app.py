@@ -30,7 +30,7 @@ from zserve.engine.plan import Plan
 from zserve.records import DeploymentRecord
 from zserve.server import problems, runs, streaming
 from zserve.server.guard import HostGuard, split_list
-from zserve.server.metrics import CONTENT_TYPE
+from zserve.server.metrics import CONTENT_TYPE, FORMATS, OPENMETRICS_TYPE, negotiate
 from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware, HeadMiddleware
 from zserve.server.service import Service
 from zserve.settings import Settings
@@ -104,13 +104,27 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     async def status() -> dict[str, Any]:
         return service.status()
 
-    @app.get("/metrics", summary="Execution statistics (JSON, or Prometheus text)")
-    async def metrics(request: Request) -> Response:
-        wants_text = request.query_params.get("format") == "prometheus" or (
-            "text/plain" in request.headers.get("accept", "")
-        )
-        if wants_text:
+    @app.get(
+        "/metrics",
+        summary="Execution statistics (JSON, Prometheus text or OpenMetrics, by Accept)",
+        responses={
+            200: {"content": {t: {} for t in FORMATS.values()}},
+            400: {"description": "Unknown `format` (problem+json)"},
+            406: {"description": "No type of `Accept` can be answered (problem+json)"},
+        },
+    )
+    async def metrics(
+        request: Request,
+        format: Literal["json", "prometheus", "openmetrics"] | None = Query(
+            None, description="Overrides `Accept`"
+        ),
+    ) -> Response:
+        chosen = negotiate(request.query_params.get("format"), request.headers.get("accept"))
+        if chosen == "prometheus":
             return Response(service.metrics.prometheus_text(), media_type=CONTENT_TYPE)
+        if chosen == "openmetrics":
+            text = service.metrics.openmetrics_text()
+            return Response(text, media_type=OPENMETRICS_TYPE)
         summary = service.metrics.summary()
         summary["jobs"] = {
             "by_status": await service.jobs.count_by_status(),

@@ -17,26 +17,34 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
     values,
 )
+from prometheus_client.openmetrics import exposition as openmetrics
 
+from zserve.errors import NotAcceptable, UsageError
 from zserve.records import CAPTURE_MODES, JobStatus, RunRecord
 
-__all__ = ["BUCKETS", "CONTENT_TYPE", "STATUSES", "Metrics"]
+__all__ = ["BUCKETS", "CONTENT_TYPE", "FORMATS", "OPENMETRICS_TYPE", "STATUSES", "Metrics"]
+
+# A multiprocess registry has no ``_created`` series: a single worker must not have them either.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Seconds. Fine at the low end: run-only invokes take a millisecond or less.
 BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
            0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))  # fmt: skip
-#: How an invocation is counted: how its job ended (a timeout apart from other failures), or
-#: "invalid" for a request refused before it became a job.
+#: How an invocation is counted: how its job ended (a timeout apart from other failures);
+#: "invalid" for a request refused for what it sent (400, 413, 415, 422), "rejected" for one
+#: refused for want of room (429) before it became a job.
 STATUSES = (
     JobStatus.COMPLETED.value,
     JobStatus.FAILED.value,
     "timeout",
     JobStatus.CANCELLED.value,
     "invalid",
+    "rejected",
 )
 CAPTURES: tuple[str, ...] = CAPTURE_MODES
 #: How a recorded run ended, and why a record was not stored.
@@ -46,6 +54,9 @@ DROP_REASONS = ("store_unavailable", "queue_full")
 WRITE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                  5.0, 10.0, float("inf"))  # fmt: skip
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
+#: ``?format=`` values and the media types they stand for.
+FORMATS = {"json": "application/json", "prometheus": CONTENT_TYPE, "openmetrics": OPENMETRICS_TYPE}
 
 
 class Metrics:
@@ -126,6 +137,9 @@ class Metrics:
     def prometheus_text(self) -> bytes:
         return bytes(generate_latest(self._collect_registry()))
 
+    def openmetrics_text(self) -> bytes:
+        return bytes(openmetrics.generate_latest(self._collect_registry()))  # type: ignore[no-untyped-call]
+
     def summary(self) -> dict[str, Any]:
         """Counts and latency statistics, summed over every worker of this server."""
         counts: dict[str, dict[str, float]] = {}
@@ -162,23 +176,79 @@ class Metrics:
                 "p50": _quantile(cumulative, 0.50),
                 "p95": _quantile(cumulative, 0.95),
                 "p99": _quantile(cumulative, 0.99),
-                "estimated_from": "histogram buckets",
+                "estimated_from": "histogram bucket upper bounds: each percentile is at most "
+                "this (null when it lies beyond the largest bucket)",
             },
         }
 
 
 def _quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
-    """Estimate a quantile (ms) from cumulative histogram buckets by linear interpolation."""
+    """The upper bound (ms) of the histogram bucket that holds quantile ``q``: the most the
+    buckets can say for sure (interpolating inside a bucket could claim more than was ever
+    observed). None when there is nothing, or when it lies beyond the largest finite bound."""
     if not cumulative or cumulative[-1][1] == 0:
         return None
     target = q * cumulative[-1][1]
-    prev_le, prev_count = 0.0, 0.0
     for le, count in cumulative:
         if count >= target:
-            if le == float("inf"):
-                return round(1000 * prev_le, 3)
-            span = count - prev_count
-            frac = (target - prev_count) / span if span else 1.0
-            return round(1000 * (prev_le + (le - prev_le) * frac), 3)
-        prev_le, prev_count = le, count
-    return round(1000 * prev_le, 3)
+            return None if le == float("inf") else round(1000 * le, 3)
+    return None
+
+
+#: The media type of each format, in the server's order of preference.
+_MEDIA = (("json", "application/json"), ("prometheus", "text/plain"),
+          ("openmetrics", "application/openmetrics-text"))  # fmt: skip
+
+
+def negotiate(fmt: str | None, accept: str | None) -> str:
+    """The format of a ``/metrics`` answer: ``?format=`` if given (UsageError if unknown), else
+    the ``Accept`` header's choice by q-value, where the most specific range that matches a type
+    gives its q (RFC 9110); NotAcceptable when it accepts none of them. No header: JSON."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UsageError(
+                f"Unknown metrics format {fmt!r}: use format={', format='.join(FORMATS)}"
+            )
+        return fmt
+    if not accept or not accept.strip():
+        return "json"
+    ranges = []  # (type, subtype, q, position)
+    for position, item in enumerate(accept.split(",")):
+        media, *params = (part.strip() for part in item.split(";"))
+        main, _, sub = media.lower().partition("/")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranges.append((main, sub or "*", q, position))
+    best: tuple[float, int, int, int] | None = None
+    chosen: str | None = None
+    for rank, (name, media) in enumerate(_MEDIA):
+        main, sub = media.split("/")
+        found: tuple[int, float, int] | None = None  # the most specific matching range
+        for r_main, r_sub, q, position in ranges:
+            if (r_main, r_sub) == (main, sub):
+                specificity = 2
+            elif (r_main, r_sub) == (main, "*"):
+                specificity = 1
+            elif (r_main, r_sub) == ("*", "*"):
+                specificity = 0
+            else:
+                continue
+            if found is None or specificity > found[0]:
+                found = (specificity, q, position)
+        if found is None or found[1] <= 0:
+            continue
+        score = (found[1], found[0], -found[2], -rank)
+        if best is None or score > best:
+            best, chosen = score, name
+    if chosen is None:
+        raise NotAcceptable(
+            f"/metrics cannot answer in any type of Accept: {accept.strip()[:100]!r}: accept "
+            "application/json, text/plain (Prometheus) or application/openmetrics-text"
+        )
+    return chosen

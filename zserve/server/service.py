@@ -23,6 +23,7 @@ from zserve.engine.values import success_body
 from zserve.errors import (
     ExecutionFailed,
     ExecutionTimeout,
+    Overloaded,
     StoreUnavailable,
     UnsupportedMediaType,
     UsageError,
@@ -127,7 +128,11 @@ class Service:
             raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default) or mode=async")
         params, timeout, capture = self.parse(body)
         if mode == "async":
-            job = await self.jobs.submit(params, timeout, capture=capture)
+            try:
+                job = await self.jobs.submit(params, timeout, capture=capture)
+            except Overloaded:
+                self.metrics.record("rejected", capture.mode, None)
+                raise
             links = {"job": f"/jobs/{job.job_id}", "stream": f"/stream/{job.job_id}"}
             accepted = {"job_id": job.job_id, "status": job.status, "capture": job.capture,
                         "links": links}  # fmt: skip
@@ -138,6 +143,9 @@ class Service:
         start = time.perf_counter()
         try:
             job, outputs = await self.jobs.run_sync(params, timeout, job_id, capture)
+        except Overloaded:
+            self.metrics.record("rejected", capture.mode, None)
+            raise
         except (ExecutionFailed, StoreUnavailable) as err:
             elapsed = time.perf_counter() - start
             status = "timeout" if isinstance(err, ExecutionTimeout) else JobStatus.FAILED
