@@ -20,7 +20,7 @@ SKIP = ("zserve.store.migrations",)  # Alembic scripts, run by Alembic, not impo
 
 BOTTOM = frozenset(
     {"zserve._version", "zserve.errors", "zserve.events", "zserve.paths", "zserve.records"}
-    | {"zserve.settings"}
+    | {"zserve.pages", "zserve.settings"}
 )
 EVERYTHING = frozenset({"*"})
 # unit (a module, or a package with all its modules) -> the other units it may import

@@ -154,6 +154,10 @@ class JobRecord:
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    def summary(self) -> JobRecord:
+        """A copy without outputs (what listings give), its steps copied too."""
+        return dataclasses.replace(self, outputs=None, steps=[dict(s) for s in self.steps])  # type: ignore[misc]
+
     def to_row(self) -> dict[str, Any]:
         """Everything, as JSON-able data (what a broker stores)."""
         return dataclasses.asdict(self)

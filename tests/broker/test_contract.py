@@ -301,6 +301,29 @@ async def test_list_jobs_newest_first_with_status_filter_and_limit(brokers: Harn
     }
 
 
+async def test_list_jobs_pages_by_time_then_id_and_gives_summaries(brokers: Harness) -> None:
+    async def scenario(b: Broker) -> tuple[list[list[str]], list[str], Any]:
+        for name in ("a", "b", "c", "d"):  # same time: the id orders them
+            await b.create(job(name, created_at=1000.0), event(JOB_QUEUED, name))
+        await b.create(job("e", created_at=1001.0), event(JOB_QUEUED, "e"))
+        await b.finish("e", event(JOB_COMPLETED, "e"), {"outputs": {"big": "x" * 10_000}})
+        pages, before = [], None
+        while True:
+            page = await b.list_jobs(limit=2, before=before)
+            if not page:
+                break
+            pages.append([j.job_id for j in page])
+            before = (page[-1].created_at, page[-1].job_id)
+        done = await b.list_jobs("completed", before=(1001.0, "f"))
+        full = await b.get("e")
+        return pages, [j.job_id for j in done], (done[0].outputs, full and full.outputs)
+
+    pages, done, outputs = await brokers.run(scenario)
+    assert pages == [["e", "d"], ["c", "b"], ["a"]]
+    assert done == ["e"]
+    assert outputs == (None, {"big": "x" * 10_000})  # listings leave outputs out
+
+
 async def test_cancel_requests(brokers: Harness) -> None:
     async def scenario(b: Broker) -> list[set[str]]:
         await running(b, "a")

@@ -112,3 +112,30 @@ def test_hostile_or_odd_messages_close_1003(make_client: Any, message: str) -> N
     assert (
         client.post("/invoke", json={"parameters": {"city": "a"}}, headers=JSON).status_code == 200
     )
+
+
+def test_jobs_are_listed_a_page_at_a_time_without_outputs(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    made = [client.post("/invoke", json={"parameters": {"city": f"c{i}"}}).json() for i in range(5)]
+    pages, cursor = [], None
+    while True:
+        query = {"limit": 2} if cursor is None else {"limit": 2, "cursor": cursor}
+        doc = client.get("/jobs", params=query).json()
+        pages.append([j["job_id"] for j in doc["jobs"]])
+        assert all("outputs" not in j for j in doc["jobs"])
+        cursor = doc["next"]
+        if cursor is None:
+            break
+    assert [job for page in pages for job in page] == [m["job_id"] for m in reversed(made)]
+    assert [len(page) for page in pages] == [2, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("limit=501", 422), ("limit=0", 422), ("status=bogus", 422), ("cursor=%%%", 400)],
+)
+def test_bad_job_listings_are_refused(make_client: Any, query: str, status: int) -> None:
+    client = make_client(WEATHER)
+    response = client.get(f"/jobs?{query}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"

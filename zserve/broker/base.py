@@ -58,8 +58,14 @@ class Broker(abc.ABC):
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     @abc.abstractmethod
-    async def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
-        """Newest first."""
+    async def list_jobs(
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[JobRecord]:
+        """Summaries (no ``outputs``) newest first, by (``created_at``, ``job_id``); with
+        ``before``, only the jobs that come after it in that order (strictly older)."""
 
     @abc.abstractmethod
     async def count_by_status(self) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import heapq
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -73,10 +74,20 @@ class MemoryBroker(Broker):
         job = self._jobs.get(job_id)
         return None if job is None else copy.deepcopy(job)
 
-    async def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
-        jobs = [j for j in self._jobs.values() if status is None or j.status == status]
-        jobs.sort(key=lambda j: j.created_at, reverse=True)
-        return [copy.deepcopy(j) for j in jobs[:limit]]
+    async def list_jobs(
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[JobRecord]:
+        jobs = (
+            j
+            for j in self._jobs.values()
+            if (status is None or j.status == status)
+            and (before is None or (j.created_at, j.job_id) < before)
+        )
+        newest = heapq.nlargest(limit, jobs, key=lambda j: (j.created_at, j.job_id))
+        return [j.summary() for j in newest]
 
     async def count_by_status(self) -> dict[str, int]:
         return dict(Counter(j.status for j in self._jobs.values()))

@@ -320,12 +320,26 @@ class SQLiteBroker(Broker):
         found = await self._read(self._records, "SELECT record FROM jobs WHERE job_id = ?", job_id)
         return found[0] if found else None
 
-    async def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
-        if status is None:
-            sql = "SELECT record FROM jobs ORDER BY created_at DESC LIMIT ?"
-            return await self._read(self._records, sql, limit)
-        sql = "SELECT record FROM jobs WHERE status = ? ORDER BY created_at DESC LIMIT ?"
-        return await self._read(self._records, sql, status, limit)
+    async def list_jobs(
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[JobRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND job_id < ?))")
+            args += [before[0], before[0], before[1]]
+        sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        return await self._read(self._summaries, sql, *args, limit)
+
+    def _summaries(self, sql: str, *args: Any) -> list[JobRecord]:
+        return [record.summary() for record in self._records(sql, *args)]
 
     async def count_by_status(self) -> dict[str, int]:
         return await self._read(self._counts)

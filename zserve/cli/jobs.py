@@ -43,7 +43,10 @@ def _json_failure(err: ZServeError) -> typer.Exit:
 @app.command("list")
 def list_(
     status: JobStatus | None = typer.Option(None, "--status", help="Only jobs in this state."),
-    limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many jobs."),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, max=500, help="At most this many jobs."),
+    cursor: str | None = typer.Option(
+        None, "--cursor", help="Continue a listing: the cursor its last line gave."
+    ),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,
@@ -53,7 +56,7 @@ def list_(
     target = resolve_url(url, server, deployment)
     with open_client(target) as client:
         try:
-            doc = client.jobs(status.value if status else None, limit)
+            doc = client.jobs(status.value if status else None, limit, cursor)
         except ZServeError as err:
             raise (_json_failure(err) if json_ else fail(err)) from None
     if json_:
@@ -78,6 +81,9 @@ def list_(
             when(job.get("created_at")), job_duration(job), f"{done}/{len(steps)}",
         )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
+    if doc.get("next"):
+        again = f" --status {status.value}" if status else ""
+        typer.echo(f"More: zserve jobs list{again} --limit {limit} --cursor {doc['next']}")
 
 
 @app.command("show")

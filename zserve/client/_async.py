@@ -98,8 +98,11 @@ class AsyncClient:
     async def job(self, job_id: str) -> dict[str, Any]:
         return document(await self.request("GET", job_path(job_id)))
 
-    async def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
-        return document(await self.request("GET", "/jobs", params=jobs_query(status, limit)))
+    async def jobs(
+        self, status: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        query = jobs_query(status, limit, cursor)
+        return document(await self.request("GET", "/jobs", params=query))
 
     async def runs(
         self,

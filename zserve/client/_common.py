@@ -142,10 +142,12 @@ def stream_path(job_id: str) -> str:
     return f"/stream/{quote(job_id, safe='')}"
 
 
-def jobs_query(status: str | None, limit: int) -> dict[str, Any]:
+def jobs_query(status: str | None, limit: int, cursor: str | None = None) -> dict[str, Any]:
     query: dict[str, Any] = {"limit": limit}
     if status is not None:
         query["status"] = status
+    if cursor is not None:
+        query["cursor"] = cursor
     return query
 
 

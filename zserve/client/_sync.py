@@ -138,9 +138,13 @@ class Client:
         """One job: status, steps, outputs or error (``NotFound`` for an unknown id)."""
         return document(self.request("GET", job_path(job_id)))
 
-    def jobs(self, status: str | None = None, limit: int = 100) -> dict[str, Any]:
-        """Jobs, newest first: ``{"jobs": [...], "total"}``."""
-        return document(self.request("GET", "/jobs", params=jobs_query(status, limit)))
+    def jobs(
+        self, status: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of jobs, newest first, without outputs: ``{"jobs": [...], "next"}``; pass
+        ``next`` back as ``cursor`` for the page after (``limit`` at most 500)."""
+        query = jobs_query(status, limit, cursor)
+        return document(self.request("GET", "/jobs", params=query))
 
     def runs(
         self,

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from zserve import events as ev
@@ -28,7 +28,6 @@ from zserve.engine.values import jsonable
 from zserve.errors import (
     JobCancelled,
     JobFinished,
-    NotFound,
     ServerError,
     StoreUnavailable,
     ZServeError,
@@ -37,6 +36,7 @@ from zserve.jobs.keeper import RunKeeper, store_unavailable
 from zserve.jobs.local import LocalJobs
 from zserve.jobs.outcome import SHUTDOWN, Outcome, conclude, error_of, terminal
 from zserve.jobs.publisher import EventPublisher
+from zserve.jobs.queries import JobQueries
 from zserve.jobs.slots import Slots
 from zserve.jobs.steps import StepTracker
 from zserve.jobs.upkeep import POLL_S, Upkeep
@@ -52,7 +52,7 @@ _SYNC_COMPLETED = Outcome(JobStatus.COMPLETED)
 _RUNNING, _PENDING = JobStatus.RUNNING, StepStatus.PENDING
 
 
-class JobManager:
+class JobManager(JobQueries):
     def __init__(
         self,
         plan: Plan,
@@ -323,53 +323,7 @@ class JobManager:
             took = finished - started if started and finished and completed else None
             self.on_finished(outcome.metric, took)
 
-    # -- queries, following, cancel -----------------------------------------------------------
-
-    async def get(self, job_id: str) -> JobRecord:
-        record = self._local.get(job_id) or await self.broker.get(job_id)
-        if record is None:
-            raise NotFound(f"No job {job_id!r} (finished jobs are kept for a limited time)")
-        return record
-
-    async def count_by_status(self) -> dict[str, int]:
-        """Jobs by state: this worker's sync jobs and all the broker's jobs."""
-        counts = await self.broker.count_by_status()
-        for job in self._local:
-            counts[job.status] = counts.get(job.status, 0) + 1
-        return counts
-
-    async def list_jobs(self, status: str | None, limit: int) -> list[JobRecord]:
-        local = [j for j in self._local if status is None or j.status == status]
-        shared = await self.broker.list_jobs(status, limit)
-        merged = sorted([*local, *shared], key=lambda j: j.created_at, reverse=True)
-        return merged[:limit]
-
-    async def follow(
-        self, job_id: str, after: int, wait_s: float
-    ) -> AsyncIterator[ev.Event | None]:
-        """A broker job's events after ``after``, as they come, up to the terminal one; ``None``
-        when ``wait_s`` passes without an event (time for a keep-alive). Ends at once when the
-        job has ended and nothing is left after ``after``."""
-        job = await self.broker.get(job_id)
-        if job is None or job.finished:  # everything is stored: no waiting
-            for event in await self.broker.events(job_id, after):
-                yield event
-                if event.terminal:
-                    return
-            return
-        while True:
-            events = await self.broker.wait(job_id, after, wait_s)
-            if not events:
-                job = await self.broker.get(job_id)
-                if job is None or job.finished:  # pruned, or nothing comes after `after`
-                    return
-                yield None
-                continue
-            for event in events:
-                yield event
-                after = event.seq
-                if event.terminal:
-                    return
+    # -- cancel ------------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> JobRecord:
         record = await self.get(job_id)

@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from zserve.errors import NotFound, UsageError, ZServeError
 from zserve.events import Event
+from zserve.pages import MAX_PAGE, cursor_of, position_of
 from zserve.records import JobRecord, JobStatus
 from zserve.server.problems import close_reason
 
@@ -55,15 +56,18 @@ async def _streamable(service: Service, job_id: str) -> JobRecord:
 def add_job_routes(app: FastAPI, service: Service) -> None:
     jobs = service.jobs
 
-    @app.get("/jobs", summary="Jobs, newest first")
+    @app.get("/jobs", summary="Jobs, newest first, a page at a time (no outputs)")
     async def list_jobs(
-        status: str | None = Query(None, description="|".join(JobStatus)),
-        limit: int = Query(100, ge=1, le=10_000),
+        status: JobStatus | None = Query(None),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+        cursor: str | None = Query(None, description="The `next` of the previous page"),
     ) -> dict[str, Any]:
-        if status is not None and status not in {s.value for s in JobStatus}:
-            raise UsageError(f"Unknown status {status!r}: use one of {', '.join(JobStatus)}")
-        found = await jobs.list_jobs(status, limit)
-        return {"jobs": [j.to_dict() for j in found], "total": len(found)}
+        before = None if cursor is None else position_of(cursor)
+        found = await jobs.list_jobs(status, limit + 1, before)
+        page: dict[str, Any] = {"jobs": [j.to_dict() for j in found[:limit]], "next": None}
+        if len(found) > limit:
+            page["next"] = cursor_of(found[limit - 1].created_at, found[limit - 1].job_id)
+        return page
 
     @app.get("/jobs/{job_id}", summary="One job: state, steps, outputs or error")
     async def get_job(job_id: str) -> dict[str, Any]:

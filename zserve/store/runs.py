@@ -7,11 +7,7 @@ writes artifact files and translates errors); one multi-row INSERT per table per
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Row, Table, and_, delete, insert, or_, select, text
 
 from zserve.errors import AmbiguousRun, NotFound, RunNotFound, UsageError
+from zserve.pages import MAX_PAGE, cursor_of, position_of
 from zserve.records import CAPTURE_MODES, ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
 from zserve.store.artifacts import INLINE_MAX_BYTES, ORPHAN_GRACE_S, ArtifactFiles, content_of
 from zserve.store.models import Artifact, Run, RunMetadata, RunStep
@@ -46,7 +43,7 @@ __all__ = [
 ]
 
 #: The most runs one listing returns.
-MAX_LIST = 500
+MAX_LIST = MAX_PAGE
 #: A run id prefix must have at least this many characters.
 MIN_RUN_PREFIX = 4
 #: Ids per IN (...) list: well below every backend's limit on bound parameters.
@@ -233,22 +230,7 @@ def get_artifact(
 
 
 def _cursor(row: Row[Any]) -> str:
-    doc = json.dumps([row.started_at, row.id]).encode()
-    return base64.urlsafe_b64encode(doc).decode().rstrip("=")
-
-
-def _after(cursor: str) -> tuple[float, str]:
-    try:
-        ts, run_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-            raise ValueError(ts)
-        if not isinstance(run_id, str):
-            raise ValueError(run_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise UsageError(
-            f"Invalid cursor {cursor!r}: pass the 'next' value of a previous listing"
-        ) from None
-    return float(ts), run_id
+    return cursor_of(row.started_at, row.id)
 
 
 def list_runs(
@@ -281,7 +263,7 @@ def list_runs(
     if since is not None:
         query = query.where(RUNS.c.started_at >= since)
     if cursor is not None:
-        at, run_id = _after(cursor)
+        at, run_id = position_of(cursor)
         query = query.where(
             or_(RUNS.c.started_at < at, and_(RUNS.c.started_at == at, RUNS.c.id < run_id))
         )

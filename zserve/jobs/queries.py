@@ -1,0 +1,79 @@
+"""``JobQueries``: the read side of a worker's jobs (one job, counts, pages of summaries, and
+following a job's events), mixed into ``JobManager``. Sync jobs are this worker's
+(``LocalJobs``); async and streamed ones are the broker's, so any worker answers for them."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import AsyncIterator
+
+from zserve import events as ev
+from zserve.broker.base import Broker
+from zserve.errors import NotFound
+from zserve.jobs.local import LocalJobs
+from zserve.records import JobRecord
+
+__all__ = ["JobQueries"]
+
+
+class JobQueries:
+    broker: Broker
+    _local: LocalJobs
+
+    async def get(self, job_id: str) -> JobRecord:
+        record = self._local.get(job_id) or await self.broker.get(job_id)
+        if record is None:
+            raise NotFound(f"No job {job_id!r} (finished jobs are kept for a limited time)")
+        return record
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Jobs by state: this worker's sync jobs and all the broker's jobs."""
+        counts = await self.broker.count_by_status()
+        for job in self._local:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
+
+    async def list_jobs(
+        self, status: str | None, limit: int, before: tuple[float, str] | None = None
+    ) -> list[JobRecord]:
+        """Summaries newest first (this worker's sync jobs and the broker's), after ``before``."""
+        local = (
+            j
+            for j in self._local
+            if (status is None or j.status == status)
+            and (before is None or (j.created_at, j.job_id) < before)
+        )
+        shared = await self.broker.list_jobs(status, limit, before)
+        newest = heapq.nlargest(limit, local, key=_newest)
+        return [j.summary() for j in heapq.nlargest(limit, [*newest, *shared], key=_newest)]
+
+    async def follow(
+        self, job_id: str, after: int, wait_s: float
+    ) -> AsyncIterator[ev.Event | None]:
+        """A broker job's events after ``after``, as they come, up to the terminal one; ``None``
+        when ``wait_s`` passes without an event (time for a keep-alive). Ends at once when the
+        job has ended and nothing is left after ``after``."""
+        job = await self.broker.get(job_id)
+        if job is None or job.finished:  # everything is stored: no waiting
+            for event in await self.broker.events(job_id, after):
+                yield event
+                if event.terminal:
+                    return
+            return
+        while True:
+            events = await self.broker.wait(job_id, after, wait_s)
+            if not events:
+                job = await self.broker.get(job_id)
+                if job is None or job.finished:  # pruned, or nothing comes after `after`
+                    return
+                yield None
+                continue
+            for event in events:
+                yield event
+                after = event.seq
+                if event.terminal:
+                    return
+
+
+def _newest(job: JobRecord) -> tuple[float, str]:
+    return job.created_at, job.job_id
