@@ -37,6 +37,7 @@ __all__ = [
     "iso",
     "new_id",
     "new_job_id",
+    "new_request_id",
 ]
 
 CaptureMode = Literal["none", "metadata", "full", "sampled", "errors_only"]
@@ -109,6 +110,11 @@ def new_job_id() -> str:
     """A new job id: a random UUID version 4 whose first characters tell jobs apart. Job ids
     are listed by ``GET /jobs``: they are names, not secrets."""
     return _uuid(_bits(128), 4)
+
+
+def new_request_id() -> str:
+    """A new request id (``X-Request-ID``): 16 hex digits."""
+    return f"{_bits(64):016x}"
 
 
 def _uuid(value: int, version: int) -> str:

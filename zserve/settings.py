@@ -44,6 +44,7 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "host": ("ZSERVE_HOST", ("ZENML_SERVICE_HOST",)),
     "port": ("ZSERVE_PORT", ("ZENML_SERVICE_PORT",)),
     "log_level": ("ZSERVE_LOG_LEVEL", ("ZENML_LOG_LEVEL",)),
+    "log_format": ("ZSERVE_LOG_FORMAT", ()),
     "workers": ("ZSERVE_WORKERS", ()),
     "home": ("ZSERVE_HOME", ()),
     "store_url": ("ZSERVE_STORE_URL", ()),
@@ -117,6 +118,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8001
     log_level: str = "info"
+    #: "text", or "json" (one object a line)
+    log_format: str = "text"
     workers: int = 1
     home: str = ""
     store_url: str = ""
@@ -189,6 +192,10 @@ class Settings:
             )
         if self.run_ttl:
             parse_duration(self.run_ttl, what="ZSERVE_RUN_TTL")
+        if self.log_format not in ("text", "json"):
+            raise UsageError(
+                f"Unknown log format {self.log_format!r} (ZSERVE_LOG_FORMAT): use text or json"
+            )
         if self.log_level not in LOG_LEVELS:
             raise UsageError(
                 f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
@@ -273,7 +280,7 @@ def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
         except ValueError:
             what = "a number" if name == "sample_rate" else "a number of seconds"
             raise UsageError(f"{var}={raw!r} is not {what}") from None
-    if name in ("capture_default", "capture_max", "capture_flush", "log_level"):
+    if name in ("capture_default", "capture_max", "capture_flush", "log_level", "log_format"):
         return raw.strip().lower()
     return raw
 

@@ -34,7 +34,7 @@ from zserve.errors import (
 )
 from zserve.jobs.keeper import RunKeeper, store_unavailable
 from zserve.jobs.local import LocalJobs
-from zserve.jobs.outcome import SHUTDOWN, Outcome, conclude, error_of, terminal
+from zserve.jobs.outcome import SHUTDOWN, Outcome, conclude, error_of, log_job_failure, terminal
 from zserve.jobs.publisher import EventPublisher
 from zserve.jobs.queries import JobQueries
 from zserve.jobs.slots import Slots
@@ -306,6 +306,7 @@ class JobManager(JobQueries):
                 return Outcome.cancelled(tracker.completed_steps())
             return Outcome.failed(SHUTDOWN)  # the worker is shutting down
         except ZServeError as err:
+            log_job_failure(job_id, record.mode, err)
             return Outcome.failed(error_of(err))
         except Exception as exc:  # a bug of ours: the job must still end
             logger.exception("Job %s failed unexpectedly", job_id)

@@ -4,15 +4,26 @@ stores with it, for jobs that live in the broker."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from zserve import events as ev
-from zserve.errors import ExecutionFailed, ExecutionTimeout, StepFailed, ZServeError
+from zserve.errors import ExecutionFailed, ExecutionTimeout, JobCancelled, StepFailed, ZServeError
 from zserve.records import JobError, JobRecord, JobStatus, StepStatus
 
-__all__ = ["SHUTDOWN", "WORKER_LOST", "Outcome", "conclude", "error_of", "terminal"]
+__all__ = [
+    "SHUTDOWN",
+    "WORKER_LOST",
+    "Outcome",
+    "conclude",
+    "error_of",
+    "log_job_failure",
+    "terminal",
+]
+
+logger = logging.getLogger("zserve.jobs")
 
 SHUTDOWN: JobError = {
     "reason": "shutdown",
@@ -104,3 +115,16 @@ def error_of(err: ZServeError) -> JobError:
     if isinstance(err, ExecutionFailed):
         return {"reason": "failed", "message": str(err)}
     return {"reason": "error", "message": str(err)}
+
+
+def log_job_failure(job_id: str, mode: str, err: ZServeError) -> None:
+    """How a job that did not complete is logged, the same for sync, async and streamed jobs:
+    one line, with the traceback only when a step raised."""
+    if isinstance(err, JobCancelled):
+        logger.info("Job %s (%s) was cancelled", job_id, mode)
+    elif isinstance(err, ExecutionTimeout):
+        logger.warning("Job %s (%s) timed out: %s", job_id, mode, err)
+    elif isinstance(err, StepFailed):
+        logger.error("Job %s (%s) failed: %s", job_id, mode, err, exc_info=err.__cause__ or err)
+    else:
+        logger.warning("Job %s (%s) failed: %s", job_id, mode, err)

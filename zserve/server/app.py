@@ -30,6 +30,7 @@ from zserve.engine.plan import Plan
 from zserve.records import DeploymentRecord
 from zserve.server import problems, runs, streaming
 from zserve.server.guard import HostGuard, split_list
+from zserve.server.logs import RequestIdMiddleware
 from zserve.server.metrics import CONTENT_TYPE, FORMATS, OPENMETRICS_TYPE, negotiate
 from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware, HeadMiddleware
 from zserve.server.service import Service
@@ -148,6 +149,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     app.add_middleware(
         HostGuard, bind=settings.host, allowed=split_list(settings.allowed_hosts), origins=origins
     )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries its id
     return app
 
 

@@ -83,18 +83,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
-
-    config: dict[str, Any] = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
-    config["loggers"]["zserve"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
-
-
 def serve(
     settings: Settings,
     record: DeploymentRecord | None = None,
@@ -178,10 +166,11 @@ def _run_uvicorn(
     from uvicorn.supervisors import Multiprocess
 
     from zserve.server.app import create_app
+    from zserve.server.logs import log_config
 
     common: dict[str, Any] = {
         "log_level": settings.log_level,
-        "log_config": _log_config(settings.log_level),
+        "log_config": log_config(settings.log_level, settings.log_format),
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": settings.grace_s,
         "server_header": False,

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from zserve.errors import PROBLEM_BASE, Overloaded, ZServeError, describe_fields
@@ -98,6 +98,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away while sending its request: nobody reads the answer."""
+    logger.info("The client of %s %s went away before sending all of it", request.method,
+                request.url.path)  # fmt: skip
+    return Response(status_code=400)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "The server hit an unexpected error; its log has the details.")
@@ -108,5 +115,6 @@ def install_handlers(app: Any) -> None:
 
     app.add_exception_handler(ZServeError, _zserve_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

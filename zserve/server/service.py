@@ -29,6 +29,7 @@ from zserve.errors import (
     UsageError,
 )
 from zserve.jobs import JobManager
+from zserve.jobs.outcome import log_job_failure
 from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems
 from zserve.server.guard import is_json
@@ -150,7 +151,7 @@ class Service:
             elapsed = time.perf_counter() - start
             status = "timeout" if isinstance(err, ExecutionTimeout) else JobStatus.FAILED
             self.metrics.record(status, capture.mode, elapsed)
-            logger.error("Job %s failed: %s", job_id, err, exc_info=err.__cause__ or err)
+            log_job_failure(job_id, "sync", err)
             failed = self.jobs.local_record(job_id)
             run_id = failed.run_id if failed is not None else None
             return problems.problem_from_error(err, job_id=job_id, run_id=run_id)
