@@ -8,6 +8,7 @@ forever, so nothing that can fail at start is left to the workers.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -35,6 +36,10 @@ __all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_dep
 
 #: Where the parent hands the resolved deployment record to its workers.
 DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
+#: The supervisor's pid, for its workers: they stop when it is gone.
+SUPERVISOR_ENV = "ZSERVE_SUPERVISOR_PID"
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 logger = logging.getLogger("zserve.server")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -193,6 +198,7 @@ def _run_uvicorn(
         return 0 if server.started else 3
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[DEPLOYMENT_ENV] = record.to_json()
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
     config = uvicorn.Config(
         "zserve.server.boot:app_from_env", factory=True, workers=settings.workers, **common
     )
@@ -204,6 +210,7 @@ def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: everything comes from the environment."""
     from zserve.server.app import create_app
 
+    die_with_supervisor(int(os.environ.get(SUPERVISOR_ENV, "0")))
     settings = Settings.from_json(os.environ[SETTINGS_ENV])
     record = DeploymentRecord.from_json(os.environ[DEPLOYMENT_ENV])
     try:
@@ -216,6 +223,18 @@ def app_from_env() -> FastAPI:
         os.kill(os.getppid(), signal.SIGTERM)
         raise SystemExit(3) from None
     return create_app(settings, record, load_plan(record))
+
+
+def die_with_supervisor(supervisor: int) -> None:
+    """Make this worker get SIGTERM (and drain, then stop) when its supervisor dies, even by
+    SIGKILL: Linux's parent-death signal. A supervisor already gone stops it at once."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            logger.warning("Cannot ask for a parent-death signal: errno %d", ctypes.get_errno())
+    if supervisor and os.getppid() != supervisor:  # it died before the line above
+        print("zserve: the server process is gone; this worker stops", file=sys.stderr)
+        raise SystemExit(3)
 
 
 def main() -> None:
