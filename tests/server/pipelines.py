@@ -1,6 +1,9 @@
 """Pipelines used only by the server tests."""
 
 import time
+from typing import Annotated
+
+from pydantic import Field
 
 from zserve import pipeline, step
 
@@ -28,3 +31,17 @@ def sleep_blocking(seconds: float) -> float:
 @pipeline
 def blocking(seconds: float = 0.0) -> float:
     return sleep_blocking(seconds)
+
+
+@step
+def total(count: int, ratio: float, lenient: int) -> float:
+    return count * ratio + lenient
+
+
+@pipeline
+def typed(
+    count: Annotated[int, Field(ge=1, le=10)],
+    ratio: float = 1.0,
+    lenient: Annotated[int, Field(strict=False)] = 0,
+) -> float:
+    return total(count, ratio, lenient)

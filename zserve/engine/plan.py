@@ -10,11 +10,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from zserve.engine.policies import StepPolicy, compile_policies, describe_policy
 from zserve.engine.values import jsonable
-from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError
+from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError, describe_fields
 from zserve.records import CaptureMode
 from zserve.sdk.pipeline import Pipeline
 from zserve.sdk.schema import parameter_schema
@@ -31,6 +39,12 @@ class CaptureOverride(BaseModel):
 
     mode: CaptureMode
     sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _rate_for_sampled(self) -> CaptureOverride:
+        if self.sample_rate is not None and self.mode != "sampled":
+            raise ValueError(f"sample_rate applies to mode 'sampled' only, not {self.mode!r}")
+        return self
 
 
 class InvokeRequest(BaseModel):
@@ -153,11 +167,22 @@ def _request_error(exc: ValidationError) -> UsageError:
         )
     if any(e["type"] in ("model_type", "model_attributes_type") and not e["loc"] for e in errors):
         return UsageError('The request body must be a JSON object: {"parameters": {...}}')
-    return InvalidParameters.from_field_errors(errors)
+    invalid = InvalidParameters.from_field_errors(errors)
+    fields = {str(e["loc"][0]) for e in invalid.errors if e["loc"]}
+    if "parameters" not in fields and len(fields) == 1:  # capture_override, timeout_s...
+        return InvalidParameters(
+            invalid.errors, f"Invalid {fields.pop()}: " + describe_fields(invalid.errors)
+        )
+    return invalid
+
+
+#: Parameters are validated as the published schema says: no "3" or true for an int, no 3.0 for
+#: an int, no NaN or infinities. ``Annotated[int, Field(strict=False)]`` relaxes one parameter.
+PARAMETERS_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[InvokeRequest], dict[str, Any]]:
-    hints = pipe.annotations()
+    hints = pipe.annotations(extras=True)  # Field(...) constraints and settings count
     fields: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
     for name, param in pipe.signature.parameters.items():
@@ -169,9 +194,7 @@ def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[InvokeRequest],
             fields[name] = (annotation, param.default)
             defaults[name] = param.default
     model_name = "".join(p.title() for p in pipe.name.split("_")) + "Parameters"
-    params_model: type[BaseModel] = create_model(
-        model_name, __config__=ConfigDict(extra="forbid"), **fields
-    )
+    params_model: type[BaseModel] = create_model(model_name, __config__=PARAMETERS_CONFIG, **fields)
     required = any(p.default is inspect.Parameter.empty for p in pipe.signature.parameters.values())
     parameters_field: Any = (
         (params_model, ...) if required else (params_model, Field(default_factory=params_model))

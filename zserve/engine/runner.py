@@ -34,13 +34,21 @@ class _Stopped(Exception):
 class _Run:
     """What one execution carries: values, the observer, and the stop flag for threads."""
 
-    __slots__ = ("_stop", "observer", "params", "results")
+    __slots__ = ("_stop", "deadline", "observer", "params", "results")
 
     def __init__(self, params: dict[str, Any], observer: Observer) -> None:
         self.params = params
         self.results: dict[str, Any] = {}
         self.observer = observer
         self._stop: threading.Event | None = None
+        #: The loop time by which the run must end (``timeout_s``), or None.
+        self.deadline: float | None = None
+
+    def check_deadline(self) -> None:
+        """A step on the event loop cannot be interrupted: the time is checked between them
+        (and at the end), so a run past its ``timeout_s`` still times out."""
+        if self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline:
+            raise TimeoutError
 
     @property
     def stop(self) -> threading.Event:
@@ -80,8 +88,10 @@ async def execute(
             await _run(plan, run)
         else:
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout(timeout_s) as limit:
+                    run.deadline = limit.when()
                     await _run(plan, run)
+                    run.check_deadline()
             except TimeoutError:
                 raise ExecutionTimeout(
                     f"Pipeline '{plan.name}' did not finish within {timeout_s:g} s"
@@ -119,6 +129,7 @@ async def _run(plan: Plan, run: _Run) -> None:
             await asyncio.to_thread(_run_sync_steps, stage.steps, run)
         else:
             for s in stage.steps:
+                run.check_deadline()
                 run.results[s.id] = await _run_step_here(s, run)
 
 
