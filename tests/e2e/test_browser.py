@@ -163,3 +163,25 @@ def test_dns_rebinding_is_refused(serve: Serve, page: Any) -> None:
     assert rebound.goto(f"http://127.0.0.1:{port}/info").status == 200
     # health checks come with any name
     assert rebound.goto(f"http://rebind.test:{port}/health").status == 200
+
+
+def test_docs_work_offline(serve: Serve, browser: Any) -> None:
+    server = serve(WEATHER)
+    context = browser.new_context()
+    page = context.new_page()
+    elsewhere: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:  # what a machine without internet would see
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
+    assert "weather_pipeline" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector("text=/invoke", timeout=15_000)
+    context.close()
+    assert elsewhere == [], f"/docs asked the internet for {elsewhere}"

@@ -35,7 +35,15 @@ Getter = Callable[[dict[str, Any], dict[str, Any]], Any]
 
 
 class CaptureOverride(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the schema says what the validator below checks: sample_rate goes with mode sampled only
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "if": {"properties": {"mode": {"not": {"const": "sampled"}}}},
+            "then": {"properties": {"sample_rate": {"type": "null"}}},
+        },
+    )
 
     mode: CaptureMode
     sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -51,7 +59,7 @@ class InvokeRequest(BaseModel):
     """The body of ``POST /invoke``. Each plan subclasses it with its own ``parameters``
     model, so one pass of pydantic-core validates the whole request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     parameters: BaseModel
     capture_override: CaptureOverride | None = None

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Query
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +34,7 @@ from zserve.server.guard import HostGuard, split_list
 from zserve.server.logs import RequestIdMiddleware
 from zserve.server.metrics import CONTENT_TYPE, FORMATS, OPENMETRICS_TYPE, negotiate
 from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware, HeadMiddleware
+from zserve.server.openapi import install_openapi
 from zserve.server.service import Service
 from zserve.settings import Settings
 
@@ -83,7 +85,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
             await loop.run_in_executor(executor, service.close_stores)
             executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from files in the package: no CDN
         title=f"zserve: {plan.name}",
         version=__version__,
         description=f"Serves pipeline '{plan.name}' (deployment {record.ref}, {record.id}).",
@@ -91,6 +93,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     )
     app.state.service = service
     problems.install_handlers(app)
+    install_openapi(app, auth=bool(settings.auth_key))
     # The hot routes first: routing tries routes in order.
     app.router.routes[:0] = [
         _invoke_route(service),
@@ -173,14 +176,7 @@ def _invoke_route(service: Service) -> DirectRoute:
         methods=["POST"],
         summary=f"Run pipeline '{service.plan.name}'",
         description="Sync by default; `?mode=async` queues a job and answers 202 at once.",
-        responses={
-            202: {"description": "With `?mode=async`: the job was queued"},
-            415: {"description": "The body is not declared JSON (problem+json)"},
-            422: {"description": "Invalid parameters (problem+json)"},
-            429: {"description": "Overloaded: retry after `Retry-After` seconds (problem+json)"},
-            500: {"description": "A step raised (problem+json)"},
-            504: {"description": "Timed out (problem+json)"},
-        },
+        # the error answers (problem+json) and the 202 are added by zserve.server.openapi
     )
 
 

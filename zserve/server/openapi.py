@@ -1,0 +1,129 @@
+"""``/openapi.json`` true to the server: FastAPI's document of the routes, plus what FastAPI cannot
+see — every error answer as ``application/problem+json`` (400 for any request, since the Host
+check answers it; 404 for paths with an id; the statuses each route can give), ``/health`` and
+its 503, and the 202 of ``POST /invoke?mode=async`` with its ``Location``. Checked by a
+schemathesis run in the test suite."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+__all__ = ["install_openapi"]
+
+PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail", "success"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "success": {"type": "boolean", "const": False},
+        "errors": {"type": "array", "items": {"type": "object"}},
+        "step": {"type": "string"},
+        "job_id": {"type": "string"},
+        "run_id": {"type": ["string", "null"]},
+    },
+}
+HEALTH = {
+    "type": "object",
+    "required": ["status", "deployment_id", "pipeline", "uptime_s", "version"],
+    "properties": {
+        "status": {"type": "string", "enum": ["healthy", "starting", "draining"]},
+        "deployment_id": {"type": "string"},
+        "pipeline": {"type": "string"},
+        "uptime_s": {"type": "number"},
+        "version": {"type": "string"},
+    },
+}
+ACCEPTED = {
+    "type": "object",
+    "required": ["job_id", "status", "capture", "links"],
+    "properties": {
+        "job_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["queued"]},
+        "capture": {"type": "string"},
+        "capture_requested": {"type": "string"},
+        "links": {
+            "type": "object",
+            "properties": {"job": {"type": "string"}, "stream": {"type": "string"}},
+        },
+    },
+}
+#: Statuses a route can answer besides 400, 422 and 500 (every route) and 404 (a path with an
+#: id): (method, path) -> statuses.
+EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
+    ("post", "/invoke"): (409, 413, 415, 429, 503, 504),
+    ("post", "/jobs/{job_id}/cancel"): (409,),
+    ("get", "/metrics"): (406,),
+    ("get", "/runs"): (503,),
+    ("get", "/runs/{run_id}"): (409, 503),
+    ("get", "/runs/{run_id}/artifacts/{artifact_id}"): (409, 503),
+}
+
+
+def _problem(status: int) -> dict[str, Any]:
+    return {
+        "description": f"{HTTPStatus(status).phrase} (problem+json)",
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+
+
+def document(app: FastAPI, *, auth: bool) -> dict[str, Any]:
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            statuses = {400, 422, 500, *EXTRA.get((method, path), ())}
+            if "{" in path:
+                statuses.add(404)
+            if auth:
+                statuses.add(401)
+            if method == "post":
+                statuses.add(413)
+            for status in sorted(statuses):
+                responses[str(status)] = _problem(status)
+    invoke = doc["paths"]["/invoke"]["post"]["responses"]
+    invoke["202"] = {
+        "description": "With `?mode=async`: the job was queued; `Location` is its URL",
+        "headers": {"Location": {"schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": ACCEPTED}},
+    }
+    doc["paths"]["/health"] = {
+        "get": {
+            "summary": "Liveness and readiness (any Host; never needs the auth key)",
+            "operationId": "health",
+            "responses": {
+                "200": {
+                    "description": "Ready",
+                    "content": {"application/json": {"schema": HEALTH}},
+                },
+                "503": {
+                    "description": "Starting or draining",
+                    "content": {"application/json": {"schema": HEALTH}},
+                },
+            },
+        }
+    }
+    return doc
+
+
+def install_openapi(app: FastAPI, *, auth: bool) -> None:
+    """Serve ``document`` (built once, on first request) as the app's OpenAPI document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app, auth=auth)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
