@@ -185,3 +185,44 @@ def test_docs_work_offline(serve: Serve, browser: Any) -> None:
     page.wait_for_selector("text=/invoke", timeout=15_000)
     context.close()
     assert elsewhere == [], f"/docs asked the internet for {elsewhere}"
+
+
+EVENT_SOURCE = """
+async ([server, key]) => {
+  const auth = {Authorization: `Bearer ${key}`, 'Content-Type': 'application/json'};
+  const accepted = await (await fetch(`${server}/invoke?mode=async`, {
+    method: 'POST', headers: auth, body: JSON.stringify({parameters: {city: 'Oslo'}}),
+  })).json();
+  const issued = await (await fetch(`${server}/jobs/${accepted.job_id}/token`, {
+    method: 'POST', headers: auth,
+  })).json();
+  return await new Promise((resolve) => {
+    const source = new EventSource(`${server}${issued.stream}`);
+    const types = [];
+    source.addEventListener('job.completed', () => { types.push('job.completed'); });
+    source.onmessage = () => {};
+    source.onerror = () => {  // the stream ended; retry: 2000 ms, then the reconnect gets 204
+      if (source.readyState === 2) { resolve({url: source.url, types, state: 2}); }
+    };
+    setTimeout(() => resolve({url: source.url, types, state: source.readyState}), 8000);
+  });
+}
+"""
+
+
+def test_event_source_follows_a_job_with_a_stream_token(
+    serve: Serve, page: Any, page_origin: str
+) -> None:
+    key = "browser-key-" + "k" * 20
+    server = serve(
+        WEATHER, ZSERVE_AUTH_KEY=key, ZSERVE_CORS_ORIGINS=page_origin, ZSERVE_ACCESS_LOG="true"
+    )
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    result = page.evaluate(EVENT_SOURCE, [server.url, key])
+    assert result["types"] == ["job.completed"], result
+    assert result["state"] == 2  # CLOSED: no reconnecting for ever
+    assert "token=" in result["url"]
+    assert not [url for url in requested if key in url], "the key went into a URL"
+    log = server.output()
+    assert "token=[redacted]" in log and result["url"].split("token=")[1] not in log

@@ -71,7 +71,7 @@ def test_websocket_attach_with_a_token(make_client: Any) -> None:
         events = [ws.receive_json()]
         while events[-1]["event"] != "job.completed":
             events.append(ws.receive_json())
-    with client.websocket_connect(f"/stream?token={token}") as ws:  # noqa: SIM117
+    with client.websocket_connect(f"/stream?token={token}") as ws:
         ws.send_json({"parameters": {"city": "b"}})  # a token never submits a job
         frame = ws.receive_json()
         with pytest.raises(WebSocketDisconnect) as closed:

@@ -23,6 +23,7 @@ from zserve.records import new_request_id
 __all__ = [
     "REQUEST_ID",
     "JsonFormatter",
+    "RedactTokens",
     "RequestIdFilter",
     "RequestIdMiddleware",
     "TextFormatter",
@@ -75,6 +76,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """Stream tokens out of log lines (uvicorn's access and WebSocket lines show the query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, str) and "token=" in a for a in record.args
+        ):
+            record.args = tuple(
+                _TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
+
+
 class TextFormatter(DefaultFormatter):
     """uvicorn's colourful text, then ``request_id=...`` when the line is about a request."""
 
@@ -115,8 +134,13 @@ def log_config(level: str, fmt: str = "text") -> dict[str, Any]:
         "formatters": dict(LOGGING_CONFIG["formatters"]),
         "handlers": dict(LOGGING_CONFIG["handlers"]),
         "loggers": dict(LOGGING_CONFIG["loggers"]),
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "redact_tokens": {"()": RedactTokens},
+        },
     }
+    for name in ("default", "access"):
+        config["handlers"][name] = {**config["handlers"][name], "filters": ["redact_tokens"]}
     if fmt == "json":
         for name in config["formatters"]:
             config["formatters"][name] = {"()": JsonFormatter}
@@ -131,7 +155,7 @@ def log_config(level: str, fmt: str = "text") -> dict[str, Any]:
         "formatter": "zserve",
         "class": "logging.StreamHandler",
         "stream": "ext://sys.stderr",
-        "filters": ["request_id"],
+        "filters": ["request_id", "redact_tokens"],
     }
     config["loggers"]["zserve"] = {
         "handlers": ["zserve"],

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hmac
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zserve.errors import PayloadTooLarge, Unauthorized
 from zserve.server.problems import close_reason, problem_from_error
+from zserve.server.tokens import StreamTokens
 
 __all__ = ["AuthMiddleware", "BodyLimitMiddleware", "HeadMiddleware"]
 
@@ -17,11 +19,15 @@ OPEN_PATHS = frozenset({"/health"})
 
 
 class AuthMiddleware:
-    """Every path but ``/health`` needs ``Authorization: Bearer KEY`` (constant-time compare)."""
+    """Every path but ``/health`` needs ``Authorization: Bearer KEY`` (constant-time compare),
+    except that a job's streams take a stream token as ``?token=`` instead (``tokens``): checked
+    here for ``GET /stream/{id}``; for ``WS /stream`` the handler checks it against the job the
+    client attaches to (``scope["zserve.stream_token"]``)."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
         self.expected = key.encode()
+        self.tokens = StreamTokens(key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
@@ -36,15 +42,38 @@ class AuthMiddleware:
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected):
             await self.app(scope, receive, send)
             return
-        reason = "wrong" if given else "missing"
-        err = Unauthorized(
-            f"The Authorization header is {reason}: send 'Authorization: Bearer <key>' "
-            "with the server's ZSERVE_AUTH_KEY"
-        )
+        stream_token = None if given else _query_token(scope)
+        if stream_token is not None:
+            path = scope["path"]
+            if scope["type"] == "websocket" and path == "/stream":
+                await self.app({**scope, "zserve.stream_token": stream_token}, receive, send)
+                return
+            job_id = unquote(path[len("/stream/") :]) if path.startswith("/stream/") else None
+            if job_id and self.tokens.valid(stream_token, job_id):
+                await self.app(scope, receive, send)
+                return
+            err = Unauthorized(
+                "The stream token is wrong, expired or for another job: get a new one with "
+                "POST /jobs/{id}/token (authenticated)"
+            )
+        else:
+            reason = "wrong" if given else "missing"
+            err = Unauthorized(
+                f"The Authorization header is {reason}: send 'Authorization: Bearer <key>' "
+                "with the server's ZSERVE_AUTH_KEY"
+            )
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": close_reason(str(err))})
             return
         await problem_from_error(err)(scope, receive, send)
+
+
+def _query_token(scope: Scope) -> str | None:
+    query = scope.get("query_string", b"")
+    if b"token=" not in query:
+        return None
+    found = parse_qs(query.decode("latin-1")).get("token")
+    return found[0] if found else None
 
 
 class BodyLimitMiddleware:

@@ -34,6 +34,7 @@ from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems
 from zserve.server.guard import is_json
 from zserve.server.metrics import Metrics
+from zserve.server.tokens import StreamTokens
 from zserve.server.writer import RunStore, RunWriter
 from zserve.settings import Settings, parse_duration
 
@@ -60,6 +61,8 @@ class Service:
         self.capture = self.tracking.usual.mode
         self._usual = self.tracking.usual
         self.metrics = Metrics()
+        #: Stream tokens for browsers, when the server has an auth key.
+        self.tokens = StreamTokens(settings.auth_key) if settings.auth_key else None
         flush = plan.capture_flush or settings.capture_flush
         self._reader: Store | None = None
         self._reader_lock = threading.Lock()
@@ -135,6 +138,9 @@ class Service:
                 self.metrics.record("rejected", capture.mode, None)
                 raise
             links = {"job": f"/jobs/{job.job_id}", "stream": f"/stream/{job.job_id}"}
+            if self.tokens is not None:  # for a browser: EventSource sends no Authorization
+                token, _ = self.tokens.issue(job.job_id)
+                links["stream_token"] = f"/stream/{job.job_id}?token={token}"
             accepted = {"job_id": job.job_id, "status": job.status, "capture": job.capture,
                         "links": links}  # fmt: skip
             if job.capture_requested is not None:

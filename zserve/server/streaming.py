@@ -14,10 +14,10 @@ from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from zserve.errors import NotFound, UsageError, ZServeError
+from zserve.errors import NotFound, Unauthorized, UsageError, ZServeError
 from zserve.events import Event
 from zserve.pages import MAX_PAGE, cursor_of, position_of
-from zserve.records import JobRecord, JobStatus
+from zserve.records import JobRecord, JobStatus, iso
 from zserve.server.problems import close_reason
 
 if TYPE_CHECKING:
@@ -78,6 +78,17 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
         job = await jobs.cancel(job_id)
         return {"job_id": job.job_id, "status": job.status}
 
+    @app.post("/jobs/{job_id}/token", summary="A short-lived token to stream one job (browsers)")
+    async def stream_token(job_id: str) -> dict[str, Any]:
+        if service.tokens is None:
+            raise UsageError(
+                "This server has no auth key (ZSERVE_AUTH_KEY): its streams need no token"
+            )
+        await _streamable(service, job_id)
+        token, expires = service.tokens.issue(job_id)
+        return {"job_id": job_id, "token": token, "expires_at": iso(expires),
+                "stream": f"/stream/{job_id}?token={token}"}  # fmt: skip
+
     @app.get(
         "/stream/{job_id}",
         summary="Server-Sent Events of a job (Last-Event-ID resumes)",
@@ -137,6 +148,15 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
     doc = _json_object(text)
     if doc is None:
         await _refuse(ws, 1003, UsageError("The message is not a JSON object"))
+        return
+    token = ws.scope.get("zserve.stream_token")
+    if token is not None and not (
+        "job_id" in doc and service.tokens and service.tokens.valid(token, str(doc["job_id"]))
+    ):
+        await _refuse(ws, 1008, Unauthorized(
+            "A stream token only attaches to its own job: send {\"job_id\": ...} of the job "
+            "it was issued for, or authenticate with 'Authorization: Bearer <key>'"
+        ))  # fmt: skip
         return
     try:
         if "job_id" in doc:
