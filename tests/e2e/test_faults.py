@@ -47,3 +47,40 @@ def test_workers_die_with_a_killed_supervisor(deployed: Any, servers: Any) -> No
     # the port is free again: a new server takes it
     again = servers({**env, "ZSERVE_PORT": str(port)})
     assert httpx.get(f"{again.url}/health").status_code == 200
+
+
+SLOW = "zserve.examples.slow:slow_pipeline"
+
+
+def test_a_queued_sync_run_whose_client_left_is_dropped(serve: Any) -> None:
+    server = serve(SLOW, ZSERVE_MAX_CONCURRENCY="1", ZSERVE_MAX_QUEUE="2")
+    holder = httpx.post(
+        f"{server.url}/invoke?mode=async", json={"parameters": {"delay": 1.5, "tag": "holder"}}
+    ).json()["job_id"]
+    wait_for(
+        lambda: httpx.get(f"{server.url}/jobs/{holder}").json()["status"] == "running", "holder"
+    )
+    for _ in range(4):  # drop-and-go: each gives up while queued
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(
+                f"{server.url}/invoke",
+                json={"parameters": {"delay": 0, "tag": "gone"}},
+                timeout=0.2,
+            )
+
+    def dropped() -> list[dict[str, Any]]:
+        jobs = httpx.get(f"{server.url}/jobs", params={"status": "cancelled"}).json()["jobs"]
+        return jobs if len(jobs) == 4 else []
+
+    gone = wait_for(dropped, "the four queued runs to be dropped")
+    assert all(job["mode"] == "sync" and job["started_at"] is None for job in gone)
+    assert all(s["status"] != "completed" for job in gone for s in job["steps"])  # never ran
+    # a real caller is not refused (429) because of them, and waits only for the holder
+    start = time.monotonic()
+    answer = httpx.post(
+        f"{server.url}/invoke", json={"parameters": {"delay": 0, "tag": "real"}}, timeout=10
+    )
+    waited = time.monotonic() - start
+    print(f"\nfour drop-and-go requests dropped; the next caller waited {waited:.2f} s")
+    assert answer.status_code == 200 and answer.json()["outputs"]["tag"] == "real"
+    assert waited < 1.5

@@ -167,9 +167,12 @@ class JobManager(JobQueries):
         timeout_s: float | None,
         job_id: str | None = None,
         capture: RequestCapture | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> tuple[JobRecord, dict[str, Any]]:
         """Run now and wait. Raises what ``execute`` raises (the record keeps the outcome and
-        the run id), or StoreUnavailable when a required record could not be stored."""
+        the run id), or StoreUnavailable when a required record could not be stored. While it
+        waits for a slot, ``client_gone`` (returns when the caller has left) drops it:
+        JobCancelled, and it never runs."""
         self._admit()
         capture = capture or self.tracking.usual
         if capture.mode != "none":
@@ -183,7 +186,10 @@ class JobManager(JobQueries):
         if task is not None:
             self._local_tasks[record.job_id] = task
         try:
-            await self._slots.acquire()
+            if self._slots.free or client_gone is None:
+                await self._slots.acquire(sync=True)
+            else:
+                await self._queue_while_wanted(record.job_id, client_gone)
             try:
                 record.status, record.started_at = _RUNNING, time.time()
                 observers = (tracker,) if recorder is None else (tracker, recorder)
@@ -198,6 +204,10 @@ class JobManager(JobQueries):
             if record.job_id in self._cancelled and task is not None:
                 task.uncancel()  # cancelled through /jobs/{id}/cancel: answer, don't vanish
                 raise JobCancelled(f"Job {record.job_id} was cancelled") from None
+            raise
+        except JobCancelled:  # its client left while it was queued: it never ran
+            conclude(record, Outcome.cancelled([]))
+            self.runs.keep_later(record, recorder)
             raise
         except ZServeError as err:
             conclude(record, Outcome.failed(error_of(err)))
@@ -215,6 +225,24 @@ class JobManager(JobQueries):
                 raise
         conclude(record, _SYNC_COMPLETED)
         return record, outputs
+
+    async def _queue_while_wanted(
+        self, job_id: str, client_gone: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Wait for a slot unless the client leaves first: then JobCancelled, without a slot."""
+        slot = asyncio.ensure_future(self._slots.acquire(sync=True))
+        gone = asyncio.ensure_future(client_gone())
+        try:
+            await asyncio.wait((slot, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not slot.done():
+                slot.cancel()  # Slots passes a slot handed over meanwhile on to the next
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slot
+        if not slot.done() or slot.cancelled():
+            raise JobCancelled(f"Job {job_id}: its client went away while it waited for a slot")
+        slot.result()
 
     def local_record(self, job_id: str) -> JobRecord | None:
         """A sync job of this worker, while it is retained."""

@@ -1,4 +1,10 @@
-"""Admission slots: at most ``limit`` jobs run at once; the others wait their turn in order."""
+"""Admission slots: at most ``limit`` jobs run at once; the others wait their turn.
+
+Queueing policy: sync requests and background jobs (async and streamed) wait in two queues,
+each first in, first out. When a slot frees up and both wait, it goes to the queue that did not
+get the previous one, so a burst of a thousand streamed jobs cannot starve sync requests (or the
+reverse): each kind gets at least every other slot.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,21 @@ class Slots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: waiters of sync requests, and of background jobs
+        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(),
+            deque(),
+        )
+        self._next = 0  # the queue whose turn it is when both wait
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return len(self._queues[0]) + len(self._queues[1])
+
+    @property
+    def free(self) -> bool:
+        """A slot can be taken now, without waiting."""
+        return self.running < self.limit and not self.waiting
 
     def admit(self, starting: int, max_queue: int) -> None:
         """Refuse new work (429) when every slot is taken and ``max_queue`` jobs wait already
@@ -34,12 +50,13 @@ class Slots:
                 retry_after=1,
             )
 
-    async def acquire(self) -> None:
-        if self.running < self.limit and not self._waiters:
+    async def acquire(self, sync: bool = False) -> None:
+        if self.running < self.limit and not self.waiting:
             self.running += 1
             return
+        queue = self._queues[0 if sync else 1]
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        queue.append(waiter)
         try:
             await waiter  # resolved by release(), which hands its slot over
         except asyncio.CancelledError:
@@ -47,13 +64,16 @@ class Slots:
                 self.release()  # handed a slot just as we were cancelled: pass it on
             else:
                 with contextlib.suppress(ValueError):  # release() may have dropped it already
-                    self._waiters.remove(waiter)
+                    queue.remove(waiter)
             raise
 
     def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the next in line
-                return
+        for which in (self._next, self._next ^ 1):
+            queue = self._queues[which]
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    self._next = which ^ 1  # the other queue's turn next
+                    waiter.set_result(None)  # the slot passes straight to the next in line
+                    return
         self.running -= 1

@@ -3,16 +3,19 @@ handlers of the hot routes (``/invoke``, ``/health``) as plain Starlette endpoin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError, to_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from zserve._version import __version__
 from zserve.broker import open_broker
@@ -149,7 +152,9 @@ class Service:
         job_id = new_job_id()
         start = time.perf_counter()
         try:
-            job, outputs = await self.jobs.run_sync(params, timeout, job_id, capture)
+            job, outputs = await self.jobs.run_sync(
+                params, timeout, job_id, capture, partial(_disconnected, request.receive)
+            )
         except Overloaded:
             self.metrics.record("rejected", capture.mode, None)
             raise
@@ -252,3 +257,10 @@ def _unserialisable(outputs: dict[str, Any], exc: Exception, job_id: str) -> Res
         job_id=job_id,
         run_id=None,
     )
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone. The body is read already, so the server's next message
+    is the disconnect; anything else (a test harness repeating the body) means it stays."""
+    if (await receive())["type"] != "http.disconnect":
+        await asyncio.get_running_loop().create_future()  # until cancelled
