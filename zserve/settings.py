@@ -86,6 +86,10 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "run_ttl": ("ZSERVE_RUN_TTL", ()),
     # browsers
     "allowed_hosts": ("ZSERVE_ALLOWED_HOSTS", ()),
+    "max_header_bytes": ("ZSERVE_MAX_HEADER_BYTES", ()),
+    "max_headers": ("ZSERVE_MAX_HEADERS", ()),
+    "header_timeout_s": ("ZSERVE_HEADER_TIMEOUT_S", ()),
+    "max_connections": ("ZSERVE_MAX_CONNECTIONS", ()),
     "cors_origins": ("ZSERVE_CORS_ORIGINS", ()),
 }
 
@@ -165,6 +169,13 @@ class Settings:
     allowed_hosts: str = ""
     #: Origins whose browser pages may call the server (CORS) and open its WebSocket.
     cors_origins: str = ""
+    #: A request head (line and headers) larger than this, or with more headers, gets 431.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    #: Seconds a connection has to send a complete request head (slowloris).
+    header_timeout_s: float = 10.0
+    #: Connections per worker; 0 = as many as the open-file limit allows (at most 4096).
+    max_connections: int = 0
 
     def __post_init__(self) -> None:
         home = self.home or str(Path("~/.zserve").expanduser())
@@ -200,7 +211,12 @@ class Settings:
             raise UsageError(
                 f"Unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
             )
-        for name in ("job_ttl_s", "sse_ping_s", "timeout_s"):
+        for name in ("max_header_bytes", "max_headers"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"Invalid {name} {getattr(self, name)}: it must be at least 1")
+        if self.max_connections < 0:
+            raise UsageError(f"Invalid max_connections {self.max_connections}: use 0 or more")
+        for name in ("job_ttl_s", "sse_ping_s", "timeout_s", "header_timeout_s"):
             seconds = getattr(self, name)
             if seconds is not None and seconds <= 0:
                 raise UsageError(f"Invalid {name} {seconds}: it must be a number of seconds > 0")

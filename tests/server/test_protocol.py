@@ -139,3 +139,17 @@ def test_bad_job_listings_are_refused(make_client: Any, query: str, status: int)
     response = client.get(f"/jobs?{query}")
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_large_json_is_gzipped_when_accepted_streams_never(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    plain = client.get("/openapi.json", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    zipped = client.get("/openapi.json", headers={"accept-encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json() == plain.json()  # httpx decodes it
+    small = client.get("/health", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in small.headers
+    job_id, _ = finished_job(client)
+    stream = client.get(f"/stream/{job_id}", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in stream.headers

@@ -29,7 +29,7 @@ from starlette.routing import Route, request_response
 from zserve._version import __version__
 from zserve.engine.plan import Plan
 from zserve.records import DeploymentRecord
-from zserve.server import problems, runs, streaming
+from zserve.server import problems, protocol, runs, streaming
 from zserve.server.guard import HostGuard, split_list
 from zserve.server.logs import RequestIdMiddleware
 from zserve.server.metrics import CONTENT_TYPE, FORMATS, OPENMETRICS_TYPE, negotiate
@@ -66,6 +66,8 @@ class DirectRoute(APIRoute):
 
 def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> FastAPI:
     service = Service(settings, record, plan)
+    protocol.configure(settings.max_header_bytes, settings.max_headers,
+                       settings.header_timeout_s, settings.max_connections)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -172,6 +172,7 @@ def _run_uvicorn(
 
     from zserve.server.app import create_app
     from zserve.server.logs import log_config
+    from zserve.server.protocol import GuardedHttpTools
 
     common: dict[str, Any] = {
         "log_level": settings.log_level,
@@ -180,6 +181,7 @@ def _run_uvicorn(
         "timeout_graceful_shutdown": settings.grace_s,
         "server_header": False,
         "ws_max_size": settings.max_body_bytes,
+        "http": GuardedHttpTools,  # header limits, slow-head timeout, connection cap
     }
     print(
         f"zserve: serving deployment {record.ref} ({record.id}) at {entry.url} with "

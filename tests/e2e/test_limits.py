@@ -1,0 +1,93 @@
+"""What anyone who can reach a server could do before auth: huge or countless headers (431,
+never buffered), slowloris sockets (closed after ZSERVE_HEADER_TIMEOUT_S), and piles of idle
+connections (the oldest idle ones are closed at ZSERVE_MAX_CONNECTIONS, /health keeps
+answering). Each limit logs one line."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+WEATHER = "zserve.examples.weather:weather_pipeline"
+
+
+def address(server: Any) -> tuple[str, int]:
+    where = urlsplit(server.url)
+    assert where.hostname is not None and where.port is not None
+    return where.hostname, where.port
+
+
+def head(server: Any, extra: bytes) -> bytes:
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + b"\r\n")
+        return sock.recv(4096)
+
+
+def test_big_or_many_headers_are_431_and_not_buffered(serve: Any) -> None:
+    server = serve(WEATHER, ZSERVE_MAX_HEADER_BYTES="16384", ZSERVE_MAX_HEADERS="50")
+    rss_before = psutil.Process(server.proc.pid).memory_info().rss
+    big = b"X-Big: " + b"a" * 50_000_000 + b"\r\n"  # 50 MB of one header
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        with contextlib.suppress(OSError):  # the server closes the connection mid-way
+            sock.sendall(big)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(60))
+    assert head(server, many).startswith(b"HTTP/1.1 431 ")
+    assert head(server, b"X-Ok: fine\r\n").startswith(b"HTTP/1.1 200 ")
+    grew = (psutil.Process(server.proc.pid).memory_info().rss - rss_before) / 2**20
+    print(f"\nworker memory after a 50 MB header: +{grew:.1f} MiB")
+    assert grew < 20
+    assert "Refused a request head" in server.output()
+
+
+def test_slowloris_sockets_are_closed(serve: Any) -> None:
+    server = serve(WEATHER, ZSERVE_HEADER_TIMEOUT_S="1")
+    socks = []
+    for _ in range(200):
+        sock = socket.create_connection(address(server), timeout=10)
+        sock.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        socks.append(sock)
+    silent = socket.create_connection(address(server), timeout=10)  # sends nothing at all
+    socks.append(silent)
+    start = time.monotonic()
+    for sock in socks:
+        sock.settimeout(10)
+        assert sock.recv(100) == b""  # closed by the server
+        sock.close()
+    took = time.monotonic() - start
+    print(f"\n201 slow sockets closed within {took:.1f} s (ZSERVE_HEADER_TIMEOUT_S=1)")
+    assert took < 5
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert "no complete request head" in server.output()
+
+
+def test_idle_connections_cannot_lock_out_health(serve: Any) -> None:
+    server = serve(WEATHER, ZSERVE_MAX_CONNECTIONS="50")
+    socks = []
+    for _ in range(120):  # keep-alive connections that made one request and then idle
+        sock = socket.create_connection(address(server), timeout=10)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        socks.append(sock)
+    open_now = wait_for(
+        lambda: (n := len(psutil.Process(server.proc.pid).net_connections())) <= 52 and n,
+        "the worker to keep at most its cap of connections",
+    )
+    print(f"\n120 idle keep-alive connections: the worker keeps {open_now} open (cap 50)")
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert "Connection limit (50 per worker" in server.output()
+    for sock in socks:
+        sock.close()
