@@ -33,7 +33,12 @@ from zserve.server import problems, protocol, runs, streaming
 from zserve.server.guard import HostGuard, split_list
 from zserve.server.logs import RequestIdMiddleware
 from zserve.server.metrics import CONTENT_TYPE, FORMATS, OPENMETRICS_TYPE, negotiate
-from zserve.server.middleware import AuthMiddleware, BodyLimitMiddleware, HeadMiddleware
+from zserve.server.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    GzipWhenAccepted,
+    HeadMiddleware,
+)
 from zserve.server.openapi import install_openapi
 from zserve.server.service import Service
 from zserve.settings import Settings
@@ -140,6 +145,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 
     streaming.add_job_routes(app, service)
     runs.add_run_routes(app, service)
+    app.add_middleware(GzipWhenAccepted)
     app.add_middleware(HeadMiddleware, own=("/stream/", "/health"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.auth_key:

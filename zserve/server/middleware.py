@@ -7,13 +7,14 @@ import hmac
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zserve.errors import PayloadTooLarge, Unauthorized
 from zserve.server.problems import close_reason, problem_from_error
 from zserve.server.tokens import StreamTokens
 
-__all__ = ["AuthMiddleware", "BodyLimitMiddleware", "HeadMiddleware"]
+__all__ = ["AuthMiddleware", "BodyLimitMiddleware", "GzipWhenAccepted", "HeadMiddleware"]
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -146,3 +147,23 @@ class HeadMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+class GzipWhenAccepted:
+    """Starlette's GZipMiddleware (JSON answers of 1 KiB or more; never event streams), asked
+    only when the client accepts gzip: a request without it pays one header scan, not a
+    responder wrapping its answer."""
+
+    def __init__(self, app: ASGIApp, minimum_size: int = 1024) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=6)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"accept-encoding":
+                    if b"gzip" in value:
+                        await self.gzip(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
