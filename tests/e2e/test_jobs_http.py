@@ -485,6 +485,13 @@ def test_a_sync_invoke_cancelled_through_the_jobs_api_gets_a_409_problem(serve: 
     assert answer[0].status_code == 409
     assert answer[0].headers["content-type"] == "application/problem+json"
     assert answer[0].json()["title"] == "Job cancelled"
+    # logged as one INFO line, without a traceback
+    lines = wait_for(
+        lambda: [line for line in server.output().splitlines() if f"Job {job_id} " in line],
+        "the cancel's log line",
+    )
+    assert len(lines) == 1 and lines[0].startswith("INFO:") and "cancelled" in lines[0]
+    assert "Traceback" not in server.output()
 
 
 def test_sigterm_lets_a_websocket_stream_finish_its_job(serve: Any) -> None:

@@ -1,12 +1,12 @@
 """What a real server logs: one line per expected event, a traceback only when a step raised,
-the same for every kind of job; every answer carries X-Request-ID and the log lines about it
-name it; ZSERVE_LOG_FORMAT=json writes JSON lines."""
+the same for every kind of job (a cancelled sync invoke: tests/e2e/test_jobs_http.py); every
+answer carries X-Request-ID and the log lines about it name it; ZSERVE_LOG_FORMAT=json writes
+JSON lines."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,29 +56,6 @@ def test_a_new_request_id_when_none_or_an_unusable_one_is_sent(serve: Any) -> No
         ids.add(response.headers["x-request-id"])
     assert len(ids) == 3 and all(len(i) == 16 for i in ids)
     assert httpx.get(f"{server.url}/health").headers["x-request-id"]
-
-
-def test_a_cancelled_sync_invoke_logs_one_line(serve: Any) -> None:
-    server = serve(SLOW)
-    answer: list[httpx.Response] = []
-    thread = threading.Thread(
-        target=lambda: answer.append(
-            httpx.post(f"{server.url}/invoke", json={"parameters": {"delay": 30}}, timeout=60)
-        )
-    )
-    thread.start()
-
-    def running() -> str | None:
-        jobs = httpx.get(f"{server.url}/jobs", params={"status": "running"}).json()["jobs"]
-        return jobs[0]["job_id"] if jobs else None
-
-    job_id = wait_for(running, "the sync job to run")
-    assert httpx.post(f"{server.url}/jobs/{job_id}/cancel").status_code == 200
-    thread.join(30)
-    assert answer[0].status_code == 409
-    [line] = wait_for(lambda: lines_with(server, f"Job {job_id} "), "the cancel's log line")
-    assert line.startswith("INFO:") and "cancelled" in line
-    assert "Traceback" not in server.output()
 
 
 def test_a_client_gone_mid_body_logs_one_line(serve: Any) -> None:
