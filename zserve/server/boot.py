@@ -45,6 +45,8 @@ logger = logging.getLogger("zserve.server")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: prometheus_client's switch to multiprocess mode, read once when it is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The name of a server's metrics folder begins with this, then the server's pid and a dash.
+METRICS_PREFIX = "zserve-metrics-"
 
 
 def open_address_warning(settings: Settings) -> str | None:
@@ -154,10 +156,27 @@ def _metrics_dir(workers: int) -> str | None:
         os.environ.pop(MULTIPROC_ENV, None)
         return None
     shm = "/dev/shm"
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    path = tempfile.mkdtemp(prefix="zserve-metrics-", dir=base)
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    _remove_dead_metrics_dirs(Path(base))
+    path = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=base)
     os.environ[MULTIPROC_ENV] = path
     return path
+
+
+def _remove_dead_metrics_dirs(base: Path) -> None:
+    """The metrics folders of this user's servers that died without removing theirs (a
+    SIGKILL): a folder is named after its server's pid, and a pid no process has is dead."""
+    import psutil
+
+    for folder in base.glob(f"{METRICS_PREFIX}*"):
+        pid = folder.name[len(METRICS_PREFIX) :].partition("-")[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_uvicorn(
