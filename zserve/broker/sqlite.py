@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import sqlite3
 import threading
@@ -25,9 +24,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from zserve.broker.base import Broker
+from zserve.broker.sqlite_schema import DONE, OPEN, SCHEMA, changes_json, dump, encode
 from zserve.events import TERMINAL, Event
 from zserve.paths import private_file
-from zserve.records import FINISHED, JobRecord
+from zserve.records import JobRecord
 
 __all__ = ["SQLiteBroker"]
 
@@ -37,42 +37,6 @@ Op = Callable[[sqlite3.Connection], Any]
 #: How often waiters look for other processes' writes.
 POLL_S = 0.025
 BUSY_TIMEOUT_MS = 5000
-OPEN = "status IN ('queued', 'running')"
-DONE = "status IN ('completed', 'failed', 'cancelled')"
-FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
-
-SCHEMA = (
-    # The record is JobRecord.to_row() as JSON; the columns beside it are copies to query by.
-    """CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL,
-    created_at REAL NOT NULL, finished_at REAL, worker TEXT NOT NULL, record TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)",
-    f"CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished_at, job_id) WHERE {DONE}",
-    """CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    type TEXT NOT NULL, ts REAL NOT NULL, step TEXT, data TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)) WITHOUT ROWID""",
-    "CREATE TABLE IF NOT EXISTS cancels (job_id TEXT PRIMARY KEY) WITHOUT ROWID",
-    """CREATE TABLE IF NOT EXISTS leases (worker TEXT PRIMARY KEY, expires_at REAL NOT NULL)
-    WITHOUT ROWID""",
-)
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, default=repr, separators=(",", ":"))
-
-
-def _encode(events: Sequence[Event]) -> list[tuple[Event, str]]:
-    """Events with their data as JSON, taken on the caller's side (a snapshot)."""
-    return [(e, _dump(e.data)) for e in events]
-
-
-def _changes(changes: dict[str, Any], *, finishing: bool) -> str:
-    unknown = set(changes) - FIELDS
-    if unknown or "job_id" in changes:
-        raise ValueError(f"Not a changeable job field: {sorted(unknown or {'job_id'})}")
-    if not finishing and changes.get("status") in FINISHED:
-        raise ValueError("A job is ended by finish(), not by publishing a finished status")
-    return _dump(changes)
 
 
 class SQLiteBroker(Broker):
@@ -202,7 +166,7 @@ class SQLiteBroker(Broker):
         sql = "UPDATE jobs SET status = ?, created_at = ?, finished_at = ?, worker = ?, record = ?"
         values = [row[k] for k in ("status", "created_at", "finished_at", "worker")]
         cursor = db.execute(
-            f"{sql} WHERE job_id = ? AND {OPEN}", (*values, _dump(row), row["job_id"])
+            f"{sql} WHERE job_id = ? AND {OPEN}", (*values, dump(row), row["job_id"])
         )
         return cursor.rowcount == 1
 
@@ -267,8 +231,8 @@ class SQLiteBroker(Broker):
         self._executor.shutdown()
 
     async def create(self, job: JobRecord, first: Event) -> Event:
-        row, encoded = job.to_row(), _encode([first])
-        values = (job.job_id, job.status, job.created_at, job.finished_at, job.worker, _dump(row))
+        row, encoded = job.to_row(), encode([first])
+        values = (job.job_id, job.status, job.created_at, job.finished_at, job.worker, dump(row))
 
         def op(db: sqlite3.Connection) -> Event:
             db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", values)
@@ -283,7 +247,7 @@ class SQLiteBroker(Broker):
     ) -> list[Event]:
         if any(e.terminal for e in events):
             raise ValueError("publish() takes non-terminal events; a job is ended by finish()")
-        patch, encoded = _changes(changes or {}, finishing=False), _encode(events)
+        patch, encoded = changes_json(changes or {}, finishing=False), encode(events)
 
         def op(db: sqlite3.Connection) -> list[Event]:
             row = self._record_if_open(db, job_id)
@@ -301,8 +265,8 @@ class SQLiteBroker(Broker):
     async def finish(self, job_id: str, terminal: Event, changes: dict[str, Any]) -> Event | None:
         if terminal.type not in TERMINAL:
             raise ValueError(f"{terminal.type!r} is not a terminal event")
-        patch = _changes({**changes, "status": TERMINAL[terminal.type]}, finishing=True)
-        encoded = _encode([terminal])
+        patch = changes_json({**changes, "status": TERMINAL[terminal.type]}, finishing=True)
+        encoded = encode([terminal])
 
         def op(db: sqlite3.Connection) -> Event | None:
             row = self._record_if_open(db, job_id)
@@ -379,7 +343,7 @@ class SQLiteBroker(Broker):
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         sql = "SELECT job_id FROM cancels WHERE job_id IN (SELECT value FROM json_each(?))"
-        rows = await self._read(lambda: self._conn.execute(sql, (_dump(list(job_ids)),)).fetchall())
+        rows = await self._read(lambda: self._conn.execute(sql, (dump(list(job_ids)),)).fetchall())
         return {r[0] for r in rows}
 
     async def heartbeat(self, worker: str, ttl: float) -> None:
