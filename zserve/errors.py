@@ -31,6 +31,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
         ├── PortInUse                exit 3
         ├── ServerUnreachable        exit 3              no server answers at that address
         ├── StoreUnavailable         exit 3   http 503   the store cannot be written or read
+        ├── BrokerUnavailable        exit 3   http 503   the jobs' broker cannot be used
         └── Overloaded               exit 3   http 429   too much work: retry later
 
 Errors never carry a traceback to a client: ``str(error)`` is the one line a person reads.
@@ -46,6 +47,7 @@ __all__ = [
     "PROBLEM_BASE",
     "AmbiguousDeployment",
     "AmbiguousRun",
+    "BrokerUnavailable",
     "CaptureNotSupported",
     "DeploymentNotFound",
     "ExecutionFailed",
@@ -346,6 +348,12 @@ class StoreUnavailable(ServerError):
 
     problem = "store-unavailable"
     title = "Store unavailable"
+
+
+class BrokerUnavailable(ServerError):
+    http_status = 503
+    problem = "broker-unavailable"
+    title = "Broker unavailable"
 
 
 class Overloaded(ServerError):

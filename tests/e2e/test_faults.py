@@ -3,16 +3,18 @@ can be served again at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import fresh, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +89,44 @@ def test_a_queued_sync_run_whose_client_left_is_dropped(serve: Any) -> None:
     print(f"\nfour drop-and-go requests dropped; the next caller waited {waited:.2f} s")
     assert answer.status_code == 200 and answer.json()["outputs"]["tag"] == "real"
     assert waited < 1.5
+
+
+def test_a_deleted_broker_file_fails_loudly_on_every_worker(serve: Any) -> None:
+    server = serve(WEATHER, workers=2)
+    supervisor = psutil.Process(server.proc.pid)
+    body = {"parameters": {"city": "x"}}
+    ok = fresh(server.url, "POST", "/invoke?mode=async", json=body)
+    assert ok.status_code == 202
+    [broker] = (Path(os.environ["ZSERVE_HOME"]) / "brokers").glob("*.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{broker}{suffix}").unlink(missing_ok=True)
+
+    def refused_everywhere() -> list[httpx.Response] | None:
+        answers = [fresh(server.url, "POST", "/invoke?mode=async", json=body) for _ in range(8)]
+        return answers if all(a.status_code == 503 for a in answers) else None
+
+    answers = wait_for(refused_everywhere, "every worker to refuse async jobs", deadline_s=15)
+    doc = answers[0].json()
+    assert doc["type"].endswith("/broker-unavailable") and "deleted or replaced" in doc["detail"]
+    assert fresh(server.url, "POST", "/invoke", json=body).status_code == 200  # sync: no broker
+
+    # a worker started again (uvicorn restarts a lost one) refuses the same way
+    def workers() -> list[psutil.Process]:
+        found = []
+        for kid in supervisor.children():
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(kid.cmdline()):
+                    found.append(kid)
+        return found
+
+    def healthy() -> bool:
+        try:
+            return fresh(server.url, "GET", "/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    before = set(workers())
+    next(iter(before)).kill()
+    wait_for(lambda: len(set(workers()) - before) == 1 and healthy(), "a worker to be restarted")
+    wait_for(refused_everywhere, "every worker, the new one too, to refuse", deadline_s=15)
+    assert "deleted or replaced" in server.output()

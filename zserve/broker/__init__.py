@@ -14,7 +14,8 @@ def open_broker(url: str) -> Broker:
     if url.startswith("sqlite:"):
         from zserve.broker.sqlite import SQLiteBroker
 
-        return SQLiteBroker(url.removeprefix("sqlite://"))
+        path, _, query = url.removeprefix("sqlite://").partition("?file=")
+        return SQLiteBroker(path, file_id=query or None)
     from zserve.errors import UsageError
 
     raise UsageError(f"Unknown broker URL {url!r}: use memory:// or sqlite:///path/broker.db")

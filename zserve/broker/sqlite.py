@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,12 +25,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from zserve.broker.base import Broker
-from zserve.broker.sqlite_schema import DONE, OPEN, SCHEMA, changes_json, dump, encode
+from zserve.broker.sqlite_schema import (
+    DONE,
+    OPEN,
+    SCHEMA,
+    changes_json,
+    dump,
+    encode,
+    listing,
+    replaced,
+)
+from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
 from zserve.paths import private_file
 from zserve.records import JobRecord
 
 __all__ = ["SQLiteBroker"]
+
+logger = logging.getLogger("zserve.jobs")
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -43,8 +56,13 @@ class SQLiteBroker(Broker):
     kind = "sqlite"
     shared = True
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, file_id: str | None = None) -> None:
         self.path = path
+        #: "device:inode" of the file the server made: a worker that finds another file there
+        #: (deleted, or replaced) refuses to use it, as every other worker does (see ``lost``)
+        self.file_id = file_id
+        #: Why the broker cannot be used (its file was deleted or replaced), or None.
+        self.lost: str | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="zserve-broker")
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards _pending and _flushing (loop thread vs I/O thread)
@@ -63,8 +81,18 @@ class SQLiteBroker(Broker):
             raise RuntimeError("SQLiteBroker used before start() or after close()")
         return self._db
 
+    def _check_file(self) -> None:
+        """Is the file at ``path`` still the server's? Else ``lost`` says why, for good."""
+        if self.file_id is not None and self.lost is None:
+            self.lost = replaced(self.path, self.file_id)
+            if self.lost is not None:
+                logger.error("%s", self.lost)
+
     def _open(self) -> None:
-        private_file(self.path)
+        if self.file_id is not None:
+            self._check_file()  # a restarted worker must not start a file of its own
+        else:
+            private_file(self.path)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Switching a new file to WAL fails at once ("database is locked", no busy handler)
@@ -187,10 +215,14 @@ class SQLiteBroker(Broker):
     # -- on the event loop ----------------------------------------------------------------------
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.lost is not None:
+            raise BrokerUnavailable(self.lost)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Queue a write for the next transaction (FIFO with every read submitted after it)."""
+        if self.lost is not None:
+            raise BrokerUnavailable(self.lost)
         fut: Future[Any] = Future()
         with self._lock:
             self._pending.append((op, fut))
@@ -290,17 +322,8 @@ class SQLiteBroker(Broker):
         limit: int = 100,
         before: tuple[float, str] | None = None,
     ) -> list[JobRecord]:
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if before is not None:
-            where.append("(created_at < ? OR (created_at = ? AND job_id < ?))")
-            args += [before[0], before[0], before[1]]
-        sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
-        return await self._read(self._summaries, sql, *args, limit)
+        sql, args = listing(status, before, limit)
+        return await self._read(self._summaries, sql, *args)
 
     def _summaries(self, sql: str, *args: Any) -> list[JobRecord]:
         return [record.summary() for record in self._records(sql, *args)]
@@ -347,6 +370,7 @@ class SQLiteBroker(Broker):
         return {r[0] for r in rows}
 
     async def heartbeat(self, worker: str, ttl: float) -> None:
+        await self._read(self._check_file)  # each heartbeat looks at the file
         sql = "INSERT OR REPLACE INTO leases VALUES (?, ?)"
         expires = time.time() + ttl
         await self._write(lambda db: db.execute(sql, (worker, expires)).rowcount)

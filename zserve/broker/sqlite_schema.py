@@ -1,16 +1,18 @@
-"""The SQLite broker's tables, and how it writes jobs and events as JSON."""
+"""The SQLite broker's tables, how it writes jobs and events as JSON, and how a worker tells
+that the server's broker file was deleted or replaced under it."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from zserve.events import Event
 from zserve.records import FINISHED, JobRecord
 
-__all__ = ["DONE", "OPEN", "SCHEMA", "changes_json", "dump", "encode"]
+__all__ = ["DONE", "OPEN", "SCHEMA", "changes_json", "dump", "encode", "listing", "replaced"]
 
 OPEN = "status IN ('queued', 'running')"
 DONE = "status IN ('completed', 'failed', 'cancelled')"
@@ -48,3 +50,36 @@ def changes_json(changes: dict[str, Any], *, finishing: bool) -> str:
     if not finishing and changes.get("status") in FINISHED:
         raise ValueError("A job is ended by finish(), not by publishing a finished status")
     return dump(changes)
+
+
+def replaced(path: str, file_id: str) -> str | None:
+    """Why the file at ``path`` is not the one whose "device:inode" is ``file_id`` (deleted or
+    replaced while the server ran), or None when it is."""
+    try:
+        st = os.stat(path)
+        found = f"{st.st_dev}:{st.st_ino}"
+    except OSError:
+        found = "gone"
+    if found == file_id:
+        return None
+    return (
+        f"The job broker file {path} was deleted or replaced while the server ran: async and "
+        "streamed jobs are refused rather than answered from two files. Restart the server "
+        "(`zserve stop`, then `zserve start`)"
+    )
+
+
+def listing(
+    status: str | None, before: tuple[float, str] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The query of a page of jobs newest first (by created_at, then job_id), after ``before``."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        where.append("status = ?")
+        args.append(status)
+    if before is not None:
+        where.append("(created_at < ? OR (created_at = ? AND job_id < ?))")
+        args += [before[0], before[0], before[1]]
+    sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+    return sql + " ORDER BY created_at DESC, job_id DESC LIMIT ?", [*args, limit]

@@ -25,7 +25,7 @@ from zserve._version import __version__
 from zserve.engine.deployments import check_sources, load_plan
 from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
-from zserve.paths import private_dir
+from zserve.paths import private_dir, private_file
 from zserve.records import DeploymentRecord
 from zserve.settings import SETTINGS_ENV, Settings
 
@@ -134,7 +134,10 @@ def serve(
         broker_file = Path(settings.home) / "brokers" / f"{entry.id}.db"
         private_dir(settings.home)
         private_dir(broker_file.parent)
-        settings = settings.replace(broker_url=f"sqlite://{broker_file}")
+        st = private_file(broker_file).stat()  # made here: its workers know it by identity
+        settings = settings.replace(
+            broker_url=f"sqlite://{broker_file}?file={st.st_dev}:{st.st_ino}"
+        )
     registry.register(settings.home, entry)
     try:
         return _run_uvicorn(settings, record, plan, sock, entry)
