@@ -226,3 +226,54 @@ def test_event_source_follows_a_job_with_a_stream_token(
     assert not [url for url in requested if key in url], "the key went into a URL"
     log = server.output()
     assert "token=[redacted]" in log and result["url"].split("token=")[1] not in log
+
+
+FOLLOW = """
+([url]) => {
+  window.seen = []; window.opens = 0; window.finished = false;
+  const source = new EventSource(url);
+  source.onopen = () => { window.opens += 1; };
+  const types = ['job.queued', 'job.started', 'step.started', 'step.chunk', 'step.progress',
+                 'step.completed', 'step.failed', 'job.completed', 'job.failed', 'job.cancelled'];
+  for (const type of types) {
+    source.addEventListener(type, (e) => {
+      window.seen.push(Number(e.lastEventId));
+      if (type.startsWith('job.') && type !== 'job.queued' && type !== 'job.started') {
+        window.finished = true;
+      }
+    });
+  }
+  window.source = source;
+}
+"""
+
+
+def test_event_source_resumes_after_a_cut_without_gaps_or_duplicates(
+    serve: Serve, page: Any, page_origin: str
+) -> None:
+    from tests.e2e.tracking_helpers import TcpProxy
+
+    server = serve("zserve.examples.streaming:streaming_pipeline", ZSERVE_CORS_ORIGINS=page_origin)
+    host, port = server.url.removeprefix("http://").split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxy.start()
+    try:
+        import httpx
+
+        accepted = httpx.post(
+            f"{server.url}/invoke?mode=async",
+            json={"parameters": {"words": 30, "delay": 0.1}},
+        ).json()
+        page.evaluate(FOLLOW, [f"http://127.0.0.1:{proxy.port}/stream/{accepted['job_id']}"])
+        page.wait_for_function("window.seen.length >= 5", timeout=10_000)
+        proxy.cut()  # the connection breaks mid-stream; the browser will reconnect
+        proxy.start()
+        page.wait_for_function("window.finished", timeout=20_000)
+        seen = page.evaluate("window.seen")
+        opens = page.evaluate("window.opens")
+        page.evaluate("window.source.close()")
+    finally:
+        proxy.cut()
+    print(f"\nEventSource: {len(seen)} events over {opens} connections")
+    assert opens >= 2, "the stream was not cut and resumed"
+    assert seen == list(range(1, len(seen) + 1)), "a gap or a duplicate"
