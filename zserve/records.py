@@ -162,7 +162,7 @@ class JobRecord:
 
     def summary(self) -> JobRecord:
         """A copy without outputs (what listings give), its steps copied too."""
-        return dataclasses.replace(self, outputs=None, steps=[dict(s) for s in self.steps])  # type: ignore[misc]
+        return dataclasses.replace(self, outputs=None, steps=[s.copy() for s in self.steps])
 
     def to_row(self) -> dict[str, Any]:
         """Everything, as JSON-able data (what a broker stores)."""

@@ -118,11 +118,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     @app.get(
         "/metrics",
         summary="Execution statistics (JSON, Prometheus text or OpenMetrics, by Accept)",
-        responses={
-            200: {"content": {t: {} for t in FORMATS.values()}},
-            400: {"description": "Unknown `format` (problem+json)"},
-            406: {"description": "No type of `Accept` can be answered (problem+json)"},
-        },
+        responses={200: {"content": {t: {} for t in FORMATS.values()}}},  # errors: openapi.py
     )
     async def metrics(
         request: Request,
@@ -148,8 +144,8 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
     app.add_middleware(GzipWhenAccepted)
     app.add_middleware(HeadMiddleware, own=("/stream/", "/health"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    if settings.auth_key:
-        app.add_middleware(AuthMiddleware, key=settings.auth_key)
+    if settings.auth_key and service.tokens is not None:  # the tokens the service issues
+        app.add_middleware(AuthMiddleware, key=settings.auth_key, tokens=service.tokens)
     origins = split_list(settings.cors_origins)
     if origins:  # outside auth: a preflight carries no key
         app.add_middleware(

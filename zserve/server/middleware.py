@@ -25,10 +25,10 @@ class AuthMiddleware:
     here for ``GET /stream/{id}``; for ``WS /stream`` the handler checks it against the job the
     client attaches to (``scope["zserve.stream_token"]``)."""
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self, app: ASGIApp, key: str, tokens: StreamTokens) -> None:
         self.app = app
         self.expected = key.encode()
-        self.tokens = StreamTokens(key)
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
