@@ -129,4 +129,5 @@ def test_a_deleted_broker_file_fails_loudly_on_every_worker(serve: Any) -> None:
     next(iter(before)).kill()
     wait_for(lambda: len(set(workers()) - before) == 1 and healthy(), "a worker to be restarted")
     wait_for(refused_everywhere, "every worker, the new one too, to refuse", deadline_s=15)
+    assert "Traceback" not in server.output()  # one line a worker, no crash loop
     assert "deleted or replaced" in server.output()

@@ -259,7 +259,8 @@ class SQLiteBroker(Broker):
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        await self._read(self._shut)
+        # closing works whatever became of the file (``_read`` refuses once it is lost)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._shut)
         self._executor.shutdown()
 
     async def create(self, job: JobRecord, first: Event) -> Event:

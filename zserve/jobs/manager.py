@@ -26,6 +26,7 @@ from zserve.engine.runner import execute
 from zserve.engine.tracking import Tracking
 from zserve.engine.values import jsonable
 from zserve.errors import (
+    BrokerUnavailable,
     JobCancelled,
     JobFinished,
     ServerError,
@@ -289,7 +290,10 @@ class JobManager(JobQueries):
             if recorder is not None and outcome.status is not JobStatus.COMPLETED:
                 with contextlib.suppress(StoreUnavailable):  # the job's own end is the answer
                     await _uncancellable(self.runs.keep(record, recorder))
-            await _uncancellable(self._end(publisher, record, outcome))
+            # a lost broker (its file deleted under the server) cannot take the job's end: it
+            # said why once; retrying terminal writes is issue 9's item 5
+            with contextlib.suppress(BrokerUnavailable):
+                await _uncancellable(self._end(publisher, record, outcome))
         finally:
             self._tasks.pop(job_id, None)
             self._trackers.pop(job_id, None)

@@ -6,6 +6,7 @@ import asyncio
 
 from zserve import events as ev
 from zserve.broker.base import Broker
+from zserve.errors import BrokerUnavailable
 from zserve.records import JobRecord
 
 __all__ = ["EventPublisher"]
@@ -32,6 +33,8 @@ class EventPublisher:
         try:
             while self.pending:
                 await self._publish_pending()
+        except BrokerUnavailable:
+            self.pending.clear()  # nowhere to keep them; the broker said why once
         finally:
             self.flushing = None
 

@@ -5,11 +5,13 @@ requests made on other workers, and ending the jobs of workers whose lease ran o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
 
 from zserve.broker.base import Broker
+from zserve.errors import BrokerUnavailable
 from zserve.jobs.local import LocalJobs
 from zserve.jobs.outcome import WORKER_LOST, Outcome, terminal
 
@@ -49,7 +51,10 @@ class Upkeep:
     async def start(self) -> None:
         self._chores.append(asyncio.ensure_future(self._prune_loop()))
         if self.broker.shared:
-            await self.broker.heartbeat(self.worker_id, LEASE_TTL_S)
+            # a lost broker (its file deleted under the server) does not stop a worker from
+            # starting: it serves sync invokes and refuses the rest, like the other workers
+            with contextlib.suppress(BrokerUnavailable):
+                await self.broker.heartbeat(self.worker_id, LEASE_TTL_S)
             self._chores.append(asyncio.ensure_future(self._cancel_loop()))
             self._chores.append(asyncio.ensure_future(self._lease_loop()))
 
@@ -67,8 +72,8 @@ class Upkeep:
                 if running:
                     for job_id in await self.broker.cancel_requested(running):
                         self.cancel(job_id)
-            except Exception:
-                logger.exception("Checking cancel requests failed")
+            except Exception as exc:
+                _failed("Checking cancel requests failed", exc)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -79,8 +84,8 @@ class Upkeep:
                     event, changes = terminal(job, Outcome.failed(WORKER_LOST))
                     await self.broker.finish(job.job_id, event, changes)
                     logger.warning("Job %s failed: its worker %s was lost", job.job_id, job.worker)
-            except Exception:
-                logger.exception("Lease upkeep failed")
+            except Exception as exc:
+                _failed("Lease upkeep failed", exc)
 
     async def _prune_loop(self) -> None:
         while True:
@@ -89,5 +94,12 @@ class Upkeep:
             self.local.prune(before)
             try:
                 await self.broker.prune(before, self.retention_count)
-            except Exception:
-                logger.exception("Pruning finished jobs failed")
+            except Exception as exc:
+                _failed("Pruning finished jobs failed", exc)
+
+
+def _failed(what: str, exc: Exception) -> None:
+    """A chore that failed: the traceback, unless the broker is known to be unusable (it said
+    why once, and every request says so too)."""
+    if not isinstance(exc, BrokerUnavailable):
+        logger.error("%s", what, exc_info=exc)
