@@ -351,9 +351,17 @@ class StoreUnavailable(ServerError):
 
 
 class BrokerUnavailable(ServerError):
+    """The jobs' broker cannot be used: for good when ``lasting`` (its file was deleted or
+    replaced), or for now (it cannot be written: a full disk, an I/O error), when writes that
+    must land (a job's end) are retried until they do."""
+
     http_status = 503
     problem = "broker-unavailable"
     title = "Broker unavailable"
+
+    def __init__(self, message: str, *, lasting: bool = True) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 class Overloaded(ServerError):

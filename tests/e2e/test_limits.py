@@ -53,6 +53,20 @@ def test_big_or_many_headers_are_431_and_not_buffered(serve: Any) -> None:
     assert "Refused a request head" in server.output()
 
 
+def test_a_large_body_read_with_its_head_is_not_taken_for_a_large_head(serve: Any) -> None:
+    server = serve(WEATHER, ZSERVE_MAX_HEADER_BYTES="16384")
+    body = b'{"parameters": {"city": "' + b"p" * 900_000 + b'"}}'
+    head = (b"POST /invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))  # fmt: skip
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(head + body)  # one write: the server reads far more than a head at once
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"p" * 1000 in answer
+
+
 def test_slowloris_sockets_are_closed(serve: Any) -> None:
     server = serve(WEATHER, ZSERVE_HEADER_TIMEOUT_S="1")
     socks = []

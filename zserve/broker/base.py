@@ -28,6 +28,13 @@ class Broker(abc.ABC):
     #: Whether other processes see the same jobs: then a job's owner keeps a lease (heartbeat),
     #: watches for cancel requests from other workers, and ends jobs whose owner died.
     shared: bool = False
+    #: ``time.monotonic()`` of the last write that failed for want of storage (a full disk).
+    failed_at: float = float("-inf")
+
+    @property
+    def problem(self) -> str | None:
+        """Why the broker cannot be used or written just now (shown by /health and /status)."""
+        return None
 
     async def start(self) -> None:  # noqa: B027 (an optional hook)
         """Open connections; called once per worker before any other method."""

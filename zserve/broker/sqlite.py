@@ -29,11 +29,16 @@ from zserve.broker.sqlite_schema import (
     DONE,
     OPEN,
     SCHEMA,
+    append_events,
     changes_json,
+    connect,
     dump,
     encode,
+    for_want_of_storage,
     listing,
+    record_if_open,
     replaced,
+    save_if_open,
 )
 from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
@@ -63,6 +68,9 @@ class SQLiteBroker(Broker):
         self.file_id = file_id
         #: Why the broker cannot be used (its file was deleted or replaced), or None.
         self.lost: str | None = None
+        #: Why it cannot be written just now (a full disk...), or None: new jobs are refused
+        #: meanwhile; the next write that succeeds clears it.
+        self.failing: str | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="zserve-broker")
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards _pending and _flushing (loop thread vs I/O thread)
@@ -93,22 +101,7 @@ class SQLiteBroker(Broker):
             self._check_file()  # a restarted worker must not start a file of its own
         else:
             private_file(self.path)
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Switching a new file to WAL fails at once ("database is locked", no busy handler)
-        # while another process opens it too: retry for as long as the busy timeout.
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
-                    break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError(f"cannot put {self.path} in WAL mode")
-            time.sleep(0.01)
-        db.execute("PRAGMA synchronous = NORMAL")
+        db = connect(self.path, BUSY_TIMEOUT_MS)
         self._db = db
         [(ok, error)] = self._transaction([lambda db: [db.execute(s) for s in SCHEMA]])
         if not ok:
@@ -150,14 +143,31 @@ class SQLiteBroker(Broker):
         try:
             outcomes = self._transaction([op for op, _ in batch])
         except Exception as exc:  # the whole transaction failed: nothing was written
+            if for_want_of_storage(exc):
+                self._failed(exc)
             for _, fut in batch:
                 fut.set_exception(exc)
             return
+        failure = next((v for ok, v in outcomes if not ok and for_want_of_storage(v)), None)
+        if failure is not None:
+            self._failed(failure)
+        elif self.failing is not None:
+            self.failing = None
+            logger.warning("The job broker %s can be written again", self.path)
         for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.failing is None:
+            logger.error("The job broker %s cannot be written: %s", self.path, exc)
+        self.failing = (
+            f"The job broker {self.path} cannot be written: {exc}. Async and streamed jobs are "
+            "refused until it can (free space on its disk); jobs under way end once it can"
+        )
+        self.failed_at = time.monotonic()
 
     def _version(self) -> int:
         version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -180,38 +190,6 @@ class SQLiteBroker(Broker):
         exists = self._conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return exists is not None, []
 
-    # Write ops: run inside _transaction, given its connection.
-
-    @staticmethod
-    def _record_if_open(db: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-        row = db.execute(f"SELECT record FROM jobs WHERE job_id = ? AND {OPEN}", (job_id,))
-        found = row.fetchone()
-        return None if found is None else dict(json.loads(found[0]))
-
-    @staticmethod
-    def _save_if_open(db: sqlite3.Connection, row: dict[str, Any]) -> bool:
-        """Write the record back, compare-and-set: only while the job is queued or running."""
-        sql = "UPDATE jobs SET status = ?, created_at = ?, finished_at = ?, worker = ?, record = ?"
-        values = [row[k] for k in ("status", "created_at", "finished_at", "worker")]
-        cursor = db.execute(
-            f"{sql} WHERE job_id = ? AND {OPEN}", (*values, dump(row), row["job_id"])
-        )
-        return cursor.rowcount == 1
-
-    @staticmethod
-    def _append(
-        db: sqlite3.Connection, job_id: str, encoded: list[tuple[Event, str]]
-    ) -> list[Event]:
-        """Append events with the next seqs (the caller holds the write lock)."""
-        last = db.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
-        placed = [e.with_seq((last or 0) + i) for i, (e, _) in enumerate(encoded, 1)]
-        rows = [
-            (job_id, p.seq, p.type, p.ts, p.step, data)
-            for p, (_, data) in zip(placed, encoded, strict=True)
-        ]
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
-        return placed
-
     # -- on the event loop ----------------------------------------------------------------------
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -219,17 +197,30 @@ class SQLiteBroker(Broker):
             raise BrokerUnavailable(self.lost)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue a write for the next transaction (FIFO with every read submitted after it)."""
+    @property
+    def problem(self) -> str | None:
+        return self.lost or self.failing
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T], new_job: bool = False) -> T:
+        """Queue a write for the next transaction (FIFO with every read submitted after it).
+        A write that fails for want of storage raises BrokerUnavailable (not lasting); while
+        that is so, a new job is refused without trying."""
         if self.lost is not None:
             raise BrokerUnavailable(self.lost)
+        if new_job and self.failing is not None:
+            raise BrokerUnavailable(self.failing, lasting=False)
         fut: Future[Any] = Future()
         with self._lock:
             self._pending.append((op, fut))
             if not self._flushing:
                 self._flushing = True
                 self._executor.submit(self._flush)
-        result: T = await asyncio.wrap_future(fut)
+        try:
+            result: T = await asyncio.wrap_future(fut)
+        except sqlite3.Error as exc:
+            if not for_want_of_storage(exc):
+                raise
+            raise BrokerUnavailable(self.failing or str(exc), lasting=False) from None
         return result
 
     def _wake(self, job_id: str) -> None:
@@ -269,9 +260,9 @@ class SQLiteBroker(Broker):
 
         def op(db: sqlite3.Connection) -> Event:
             db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", values)
-            return self._append(db, job.job_id, encoded)[0]
+            return append_events(db, job.job_id, encoded)[0]
 
-        placed = await self._write(op)
+        placed = await self._write(op, new_job=True)
         self._wake(job.job_id)
         return placed
 
@@ -283,12 +274,12 @@ class SQLiteBroker(Broker):
         patch, encoded = changes_json(changes or {}, finishing=False), encode(events)
 
         def op(db: sqlite3.Connection) -> list[Event]:
-            row = self._record_if_open(db, job_id)
+            row = record_if_open(db, job_id)
             if row is None:
                 return []
             if changes:
-                self._save_if_open(db, {**row, **json.loads(patch)})
-            return self._append(db, job_id, encoded)
+                save_if_open(db, {**row, **json.loads(patch)})
+            return append_events(db, job_id, encoded)
 
         placed = await self._write(op)
         if placed:
@@ -302,11 +293,11 @@ class SQLiteBroker(Broker):
         encoded = encode([terminal])
 
         def op(db: sqlite3.Connection) -> Event | None:
-            row = self._record_if_open(db, job_id)
-            if row is None or not self._save_if_open(db, {**row, **json.loads(patch)}):
+            row = record_if_open(db, job_id)
+            if row is None or not save_if_open(db, {**row, **json.loads(patch)}):
                 return None
             db.execute("DELETE FROM cancels WHERE job_id = ?", (job_id,))
-            return self._append(db, job_id, encoded)[0]
+            return append_events(db, job_id, encoded)[0]
 
         placed = await self._write(op)
         if placed is not None:

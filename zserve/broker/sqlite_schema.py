@@ -1,18 +1,35 @@
-"""The SQLite broker's tables, how it writes jobs and events as JSON, and how a worker tells
-that the server's broker file was deleted or replaced under it."""
+"""The SQLite broker's tables and connections, how it writes jobs and events as JSON, how a worker
+tells that the server's broker file was deleted or replaced under it, and which errors mean the
+file cannot be written for want of storage."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from zserve.events import Event
 from zserve.records import FINISHED, JobRecord
 
-__all__ = ["DONE", "OPEN", "SCHEMA", "changes_json", "dump", "encode", "listing", "replaced"]
+__all__ = [
+    "DONE",
+    "OPEN",
+    "SCHEMA",
+    "append_events",
+    "changes_json",
+    "connect",
+    "dump",
+    "encode",
+    "for_want_of_storage",
+    "listing",
+    "record_if_open",
+    "replaced",
+    "save_if_open",
+]
 
 OPEN = "status IN ('queued', 'running')"
 DONE = "status IN ('completed', 'failed', 'cancelled')"
@@ -83,3 +100,61 @@ def listing(
         args += [before[0], before[0], before[1]]
     sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
     return sql + " ORDER BY created_at DESC, job_id DESC LIMIT ?", [*args, limit]
+
+
+def connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) on a WAL file."""
+    db = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+    db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    # Switching a new file to WAL fails at once ("database is locked", no busy handler)
+    # while another process opens it too: retry for as long as the busy timeout.
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"cannot put {path} in WAL mode")
+        time.sleep(0.01)
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+def for_want_of_storage(exc: BaseException) -> bool:
+    """A write that failed because of where the file lives, not because of what was written:
+    a full disk, an I/O error, a lock held too long. Integrity and programming errors are bugs."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+# Write ops: run inside the broker's write transaction, given its connection.
+
+
+def record_if_open(db: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    row = db.execute(f"SELECT record FROM jobs WHERE job_id = ? AND {OPEN}", (job_id,))
+    found = row.fetchone()
+    return None if found is None else dict(json.loads(found[0]))
+
+
+def save_if_open(db: sqlite3.Connection, row: dict[str, Any]) -> bool:
+    """Write the record back, compare-and-set: only while the job is queued or running."""
+    sql = "UPDATE jobs SET status = ?, created_at = ?, finished_at = ?, worker = ?, record = ?"
+    values = [row[k] for k in ("status", "created_at", "finished_at", "worker")]
+    cursor = db.execute(f"{sql} WHERE job_id = ? AND {OPEN}", (*values, dump(row), row["job_id"]))
+    return cursor.rowcount == 1
+
+
+def append_events(
+    db: sqlite3.Connection, job_id: str, encoded: list[tuple[Event, str]]
+) -> list[Event]:
+    """Append events with the next seqs (the caller holds the write lock)."""
+    last = db.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()[0]
+    placed = [e.with_seq((last or 0) + i) for i, (e, _) in enumerate(encoded, 1)]
+    rows = [
+        (job_id, p.seq, p.type, p.ts, p.step, data)
+        for p, (_, data) in zip(placed, encoded, strict=True)
+    ]
+    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return placed

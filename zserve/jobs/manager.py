@@ -14,28 +14,38 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from zserve import events as ev
 from zserve.broker.base import Broker
 from zserve.engine.capture import RequestCapture
+from zserve.engine.observer import Observer
 from zserve.engine.plan import Plan
 from zserve.engine.recorder import RunRecorder
 from zserve.engine.runner import execute
 from zserve.engine.tracking import Tracking
 from zserve.engine.values import jsonable
 from zserve.errors import (
-    BrokerUnavailable,
     JobCancelled,
     JobFinished,
     ServerError,
     StoreUnavailable,
     ZServeError,
 )
+from zserve.jobs.ending import write_end
 from zserve.jobs.keeper import RunKeeper, store_unavailable
 from zserve.jobs.local import LocalJobs
-from zserve.jobs.outcome import SHUTDOWN, Outcome, conclude, error_of, log_job_failure, terminal
+from zserve.jobs.outcome import (
+    SHUTDOWN,
+    Outcome,
+    conclude,
+    error_of,
+    log_job_failure,
+    terminal,
+    uncancellable,
+)
 from zserve.jobs.publisher import EventPublisher
 from zserve.jobs.queries import JobQueries
 from zserve.jobs.slots import Slots
@@ -51,6 +61,8 @@ logger = logging.getLogger("zserve.jobs")
 _SYNC_COMPLETED = Outcome(JobStatus.COMPLETED)
 # Looked up once: an enum member lookup costs ~45 ns on Python 3.11 (the sync hot path).
 _RUNNING, _PENDING = JobStatus.RUNNING, StepStatus.PENDING
+#: How long a stopping worker retries writing jobs' ends past its grace period.
+END_RETRY_S = 5.0
 
 
 class JobManager(JobQueries):
@@ -67,6 +79,7 @@ class JobManager(JobQueries):
         retention_s: float = 3600.0,
         retention_count: int = 10_000,
         on_finished: Callable[[str, float | None], None] | None = None,
+        observer_for: Callable[[JobRecord], Observer | None] | None = None,
     ) -> None:
         self.plan = plan
         self.broker = broker
@@ -78,6 +91,8 @@ class JobManager(JobQueries):
         self.max_queue = max_queue
         #: told (outcome, seconds) when an async or streamed job ends: the server's metrics
         self.on_finished = on_finished
+        #: one more listener per job (OpenTelemetry spans), when configured
+        self.observer_for = observer_for
         self._slots = Slots(max_concurrency)
         #: submitted jobs whose task has not reached the slots yet
         self._starting = 0
@@ -93,6 +108,7 @@ class JobManager(JobQueries):
             running=self._tasks.keys, cancel=self._cancel_task,
         )  # fmt: skip
         self._closing = False
+        self._end_by = float("inf")
         self._drain: asyncio.Future[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -115,6 +131,7 @@ class JobManager(JobQueries):
         running ones get ``grace_s`` seconds, then end the same way. Their terminal events are
         published, so open streams end properly."""
         self._closing = True
+        self._end_by = time.monotonic() + grace_s + END_RETRY_S
         for job_id, task in self._tasks.items():
             tracker = self._trackers.get(job_id)
             if tracker is None or tracker.record.status == JobStatus.QUEUED:
@@ -129,9 +146,16 @@ class JobManager(JobQueries):
             await asyncio.gather(*tasks.values(), return_exceptions=True)
         for job_id, task in tasks.items():
             if task.cancelled():  # cancelled before it ever ran: end it here
-                record = await self.broker.get(job_id)
-                if record is not None and not record.finished:
-                    await self.broker.finish(job_id, *terminal(record, Outcome.failed(SHUTDOWN)))
+                await write_end(partial(self._end_unrun, job_id), job_id, self._out_of_time)
+
+    async def _end_unrun(self, job_id: str) -> None:
+        record = await self.broker.get(job_id)
+        if record is not None and not record.finished:
+            await self.broker.finish(job_id, *terminal(record, Outcome.failed(SHUTDOWN)))
+
+    def _out_of_time(self) -> bool:
+        """Whether a worker that is stopping must give up writing jobs' ends."""
+        return self._closing and time.monotonic() > self._end_by
 
     async def shutdown(self, grace_s: float) -> None:
         """Drain (if that has not begun), then stop the upkeep and close the broker."""
@@ -190,10 +214,10 @@ class JobManager(JobQueries):
             if self._slots.free or client_gone is None:
                 await self._slots.acquire(sync=True)
             else:
-                await self._queue_while_wanted(record.job_id, client_gone)
+                await self._slots.acquire_while_wanted(record.job_id, client_gone)
             try:
                 record.status, record.started_at = _RUNNING, time.time()
-                observers = (tracker,) if recorder is None else (tracker, recorder)
+                observers = self._observers(record, tracker, recorder)
                 outputs = await execute(self.plan, params, job_id=record.job_id,
                                         capture=capture.mode, timeout_s=timeout_s,
                                         observers=observers)  # fmt: skip
@@ -227,23 +251,13 @@ class JobManager(JobQueries):
         conclude(record, _SYNC_COMPLETED)
         return record, outputs
 
-    async def _queue_while_wanted(
-        self, job_id: str, client_gone: Callable[[], Awaitable[object]]
-    ) -> None:
-        """Wait for a slot unless the client leaves first: then JobCancelled, without a slot."""
-        slot = asyncio.ensure_future(self._slots.acquire(sync=True))
-        gone = asyncio.ensure_future(client_gone())
-        try:
-            await asyncio.wait((slot, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not slot.done():
-                slot.cancel()  # Slots passes a slot handed over meanwhile on to the next
-                with contextlib.suppress(asyncio.CancelledError):
-                    await slot
-        if not slot.done() or slot.cancelled():
-            raise JobCancelled(f"Job {job_id}: its client went away while it waited for a slot")
-        slot.result()
+    def _observers(
+        self, record: JobRecord, tracker: StepTracker, recorder: RunRecorder | None
+    ) -> tuple[Observer, ...]:
+        found: tuple[Observer, ...] = (tracker,) if recorder is None else (tracker, recorder)
+        if self.observer_for is not None and (extra := self.observer_for(record)) is not None:
+            found += (extra,)
+        return found
 
     def local_record(self, job_id: str) -> JobRecord | None:
         """A sync job of this worker, while it is retained."""
@@ -289,11 +303,9 @@ class JobManager(JobQueries):
             outcome = await self._outcome_of(record, params, timeout_s, tracker, recorder)
             if recorder is not None and outcome.status is not JobStatus.COMPLETED:
                 with contextlib.suppress(StoreUnavailable):  # the job's own end is the answer
-                    await _uncancellable(self.runs.keep(record, recorder))
-            # a lost broker (its file deleted under the server) cannot take the job's end: it
-            # said why once; retrying terminal writes is issue 9's item 5
-            with contextlib.suppress(BrokerUnavailable):
-                await _uncancellable(self._end(publisher, record, outcome))
+                    await uncancellable(self.runs.keep(record, recorder))
+            end = partial(self._end, publisher, record, outcome)
+            await uncancellable(write_end(end, job_id, self._out_of_time))
         finally:
             self._tasks.pop(job_id, None)
             self._trackers.pop(job_id, None)
@@ -323,7 +335,7 @@ class JobManager(JobQueries):
                                       {"capture": capture})],
                     {"status": JobStatus.RUNNING, "started_at": record.started_at},
                 )  # fmt: skip
-                observers = (tracker,) if recorder is None else (tracker, recorder)
+                observers = self._observers(record, tracker, recorder)
                 outputs = await execute(self.plan, params, job_id=job_id, capture=capture,
                                         timeout_s=timeout_s, observers=observers)  # fmt: skip
             finally:
@@ -346,10 +358,8 @@ class JobManager(JobQueries):
 
     async def _end(self, publisher: EventPublisher, record: JobRecord, outcome: Outcome) -> None:
         """The events still pending, then the terminal one: a job always ends."""
-        try:
-            await publisher.drain()
-        finally:
-            await self.broker.finish(record.job_id, *terminal(record, outcome))
+        await publisher.drain()
+        await self.broker.finish(record.job_id, *terminal(record, outcome))
         if self.on_finished is not None:
             started, finished = record.started_at, record.finished_at
             completed = outcome.status is JobStatus.COMPLETED
@@ -386,13 +396,3 @@ class JobManager(JobQueries):
         if task is not None:
             self._cancelled.add(job_id)
             task.cancel()
-
-
-async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro`` to the end even if the calling task is cancelled meanwhile (a second cancel
-    request, or shutdown): a job's terminal event must be written."""
-    task = asyncio.ensure_future(coro)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
-    task.result()

@@ -4,8 +4,11 @@ stores with it, for jobs that live in the broker."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ __all__ = [
     "error_of",
     "log_job_failure",
     "terminal",
+    "uncancellable",
 ]
 
 logger = logging.getLogger("zserve.jobs")
@@ -128,3 +132,13 @@ def log_job_failure(job_id: str, mode: str, err: ZServeError) -> None:
         logger.error("Job %s (%s) failed: %s", job_id, mode, err, exc_info=err.__cause__ or err)
     else:
         logger.warning("Job %s (%s) failed: %s", job_id, mode, err)
+
+
+async def uncancellable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to the end even if the calling task is cancelled meanwhile (a second cancel
+    request, or shutdown): a job's terminal event must be written."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()

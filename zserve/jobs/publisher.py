@@ -15,7 +15,8 @@ __all__ = ["EventPublisher"]
 class EventPublisher:
     """Events of one job, handed to the broker in order, in batches (one write per batch): a
     burst of chunks from a generator step costs few writes. The job's step states travel with
-    each batch."""
+    each batch. Events the broker cannot take for now (a full disk) are kept, in order, for the
+    next try."""
 
     def __init__(self, broker: Broker, record: JobRecord) -> None:
         self.broker = broker
@@ -33,14 +34,20 @@ class EventPublisher:
         try:
             while self.pending:
                 await self._publish_pending()
-        except BrokerUnavailable:
-            self.pending.clear()  # nowhere to keep them; the broker said why once
+        except BrokerUnavailable as err:
+            if err.lasting:
+                self.pending.clear()  # nowhere to keep them; the broker said why once
+            # else they wait for the next event, or for the job's end (retried until written)
         finally:
             self.flushing = None
 
     async def _publish_pending(self) -> None:
         batch, self.pending = self.pending, []
-        await self.broker.publish(self.record.job_id, batch, {"steps": self.record.steps})
+        try:
+            await self.broker.publish(self.record.job_id, batch, {"steps": self.record.steps})
+        except BaseException:
+            self.pending[:0] = batch  # nothing was written: they go first next time
+            raise
 
     async def drain(self) -> None:
         """Publish everything taken so far; return once it is with the broker."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 
-from zserve.errors import Overloaded
+from zserve.errors import JobCancelled, Overloaded
 
 __all__ = ["Slots"]
 
@@ -77,3 +78,22 @@ class Slots:
                     waiter.set_result(None)  # the slot passes straight to the next in line
                     return
         self.running -= 1
+
+    async def acquire_while_wanted(
+        self, job_id: str, gone: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Wait for a sync slot unless the client leaves first (``gone`` returns): then
+        JobCancelled, without a slot."""
+        slot = asyncio.ensure_future(self.acquire(sync=True))
+        left = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait((slot, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            if not slot.done():
+                slot.cancel()  # acquire() passes a slot handed over meanwhile on to the next
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slot
+        if not slot.done() or slot.cancelled():
+            raise JobCancelled(f"Job {job_id}: its client went away while it waited for a slot")
+        slot.result()

@@ -76,10 +76,23 @@ class Upkeep:
                 _failed("Checking cancel requests failed", exc)
 
     async def _lease_loop(self) -> None:
+        """Renew this worker's lease; end the jobs of workers whose lease ran out, but only
+        once this worker's own writes have succeeded for a whole lease period: after the broker
+        could not be written (a full disk), other live workers need that long to renew theirs."""
+        writing_since: float | None = None
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
                 await self.broker.heartbeat(self.worker_id, LEASE_TTL_S)
+            except Exception as exc:
+                writing_since = None
+                _failed("Lease upkeep failed", exc)
+                continue
+            now = time.monotonic()
+            writing_since = writing_since or now
+            if now - max(writing_since, self.broker.failed_at) < LEASE_TTL_S:
+                continue
+            try:
                 for job in await self.broker.expired(time.time()):
                     event, changes = terminal(job, Outcome.failed(WORKER_LOST))
                     await self.broker.finish(job.job_id, event, changes)

@@ -41,6 +41,7 @@ from zserve.server.middleware import (
 )
 from zserve.server.openapi import install_openapi
 from zserve.server.service import Service
+from zserve.server.tracing import TraceContextMiddleware
 from zserve.settings import Settings
 
 __all__ = ["create_app"]
@@ -90,6 +91,8 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
             service.ready = False
             await service.jobs.shutdown(settings.grace_s)
             await loop.run_in_executor(executor, service.close_stores)
+            if service.otel is not None:  # export the spans still buffered
+                await loop.run_in_executor(executor, service.otel.shutdown)
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPIOffline(  # /docs and /redoc from files in the package: no CDN
@@ -141,6 +144,8 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 
     streaming.add_job_routes(app, service)
     runs.add_run_routes(app, service)
+    if service.otel is not None:  # W3C trace context: installed only when tracing is on
+        app.add_middleware(TraceContextMiddleware, tracing=service.otel)
     app.add_middleware(GzipWhenAccepted)
     app.add_middleware(HeadMiddleware, own=("/stream/", "/health"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -128,16 +128,8 @@ def serve(
         version=__version__,
     )
     metrics_dir = _metrics_dir(settings.workers)
-    broker_file = None
     if settings.workers > 1 and not settings.broker_url:
-        # one broker file per server: the workers share jobs and events through it
-        broker_file = Path(settings.home) / "brokers" / f"{entry.id}.db"
-        private_dir(settings.home)
-        private_dir(broker_file.parent)
-        st = private_file(broker_file).stat()  # made here: its workers know it by identity
-        settings = settings.replace(
-            broker_url=f"sqlite://{broker_file}?file={st.st_dev}:{st.st_ino}"
-        )
+        settings = settings.replace(broker_url=deployment_broker(settings.home, record.id))
     registry.register(settings.home, entry)
     try:
         return _run_uvicorn(settings, record, plan, sock, entry)
@@ -146,9 +138,19 @@ def serve(
         sock.close()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-        if broker_file is not None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{broker_file}{suffix}").unlink(missing_ok=True)
+
+
+def deployment_broker(home: str, deployment_id: str) -> str:
+    """The broker of a deployment's workers: one SQLite file per home and deployment, made if
+    missing. It outlives the server: the next server of the deployment adopts it, so jobs
+    finished before a crash or restart stay readable for their retention time, and jobs a dead
+    server left unfinished end ``failed`` (``worker_lost``) once their lease runs out. The URL
+    names the file's identity: a worker that finds another file there refuses to use it."""
+    broker_file = Path(home) / "brokers" / f"{deployment_id}.db"
+    private_dir(home)
+    private_dir(broker_file.parent)
+    st = private_file(broker_file).stat()
+    return f"sqlite://{broker_file}?file={st.st_dev}:{st.st_ino}"
 
 
 def _metrics_dir(workers: int) -> str | None:

@@ -32,9 +32,14 @@ PROBLEM = {
 }
 HEALTH = {
     "type": "object",
-    "required": ["status", "deployment_id", "pipeline", "uptime_s", "version"],
+    "required": ["status", "deployment_id", "pipeline", "uptime_s", "version", "problems"],
     "properties": {
-        "status": {"type": "string", "enum": ["healthy", "starting", "draining"]},
+        "status": {"type": "string", "enum": ["healthy", "degraded", "starting", "draining"]},
+        "problems": {
+            "type": "object",
+            "description": "What cannot be written just now, by part (`broker`, `store`)",
+            "additionalProperties": {"type": "string"},
+        },
         "deployment_id": {"type": "string"},
         "pipeline": {"type": "string"},
         "uptime_s": {"type": "number"},

@@ -118,10 +118,18 @@ class GuardedHttpTools(HttpToolsProtocol):
             super().data_received(data)  # a body: nothing to count
             return
         self._in_head = True
-        self._head_bytes += len(data)
-        if self._head_bytes > Limits.max_header_bytes + 65536:  # far past: stop reading
-            self._refuse_head(f"over {Limits.max_header_bytes} bytes")
+        room = Limits.max_header_bytes + 65536 - self._head_bytes  # far past: stop reading
+        if len(data) > room:
+            # A read of a small head with a large body after it: parse up to the bound, and
+            # what follows only if the head ended within it.
+            self._head_bytes += room
+            super().data_received(data[:room])
+            if self._in_head:
+                self._refuse_head(f"over {Limits.max_header_bytes} bytes")
+            elif not self.transport.is_closing() and self.transport.get_protocol() is self:
+                self.data_received(data[room:])
             return
+        self._head_bytes += len(data)
         super().data_received(data)
         # a head that did not come whole in one read gets a deadline (most come whole)
         if self._in_head and self._head_timer is None and not self.transport.is_closing():

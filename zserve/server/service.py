@@ -34,7 +34,7 @@ from zserve.errors import (
 from zserve.jobs import JobManager
 from zserve.jobs.outcome import log_job_failure
 from zserve.records import DeploymentRecord, JobStatus, new_job_id
-from zserve.server import problems
+from zserve.server import problems, tracing
 from zserve.server.guard import is_json
 from zserve.server.metrics import Metrics
 from zserve.server.tokens import StreamTokens
@@ -79,12 +79,15 @@ class Service:
         self.started_at = datetime.now(UTC).isoformat()
         self.ready = False
         self.draining = False
+        #: OpenTelemetry spans of jobs and steps: None unless an OTLP endpoint is set
+        self.otel = tracing.setup(settings, record)
         self.jobs = JobManager(
             plan, open_broker(settings.broker_url or "memory://"), tracking=self.tracking,
             write_run=self.writer.write, store_failing=lambda: self.writer.failing,
             max_concurrency=settings.max_concurrency, max_queue=settings.max_queue,
             retention_s=settings.job_ttl_s, retention_count=settings.job_max_count,
             on_finished=lambda status, seconds: self.metrics.record(status, self.capture, seconds),
+            observer_for=self.otel.observer_for if self.otel is not None else None,
         )  # fmt: skip
 
     def run_reader(self) -> Store:
@@ -178,14 +181,26 @@ class Service:
         return Response(content, media_type="application/json")
 
     def health(self, request: Request) -> Response:
+        trouble = self.problems()
+        if self.ready:
+            state = "degraded" if trouble else "healthy"
+        else:
+            state = "draining" if self.draining else "starting"
         doc = {
-            "status": "healthy" if self.ready else ("draining" if self.draining else "starting"),
+            "status": state,
+            "problems": trouble,
             "deployment_id": self.record.id,
             "pipeline": self.plan.name,
             "uptime_s": round(time.time() - self.started, 3),
             "version": __version__,
         }
         return JSONResponse(doc, status_code=200 if self.ready else 503)
+
+    def problems(self) -> dict[str, str]:
+        """What cannot be written just now (a full disk...): async and streamed jobs are
+        refused while the broker cannot, tracked requests while the store cannot."""
+        found = {"broker": self.jobs.broker.problem, "store": self.writer.failing}
+        return {part: why for part, why in found.items() if why}
 
     def info(self) -> dict[str, Any]:
         spec = self.plan.spec
@@ -224,6 +239,7 @@ class Service:
             },
             "store": s.store_kind,
             "broker": self.jobs.broker.kind,
+            "broker_problem": self.jobs.broker.problem,
             "auth": bool(s.auth_key),
             "limits": {
                 "max_body_bytes": s.max_body_bytes,
