@@ -2,7 +2,9 @@
 
 A server records itself when it starts listening and removes its entry when it stops. An entry
 whose process is gone, or whose pid now belongs to another process (psutil's create time tells),
-is stale and removed whenever the registry is read.
+is stale and removed whenever the registry is read, unless workers of that server outlived it
+(its supervisor was killed while they drained): then ``ps`` lists them as leftovers and ``stop``
+stops them, and the entry goes with the last of them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "list_servers",
     "new_server_id",
     "register",
+    "stop_processes",
     "stop_tree",
     "unregister",
 ]
@@ -36,6 +39,8 @@ __all__ = [
 #: Set by `zserve start --detach` for the server process it spawns.
 SERVER_ID_ENV = "ZSERVE_SERVER_ID"
 LOG_FILE_ENV = "ZSERVE_LOG_FILE"
+#: The supervisor's pid, in its workers' environment: how leftovers of a dead one are found.
+SUPERVISOR_ENV = "ZSERVE_SUPERVISOR_PID"
 
 #: Worker processes spawned by uvicorn's supervisor run multiprocessing's spawn_main.
 _WORKER_MARK = "spawn_main"
@@ -72,7 +77,10 @@ class ServerEntry:
         return psutil.Process(self.pid)
 
     def worker_processes(self) -> list[psutil.Process]:
-        """The processes answering requests: the workers, or the server itself for one."""
+        """The processes answering requests: the workers, or the server itself for one; for a
+        dead server, its leftover workers."""
+        if not self.is_alive():
+            return self.leftover_workers()
         try:
             proc = self.process()
             if self.workers == 1:
@@ -80,6 +88,24 @@ class ServerEntry:
             return [c for c in proc.children() if _WORKER_MARK in " ".join(_cmdline(c))]
         except psutil.NoSuchProcess:
             return []
+
+    def leftover_workers(self) -> list[psutil.Process]:
+        """Workers that outlived this server's (dead) supervisor: found by the supervisor pid in
+        their environment, among processes started after it."""
+        if self.workers == 1 or self.is_alive():
+            return []
+        found = []
+        for proc in psutil.process_iter(["create_time", "cmdline"]):
+            try:
+                if proc.info["create_time"] < self.create_time - 0.5:
+                    continue
+                if _WORKER_MARK not in " ".join(proc.info["cmdline"] or ()):
+                    continue
+                if proc.environ().get(SUPERVISOR_ENV) == str(self.pid):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:
@@ -120,8 +146,9 @@ def this_process_entry(**fields: Any) -> ServerEntry:
     )
 
 
-def list_servers(home: str) -> list[ServerEntry]:
-    """Running servers, oldest first. Stale entries are removed on the way."""
+def list_servers(home: str, *, leftovers: bool = False) -> list[ServerEntry]:
+    """Running servers, oldest first, and with ``leftovers`` dead ones whose workers live on.
+    Stale entries are removed on the way."""
     folder = servers_dir(home)
     if not folder.is_dir():
         return []
@@ -134,6 +161,9 @@ def list_servers(home: str) -> list[ServerEntry]:
             continue
         if entry.is_alive():
             entries.append(entry)
+        elif entry.leftover_workers():
+            if leftovers:
+                entries.append(entry)
         else:
             path.unlink(missing_ok=True)
     return sorted(entries, key=lambda e: e.started_at)
@@ -143,11 +173,13 @@ def describe(entries: list[ServerEntry]) -> str:
     return "; ".join(f"{e.id} ({e.deployment} at {e.url})" for e in entries)
 
 
-def find_server(home: str, ref: str | None, *, deployment_only: bool = False) -> ServerEntry:
+def find_server(
+    home: str, ref: str | None, *, deployment_only: bool = False, leftovers: bool = False
+) -> ServerEntry:
     """A running server by id, port, deployment (name, name:version or id), or id prefix (4+
     characters), in that order; with no ref, the only running server. ``deployment_only``
-    matches deployments alone."""
-    servers = list_servers(home)
+    matches deployments alone; ``leftovers`` includes dead servers whose workers live on."""
+    servers = list_servers(home, leftovers=leftovers)
     if ref is None:
         if len(servers) == 1:
             return servers[0]
@@ -191,6 +223,18 @@ def stop_tree(pid: int, timeout: float) -> bool:
             main.send_signal(signal.SIGTERM)
     except psutil.NoSuchProcess:
         return True
+    return _reap(tree, timeout)
+
+
+def stop_processes(procs: list[psutil.Process], timeout: float) -> bool:
+    """SIGTERM each of ``procs``, give them ``timeout`` seconds, then SIGKILL what is left."""
+    for proc in procs if timeout > 0 else ():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    return _reap(procs, timeout)
+
+
+def _reap(tree: list[psutil.Process], timeout: float) -> bool:
     _, alive = psutil.wait_procs(tree, timeout=timeout) if timeout > 0 else ([], tree)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -4,6 +4,7 @@ can be served again at once."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import fresh, wait_for
+from tests.e2e.conftest import cli, fresh, wait_for, wait_status
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,30 @@ def test_workers_die_with_a_killed_supervisor(deployed: Any, servers: Any) -> No
 
 
 SLOW = "zserve.examples.slow:slow_pipeline"
+
+
+def test_ps_and_stop_find_the_workers_a_killed_supervisor_left(serve: Any) -> None:
+    # a worker that drains a long job when its supervisor is killed outlives it for the grace
+    server = serve(SLOW, workers=2, ZSERVE_GRACE_S="60")
+    job = httpx.post(f"{server.url}/invoke?mode=async", json={"parameters": {"delay": 60}})
+    wait_status(server.url, job.json()["job_id"], "running")
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
+
+    def leftovers() -> list[dict[str, Any]]:
+        [row] = json.loads(cli("ps", "--json").stdout)["servers"]
+        return row["processes"] if row["status"].startswith("server gone") else []
+
+    processes = wait_for(leftovers, "ps to list the leftover worker")
+    assert [p["role"] for p in processes] == ["leftover worker"]
+    pid = processes[0]["pid"]
+    assert psutil.Process(pid).is_running()
+    stopped = json.loads(cli("stop", "--all", "--timeout", "2", "--json").stdout)["stopped"]
+    print(f"\nleftover worker {pid} listed by ps and stopped by stop --all: {stopped}")
+    assert len(stopped) == 1 and not psutil.pid_exists(pid)
+    assert json.loads(cli("ps", "--json").stdout)["servers"] == []
+    registry = Path(os.environ["ZSERVE_HOME"]) / "servers"
+    assert not list(registry.glob("*.json"))
 
 
 def test_a_queued_sync_run_whose_client_left_is_dropped(serve: Any) -> None:

@@ -29,7 +29,7 @@ def ps(json_: bool = typer.Option(False, "--json", help="Print one JSON document
     """List running servers: deployment, URL, status, workers, CPU and memory, uptime."""
     from zserve import registry
 
-    entries = registry.list_servers(Settings.from_env().home)
+    entries = registry.list_servers(Settings.from_env().home, leftovers=True)
     rows = _sample(entries)
     if json_:
         print_json({"servers": rows})
@@ -61,8 +61,12 @@ def _sample(entries: list[ServerEntry]) -> list[dict[str, Any]]:
     import psutil
 
     procs: dict[str, list[tuple[str, psutil.Process]]] = {}
+    alive = {entry.id: entry.is_alive() for entry in entries}
     for entry in entries:
         workers = entry.worker_processes()
+        if not alive[entry.id]:  # its supervisor was killed: workers that outlived it
+            procs[entry.id] = [("leftover worker", w) for w in workers]
+            continue
         main = [] if entry.workers == 1 else [("supervisor", entry.process())]
         procs[entry.id] = main + [("worker", w) for w in workers]
         for _, p in procs[entry.id]:
@@ -77,11 +81,14 @@ def _sample(entries: list[ServerEntry]) -> list[dict[str, Any]]:
             mem = getattr(_quiet(p.memory_info), "rss", 0)
             processes.append({"pid": p.pid, "role": role, "cpu_percent": cpu,
                               "memory_bytes": mem})  # fmt: skip
-        try:
-            code = httpx.get(entry.url + "/health", timeout=1).status_code
-            status = "healthy" if code == 200 else f"unhealthy ({code})"
-        except httpx.TransportError:
-            status = "not answering"
+        if not alive[entry.id]:
+            status = f"server gone, {len(processes)} leftover worker(s): `zserve stop {entry.id}`"
+        else:
+            try:
+                code = httpx.get(entry.url + "/health", timeout=1).status_code
+                status = "healthy" if code == 200 else f"unhealthy ({code})"
+            except httpx.TransportError:
+                status = "not answering"
         rows.append({
             **entry.to_dict(),
             "status": status,
@@ -150,7 +157,10 @@ def stop(
     home = Settings.from_env().home
     if all_ == (server is not None):
         raise UsageError("Name one server to stop, or pass --all")
-    targets = registry.list_servers(home) if all_ else [registry.find_server(home, server)]
+    if all_:
+        targets = registry.list_servers(home, leftovers=True)
+    else:
+        targets = [registry.find_server(home, server, leftovers=True)]
     stopped = [_stop(home, entry, timeout) for entry in targets]
     if json_:
         print_json({"stopped": stopped})
@@ -165,7 +175,10 @@ def stop(
 def _stop(home: str, entry: ServerEntry, timeout: float) -> dict[str, Any]:
     from zserve import registry
 
-    graceful = registry.stop_tree(entry.pid, timeout) if entry.is_alive() else True
+    if entry.is_alive():
+        graceful = registry.stop_tree(entry.pid, timeout)
+    else:  # a killed supervisor's leftover workers (or nothing)
+        graceful = registry.stop_processes(entry.leftover_workers(), timeout)
     registry.unregister(home, entry.id)
     return {"server_id": entry.id, "pid": entry.pid, "deployment": entry.deployment,
             "url": entry.url, "graceful": graceful}  # fmt: skip

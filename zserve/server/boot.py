@@ -37,7 +37,7 @@ __all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_dep
 #: Where the parent hands the resolved deployment record to its workers.
 DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
 #: The supervisor's pid, for its workers: they stop when it is gone.
-SUPERVISOR_ENV = "ZSERVE_SUPERVISOR_PID"
+SUPERVISOR_ENV = registry.SUPERVISOR_ENV
 #: prctl(2) option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 
