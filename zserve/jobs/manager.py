@@ -373,19 +373,13 @@ class JobManager(JobQueries):
         if record.finished:
             raise JobFinished(f"Job {job_id} already {record.status}: nothing to cancel")
         task = self._tasks.get(job_id) or self._local_tasks.get(job_id)
-        if task is not None:
-            self._cancel_task(job_id)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), 5)
-        else:  # another worker runs it: it polls for cancel requests
+        if task is None:  # another worker runs it: it polls for cancel requests
             await self.broker.request_cancel(job_id)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                found = await self.broker.get(job_id)
-                if found is None or found.finished:
-                    break
-                await asyncio.sleep(POLL_S / 2)
-        return await self.get(job_id)
+            return await self.after_cancel(job_id, 5, POLL_S / 2)
+        self._cancel_task(job_id)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        return await self.after_cancel(job_id, 0, 0)
 
     def _cancel_task(self, job_id: str) -> None:
         """Cancel the task of a job this worker runs (once: a second request must not cut the

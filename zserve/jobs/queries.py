@@ -4,12 +4,14 @@ following a job's events), mixed into ``JobManager``. Sync jobs are this worker'
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import time
 from collections.abc import AsyncIterator
 
 from zserve import events as ev
 from zserve.broker.base import Broker
-from zserve.errors import NotFound
+from zserve.errors import BrokerUnavailable, NotFound
 from zserve.jobs.local import LocalJobs
 from zserve.records import JobRecord
 
@@ -25,6 +27,16 @@ class JobQueries:
         if record is None:
             raise NotFound(f"No job {job_id!r} (finished jobs are kept for a limited time)")
         return record
+
+    async def after_cancel(self, job_id: str, seconds: float, poll_s: float) -> JobRecord:
+        """The job once it has ended, or after ``seconds``. Still unfinished while the broker
+        cannot be written: BrokerUnavailable (503), as its end cannot be written yet."""
+        deadline = time.monotonic() + seconds
+        while not (found := await self.get(job_id)).finished and time.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
+        if not found.finished and (problem := self.broker.problem) is not None:
+            raise BrokerUnavailable(f"{problem}. Job {job_id} ends then", lasting=False)
+        return found
 
     async def count_by_status(self) -> dict[str, int]:
         """Jobs by state: this worker's sync jobs and all the broker's jobs."""
