@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["private_dir", "private_file"]
+__all__ = ["broker_file", "private_dir", "private_file"]
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -44,3 +44,8 @@ def private_file(path: str | Path) -> Path:
     except FileExistsError:
         _tighten(path, 0o600)
     return path
+
+
+def broker_file(home: str | Path, deployment_id: str) -> Path:
+    """Where the SQLite broker of a deployment's workers lives (kept between its servers)."""
+    return Path(home) / "brokers" / f"{deployment_id}.db"

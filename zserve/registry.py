@@ -39,7 +39,7 @@ __all__ = [
 #: Set by `zserve start --detach` for the server process it spawns.
 SERVER_ID_ENV = "ZSERVE_SERVER_ID"
 LOG_FILE_ENV = "ZSERVE_LOG_FILE"
-#: The supervisor's pid, in its workers' environment: how leftovers of a dead one are found.
+#: The supervisor's pid, in its workers' environment: they stop when it is gone.
 SUPERVISOR_ENV = "ZSERVE_SUPERVISOR_PID"
 
 #: Worker processes spawned by uvicorn's supervisor run multiprocessing's spawn_main.
@@ -90,7 +90,7 @@ class ServerEntry:
             return []
 
     def leftover_workers(self) -> list[psutil.Process]:
-        """Workers that outlived this server's (dead) supervisor: found by the supervisor pid in
+        """Workers that outlived this server's (dead) supervisor: found by the server id in
         their environment, among processes started after it."""
         if self.workers == 1 or self.is_alive():
             return []
@@ -101,7 +101,7 @@ class ServerEntry:
                     continue
                 if _WORKER_MARK not in " ".join(proc.info["cmdline"] or ()):
                     continue
-                if proc.environ().get(SUPERVISOR_ENV) == str(self.pid):
+                if proc.environ().get(SERVER_ID_ENV) == self.id:
                     found.append(proc)
             except psutil.Error:
                 continue
@@ -205,6 +205,8 @@ def find_server(
             matches = by_deployment
         if not matches and len(ref) >= 4:
             matches = [s for s in servers if s.id.startswith(ref)]
+    if len(matches) > 1:  # a live server before the leftovers of a dead one on its port
+        matches = [s for s in matches if s.is_alive()] or matches
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -75,8 +75,14 @@ def test_list_show_delete(zhome: Path) -> None:
     assert "city: str (required)" in text and "days: int (default 1)" in text
     assert "analyze_data [sync-on-loop] after fetch_data" in text
 
+    brokers = zhome / "brokers"  # its jobs, kept between servers, go with it
+    brokers.mkdir()
+    for suffix in ("", "-wal"):
+        (brokers / f"{dep['id']}.db{suffix}").write_bytes(b"jobs")
+    (brokers / "other.db").write_bytes(b"jobs")
     deleted = json.loads(zserve("deployments", "delete", "w", "--json").stdout)
     assert [d["id"] for d in deleted["deleted"]] == [dep["id"]]
+    assert [p.name for p in brokers.iterdir()] == ["other.db"]
     assert [
         d["name"] for d in json.loads(zserve("deployments", "list", "--json").stdout)["deployments"]
     ] == ["m"]

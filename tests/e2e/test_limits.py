@@ -65,6 +65,20 @@ def test_a_large_body_read_with_its_head_is_not_taken_for_a_large_head(serve: An
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert b"p" * 1000 in answer
+    # pipelined: the next request's head straddles the bound (16384 + 65536 bytes) that the
+    # first head must end within
+    head = (b"POST /invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %05d\r\n\r\n")  # fmt: skip
+    filler = 16384 + 65536 - len(head % 0) - 10 - len(b'{"parameters": {"city": ""}}')
+    body = b'{"parameters": {"city": "' + b"q" * filler + b'"}}'
+    first = head % len(body)
+    second = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(first + body + second)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
 
 
 def test_slowloris_sockets_are_closed(serve: Any) -> None:

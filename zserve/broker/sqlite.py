@@ -26,9 +26,8 @@ from typing import Any, TypeVar
 
 from zserve.broker.base import Broker
 from zserve.broker.sqlite_schema import (
-    DONE,
     OPEN,
-    SCHEMA,
+    OtherLayout,
     append_events,
     changes_json,
     connect,
@@ -36,9 +35,13 @@ from zserve.broker.sqlite_schema import (
     encode,
     for_want_of_storage,
     listing,
+    make_layout,
+    process_alive,
+    prune_finished,
     record_if_open,
     replaced,
     save_if_open,
+    started,
 )
 from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
@@ -71,6 +74,9 @@ class SQLiteBroker(Broker):
         #: Why it cannot be written just now (a full disk...), or None: new jobs are refused
         #: meanwhile; the next write that succeeds clears it.
         self.failing: str | None = None
+        #: when this process started: with the pid in its worker ids, how its leases are told
+        #: from those of a later process with the same pid
+        self._born = started()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="zserve-broker")
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards _pending and _flushing (loop thread vs I/O thread)
@@ -103,8 +109,11 @@ class SQLiteBroker(Broker):
             private_file(self.path)
         db = connect(self.path, BUSY_TIMEOUT_MS)
         self._db = db
-        [(ok, error)] = self._transaction([lambda db: [db.execute(s) for s in SCHEMA]])
-        if not ok:
+        [(ok, error)] = self._transaction([lambda db: make_layout(db, self.path)])
+        if isinstance(error, OtherLayout):
+            self.lost = str(error)  # served like a lost file: sync only, async refused
+            logger.error("%s", self.lost)
+        elif not ok:
             raise error
         self._data_version = self._version()
 
@@ -124,6 +133,8 @@ class SQLiteBroker(Broker):
                 try:
                     outcomes.append((True, op(db)))
                 except Exception as exc:
+                    if not db.in_transaction:  # SQLite rolled it all back itself (disk full)
+                        raise
                     db.execute("ROLLBACK TO op")
                     outcomes.append((False, exc))
                 db.execute("RELEASE op")
@@ -140,6 +151,7 @@ class SQLiteBroker(Broker):
         batch = [(op, fut) for op, fut in batch if fut.set_running_or_notify_cancel()]
         if not batch:
             return
+        written = self._conn.total_changes
         try:
             outcomes = self._transaction([op for op, _ in batch])
         except Exception as exc:  # the whole transaction failed: nothing was written
@@ -151,7 +163,7 @@ class SQLiteBroker(Broker):
         failure = next((v for ok, v in outcomes if not ok and for_want_of_storage(v)), None)
         if failure is not None:
             self._failed(failure)
-        elif self.failing is not None:
+        elif self.failing is not None and self._conn.total_changes != written:  # wrote again
             self.failing = None
             logger.warning("The job broker %s can be written again", self.path)
         for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
@@ -363,30 +375,25 @@ class SQLiteBroker(Broker):
 
     async def heartbeat(self, worker: str, ttl: float) -> None:
         await self._read(self._check_file)  # each heartbeat looks at the file
-        sql = "INSERT OR REPLACE INTO leases VALUES (?, ?)"
+        sql = "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)"
         expires = time.time() + ttl
-        await self._write(lambda db: db.execute(sql, (worker, expires)).rowcount)
+        await self._write(lambda db: db.execute(sql, (worker, expires, self._born)).rowcount)
 
     async def expired(self, now: float) -> list[JobRecord]:
+        """Jobs whose owner's lease ran out, unless its process still runs (its heartbeats
+        may have failed: a full disk): it is never declared lost while alive."""
         sql = (
-            "SELECT j.record FROM jobs j LEFT JOIN leases l ON l.worker = j.worker"
+            "SELECT j.record, l.born FROM jobs j LEFT JOIN leases l ON l.worker = j.worker"
             f" WHERE j.{OPEN} AND j.worker != '' AND (l.expires_at IS NULL OR l.expires_at < ?)"
             " ORDER BY j.created_at"
         )
-        return await self._read(self._records, sql, now)
+
+        def dead() -> list[JobRecord]:
+            found = [(JobRecord.from_row(json.loads(r)), born)
+                     for r, born in self._conn.execute(sql, (now,))]  # fmt: skip
+            return [job for job, born in found if not process_alive(job.worker, born)]
+
+        return await self._read(dead)
 
     async def prune(self, before: float, keep: int) -> int:
-        # Finished before `before` (or at an unknown time), and the rest beyond the `keep` latest.
-        finished = f"SELECT job_id FROM jobs INDEXED BY jobs_by_finished WHERE {DONE} AND"
-        sql = (
-            f"{finished} (finished_at IS NULL OR finished_at < ?) UNION ALL SELECT job_id FROM"
-            f" ({finished} finished_at >= ? ORDER BY finished_at DESC LIMIT -1 OFFSET ?)"
-        )
-
-        def op(db: sqlite3.Connection) -> int:
-            doomed = db.execute(sql, (before, before, max(0, keep))).fetchall()
-            for table in ("events", "cancels", "jobs"):
-                db.executemany(f"DELETE FROM {table} WHERE job_id = ?", doomed)
-            return len(doomed)
-
-        return await self._write(op)
+        return await self._write(lambda db: prune_finished(db, before, keep))

@@ -17,8 +17,10 @@ from zserve.records import FINISHED, JobRecord
 
 __all__ = [
     "DONE",
+    "LAYOUT",
     "OPEN",
     "SCHEMA",
+    "OtherLayout",
     "append_events",
     "changes_json",
     "connect",
@@ -26,9 +28,13 @@ __all__ = [
     "encode",
     "for_want_of_storage",
     "listing",
+    "make_layout",
+    "process_alive",
+    "prune_finished",
     "record_if_open",
     "replaced",
     "save_if_open",
+    "started",
 ]
 
 OPEN = "status IN ('queued', 'running')"
@@ -46,9 +52,20 @@ SCHEMA = (
     type TEXT NOT NULL, ts REAL NOT NULL, step TEXT, data TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS cancels (job_id TEXT PRIMARY KEY) WITHOUT ROWID",
-    """CREATE TABLE IF NOT EXISTS leases (worker TEXT PRIMARY KEY, expires_at REAL NOT NULL)
-    WITHOUT ROWID""",
+    # born: when the worker's process started (psutil), to tell it from a later one of its pid
+    """CREATE TABLE IF NOT EXISTS leases (worker TEXT PRIMARY KEY, expires_at REAL NOT NULL,
+    born REAL) WITHOUT ROWID""",
 )
+#: The file's layout (``PRAGMA user_version``); a file of another layout is not used.
+LAYOUT = 1
+#: SQLite's primary result codes of a write that failed because of where the file lives.
+STORAGE_CODES = frozenset(
+    {5, 6, 7, 8, 10, 13, 14}
+)  # BUSY LOCKED NOMEM READONLY IOERR FULL CANTOPEN
+
+
+class OtherLayout(Exception):
+    """The broker file was made by a zserve with another layout."""
 
 
 def dump(value: Any) -> str:
@@ -125,8 +142,51 @@ def connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
 
 def for_want_of_storage(exc: BaseException) -> bool:
     """A write that failed because of where the file lives, not because of what was written:
-    a full disk, an I/O error, a lock held too long. Integrity and programming errors are bugs."""
-    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+    a full disk, an I/O error, a read-only file, a lock held too long. Anything else (a
+    corrupt file, an SQL or integrity error) is not retried."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in STORAGE_CODES
+
+
+def make_layout(db: sqlite3.Connection, path: str) -> None:
+    """Create the tables of a new file; check the layout of an existing one. An unversioned file
+    (from before layouts) is made anew: its jobs belong to servers that no longer run."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == LAYOUT:
+        return
+    if version != 0:
+        raise OtherLayout(
+            f"The job broker file {path} was made by another zserve version (layout {version}; "
+            f"this one reads {LAYOUT}): stop that version's servers of this deployment and "
+            "delete the file, or serve with that version"
+        )
+    for table in ("jobs", "events", "cancels", "leases"):
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+    for statement in SCHEMA:
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {LAYOUT}")
+
+
+def process_alive(worker: str, born: float | None) -> bool:
+    """Whether the process of ``worker`` ("<pid>-<random>", a lease's ``born``) still runs on
+    this host: the SQLite broker is one host's, so a live process is never declared lost."""
+    import psutil
+
+    pid = worker.partition("-")[0]
+    if born is None or not pid.isdigit():
+        return False
+    try:
+        started: float = psutil.Process(int(pid)).create_time()
+    except psutil.Error:
+        return False
+    return abs(started - born) < 0.01
+
+
+def started() -> float:
+    """When this process started (psutil's create time): a lease's ``born``."""
+    import psutil
+
+    return float(psutil.Process().create_time())
 
 
 # Write ops: run inside the broker's write transaction, given its connection.
@@ -158,3 +218,18 @@ def append_events(
     ]
     db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
     return placed
+
+
+#: Finished before a time (or at an unknown time), and the rest beyond the latest ``keep``.
+_FINISHED = f"SELECT job_id FROM jobs INDEXED BY jobs_by_finished WHERE {DONE} AND"
+PRUNE = (
+    f"{_FINISHED} (finished_at IS NULL OR finished_at < ?) UNION ALL SELECT job_id FROM"
+    f" ({_FINISHED} finished_at >= ? ORDER BY finished_at DESC LIMIT -1 OFFSET ?)"
+)
+
+
+def prune_finished(db: sqlite3.Connection, before: float, keep: int) -> int:
+    doomed = db.execute(PRUNE, (before, before, max(0, keep))).fetchall()
+    for table in ("events", "cancels", "jobs"):
+        db.executemany(f"DELETE FROM {table} WHERE job_id = ?", doomed)
+    return len(doomed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
@@ -90,10 +91,24 @@ def delete(
     """Delete a deployment (a bare name deletes all its versions)."""
     from zserve.store import Store
 
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url) as store:
         deleted = store.delete_deployment(ref)
+    _forget_jobs(settings.home, [r.id for r in deleted])
     if json_:
         print_json({"deleted": [r.to_dict() for r in deleted]})
         return
     for r in deleted:
         typer.echo(f"Deleted {r.ref} ({r.id})")
+
+
+def _forget_jobs(home: str, deployment_ids: list[str]) -> None:
+    """Delete the job brokers of deleted deployments (their jobs' parameters and outputs),
+    except those a running server still uses."""
+    from zserve import registry
+    from zserve.paths import broker_file
+
+    serving = {s.deployment_id for s in registry.list_servers(home, leftovers=True)}
+    for deployment_id in set(deployment_ids) - serving:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{broker_file(home, deployment_id)}{suffix}").unlink(missing_ok=True)

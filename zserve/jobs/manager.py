@@ -28,6 +28,7 @@ from zserve.engine.runner import execute
 from zserve.engine.tracking import Tracking
 from zserve.engine.values import jsonable
 from zserve.errors import (
+    BrokerUnavailable,
     JobCancelled,
     JobFinished,
     ServerError,
@@ -144,9 +145,9 @@ class JobManager(JobQueries):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
-        for job_id, task in tasks.items():
-            if task.cancelled():  # cancelled before it ever ran: end it here
-                await write_end(partial(self._end_unrun, job_id), job_id, self._out_of_time)
+        unrun = [job_id for job_id, task in tasks.items() if task.cancelled()]
+        await asyncio.gather(*(write_end(partial(self._end_unrun, job_id), job_id,
+                                         self._out_of_time) for job_id in unrun))  # fmt: skip
 
     async def _end_unrun(self, job_id: str) -> None:
         record = await self.broker.get(job_id)
@@ -358,7 +359,12 @@ class JobManager(JobQueries):
 
     async def _end(self, publisher: EventPublisher, record: JobRecord, outcome: Outcome) -> None:
         """The events still pending, then the terminal one: a job always ends."""
-        await publisher.drain()
+        try:
+            await publisher.drain()
+        except BrokerUnavailable:
+            raise  # retried (with the events), or the broker is lost
+        except Exception:  # a bug of ours: the job must still end
+            logger.exception("Job %s: its last events could not be published", record.job_id)
         await self.broker.finish(record.job_id, *terminal(record, outcome))
         if self.on_finished is not None:
             started, finished = record.started_at, record.finished_at

@@ -45,8 +45,9 @@ class EventPublisher:
         batch, self.pending = self.pending, []
         try:
             await self.broker.publish(self.record.job_id, batch, {"steps": self.record.steps})
-        except BaseException:
-            self.pending[:0] = batch  # nothing was written: they go first next time
+        except BrokerUnavailable as err:
+            if not err.lasting:
+                self.pending[:0] = batch  # nothing was written: they go first next time
             raise
 
     async def drain(self) -> None:

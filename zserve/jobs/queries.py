@@ -34,7 +34,8 @@ class JobQueries:
         deadline = time.monotonic() + seconds
         while not (found := await self.get(job_id)).finished and time.monotonic() < deadline:
             await asyncio.sleep(poll_s)
-        if not found.finished and (problem := self.broker.problem) is not None:
+        problem = self.broker.problem if found.mode != "sync" else None  # sync: no broker
+        if not found.finished and problem is not None:
             raise BrokerUnavailable(f"{problem}. Job {job_id} ends then", lasting=False)
         return found
 

@@ -25,7 +25,7 @@ from zserve._version import __version__
 from zserve.engine.deployments import check_sources, load_plan
 from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
-from zserve.paths import private_dir, private_file
+from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
 from zserve.settings import SETTINGS_ENV, Settings
 
@@ -146,11 +146,11 @@ def deployment_broker(home: str, deployment_id: str) -> str:
     finished before a crash or restart stay readable for their retention time, and jobs a dead
     server left unfinished end ``failed`` (``worker_lost``) once their lease runs out. The URL
     names the file's identity: a worker that finds another file there refuses to use it."""
-    broker_file = Path(home) / "brokers" / f"{deployment_id}.db"
+    path = broker_file(home, deployment_id)
     private_dir(home)
-    private_dir(broker_file.parent)
-    st = private_file(broker_file).stat()
-    return f"sqlite://{broker_file}?file={st.st_dev}:{st.st_ino}"
+    private_dir(path.parent)
+    st = private_file(path).stat()
+    return f"sqlite://{path}?file={st.st_dev}:{st.st_ino}"
 
 
 def _metrics_dir(workers: int) -> str | None:
@@ -225,6 +225,7 @@ def _run_uvicorn(
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[DEPLOYMENT_ENV] = record.to_json()
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    os.environ[registry.SERVER_ID_ENV] = entry.id  # how `zserve ps` finds leftover workers
     config = uvicorn.Config(
         "zserve.server.boot:app_from_env", factory=True, workers=settings.workers, **common
     )

@@ -65,6 +65,7 @@ def configure(
 
 class GuardedHttpTools(HttpToolsProtocol):
     _head_bytes = 0
+    _heads = 0  # request heads read whole on this connection
     _in_head = False
     _head_timer: asyncio.TimerHandle | None = None
     _idle_since = 0.0
@@ -123,8 +124,9 @@ class GuardedHttpTools(HttpToolsProtocol):
             # A read of a small head with a large body after it: parse up to the bound, and
             # what follows only if the head ended within it.
             self._head_bytes += room
+            heads = self._heads
             super().data_received(data[:room])
-            if self._in_head:
+            if self._heads == heads:  # no head ended within the bound
                 self._refuse_head(f"over {Limits.max_header_bytes} bytes")
             elif not self.transport.is_closing() and self.transport.get_protocol() is self:
                 self.data_received(data[room:])
@@ -152,6 +154,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                 return
         self._in_head = False
         self._head_bytes = 0
+        self._heads += 1
         if self._head_timer is not None:
             self._disarm_head_timer()
         super().on_headers_complete()

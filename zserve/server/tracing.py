@@ -139,14 +139,22 @@ class Tracing:
             return Incoming()
         return Incoming(parent, _traceparent(sc.trace_id, sc.span_id, sc.trace_flags))
 
-    def shutdown(self) -> None:
-        """Export what is buffered, then stop (blocks: call it off the event loop)."""
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Export what is buffered, then stop; gives up after ``timeout_s`` (the SDK's own
+        flush does not keep to its timeout when a collector hangs). Blocks: call it off the
+        event loop."""
         if self._closed:
             return
         self._closed = True
+        done = threading.Thread(target=self._shutdown, name="zserve-otel-stop", daemon=True)
+        done.start()
+        done.join(timeout_s)
+        if done.is_alive():
+            logger.warning("Tracing: the last spans were not exported within %g s", timeout_s)
+
+    def _shutdown(self) -> None:
         try:
-            self.provider.force_flush(5000)
-            self.provider.shutdown()
+            self.provider.shutdown()  # exports what the batch processor holds
         except Exception:
             logger.warning("Tracing: the last spans could not be exported", exc_info=True)
 
