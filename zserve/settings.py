@@ -52,6 +52,7 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "max_body_bytes": ("ZSERVE_MAX_BODY_BYTES", ()),
     "max_threads": ("ZSERVE_MAX_THREADS", ()),
     "access_log": ("ZSERVE_ACCESS_LOG", ()),
+    "server_timing": ("ZSERVE_SERVER_TIMING", ()),
     "max_concurrency": ("ZSERVE_MAX_CONCURRENCY", ()),
     "max_queue": ("ZSERVE_MAX_QUEUE", ()),
     "timeout_s": ("ZSERVE_TIMEOUT_S", ()),
@@ -132,6 +133,9 @@ class Settings:
     #: Threads for sync steps, per worker.
     max_threads: int = 64
     access_log: bool = False
+    #: A Server-Timing header on every sync invoke answer (else only when asked for, by
+    #: ``zserve bench``'s request header)
+    server_timing: bool = False
     #: Executions running at once per worker; beyond it they queue, and past the queue, 429.
     max_concurrency: int = 64
     max_queue: int = 1000

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from zserve._version import __version__
-from zserve.cli import deploy, deployments, invoke, jobs, run, runs, servers, start, stream
+from zserve.cli import bench, deploy, deployments, invoke, jobs, run, runs, servers, start, stream
 from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
@@ -58,6 +58,7 @@ app.add_typer(jobs.app, name="jobs")
 app.command("stream")(stream.stream)
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,6 +15,9 @@ from zserve.cli._output import print_json
 from zserve.errors import ServerError
 from zserve.records import CaptureMode
 from zserve.settings import LogLevel, Settings
+
+if TYPE_CHECKING:
+    from zserve.registry import ServerEntry
 
 #: How long `start --detach` waits for /health before giving up (seconds).
 DEFAULT_START_TIMEOUT = 60.0
@@ -64,6 +68,24 @@ def start(
 
 
 def _detach(settings: Settings, start_timeout: float, json_: bool) -> None:
+    entry, log_file = launch(settings, start_timeout)
+    worker_pids = sorted(p.pid for p in entry.worker_processes())
+    if json_:
+        print_json({
+            "server_id": entry.id, "url": entry.url, "port": entry.port, "pid": entry.pid,
+            "worker_pids": worker_pids, "deployment": entry.deployment,
+            "deployment_id": entry.deployment_id, "log_file": str(log_file),
+        })  # fmt: skip
+        return
+    typer.echo(f"Started server {entry.id}: {entry.url}")
+    typer.echo(f"  deployment {entry.deployment}, {settings.workers} worker(s), pid {entry.pid}")
+    typer.echo(f"  logs: zserve logs {entry.id}    stop: zserve stop {entry.id}")
+
+
+def launch(settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]:
+    """Start a detached server for ``settings`` (its deployment id set) and return once its
+    workers are up and ``/health`` answers: (its registry entry, its log file). ServerError
+    (with the server's own error line) when it fails or is not ready in time."""
     import httpx
 
     from zserve import registry
@@ -103,17 +125,7 @@ def _detach(settings: Settings, start_timeout: float, json_: bool) -> None:
             f"its log: {log_file}"
         )
     assert entry is not None
-    worker_pids = sorted(p.pid for p in entry.worker_processes())
-    if json_:
-        print_json({
-            "server_id": entry.id, "url": entry.url, "port": entry.port, "pid": entry.pid,
-            "worker_pids": worker_pids, "deployment": entry.deployment,
-            "deployment_id": entry.deployment_id, "log_file": str(log_file),
-        })  # fmt: skip
-        return
-    typer.echo(f"Started server {entry.id}: {entry.url}")
-    typer.echo(f"  deployment {entry.deployment}, {settings.workers} worker(s), pid {entry.pid}")
-    typer.echo(f"  logs: zserve logs {entry.id}    stop: zserve stop {entry.id}")
+    return entry, log_file
 
 
 def _startup_failure(log_file: Path, code: int) -> str:

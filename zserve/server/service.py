@@ -33,7 +33,7 @@ from zserve.errors import (
 )
 from zserve.jobs import JobManager
 from zserve.jobs.outcome import log_job_failure
-from zserve.records import DeploymentRecord, JobStatus, new_job_id
+from zserve.records import DeploymentRecord, JobStatus, StepState, new_job_id
 from zserve.server import problems, tracing
 from zserve.server.guard import is_json
 from zserve.server.metrics import Metrics
@@ -178,6 +178,9 @@ class Service:
             content = to_json(body_doc, inf_nan_mode="null")
         except PydanticSerializationError as exc:
             return _unserialisable(outputs, exc, job_id)
+        if self.settings.server_timing or ASK_TIMING in request.scope["headers"]:
+            timing = {"Server-Timing": server_timing(elapsed, job.steps)}
+            return Response(content, media_type="application/json", headers=timing)
         return Response(content, media_type="application/json")
 
     def health(self, request: Request) -> Response:
@@ -254,6 +257,18 @@ class Service:
             "version": __version__,
             "deployment_id": self.record.id,
         }
+
+
+#: The request header that asks for a Server-Timing answer header (``zserve bench`` sends it).
+ASK_TIMING = (b"zserve-timing", b"1")
+
+
+def server_timing(elapsed_s: float, steps: list[StepState]) -> str:
+    """``engine;dur=MS`` (the run, waiting for a slot included), then ``step.NAME;dur=MS`` for
+    each step that ran, in milliseconds."""
+    parts = [f"engine;dur={elapsed_s * 1000:.3f}"]
+    parts += [f"step.{s['name']};dur={s['duration_ms']}" for s in steps if s["duration_ms"]]
+    return ", ".join(parts)
 
 
 def _unserialisable(outputs: dict[str, Any], exc: Exception, job_id: str) -> Response:
