@@ -50,7 +50,7 @@ def reference_rows() -> dict[str, set[str]]:
             if not re.fullmatch(r"[a-z][a-z-]*", word):
                 break
             path.append(word)
-        rows[" ".join(path)] = set(re.findall(r"--[a-z][a-z-]*", usage))
+        rows[" ".join(path)] = set(re.findall(r"--[a-z][a-z0-9-]*", usage))
     return rows
 
 

@@ -60,6 +60,10 @@ class Answer:
     body: bytes
     #: the ``Server-Timing`` header, if the answer had one
     timing: bytes | None
+    #: ``time.perf_counter()`` when the request was written and when the answer was whole
+    #: (taken in the protocol's callbacks, as wrk does, not when the waiting task resumes)
+    sent: float = 0.0
+    done: float = 0.0
     #: ``time.perf_counter()`` when the first event after ``job.queued`` arrived (streams)
     first_event: float | None = None
 
@@ -75,7 +79,8 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._timing: bytes | None = None
         self._first_event: float | None = None
-        self._header_name = b""
+        self._sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(cls, target: Target, timeout: float) -> Connection:
@@ -116,22 +121,40 @@ class Connection(asyncio.Protocol):
                     break
 
     def on_message_complete(self) -> None:
+        done = time.perf_counter()
         status = self.parser.get_status_code()
-        answer = Answer(status, b"".join(self._body), self._timing, self._first_event)
+        answer = Answer(status, b"".join(self._body), self._timing, self._sent, done,
+                        self._first_event)  # fmt: skip
         self._body, self._timing, self._first_event = [], None, None
         if not self.parser.should_keep_alive():
             self.close()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(answer)
 
     # -- use --------------------------------------------------------------------------------------
 
-    async def request(self, data: bytes) -> Answer:
+    async def request(self, data: bytes, timeout: float) -> Answer:
+        """Send ``data``; the answer, or TimeoutError after ``timeout`` seconds."""
+        return await self.send(data, timeout)
+
+    def send(self, data: bytes, timeout: float) -> asyncio.Future[Answer]:
+        """Send ``data`` now; the future of its answer (TimeoutError after ``timeout``
+        seconds: a timer on the loop, not ``asyncio.wait_for``'s task per request)."""
         if self.closed or self.transport is None:
             raise ConnectionError("the connection is closed")
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Answer] = loop.create_future()
+        self._waiter = waiter
+        self._timer = loop.call_later(timeout, self._time_out, waiter)
+        self._sent = time.perf_counter()
         self.transport.write(data)
-        return await self._waiter
+        return waiter
+
+    def _time_out(self, waiter: asyncio.Future[Answer]) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     def close(self) -> None:
         self.closed = True
@@ -139,5 +162,7 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _fail(self, exc: Exception) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)

@@ -151,11 +151,15 @@ class Client:
     async def connect(self) -> Connection:
         return await Connection.open(self.target, self.spec.timeout_s)
 
-    async def one(self, conn: Connection, tally: Tally, phase: Phase, since: float) -> None:
-        """Send one request (a job and its stream, in async mode) and count how it went;
-        ``since`` is when it was due (its latency counts from then)."""
+    async def one(
+        self, conn: Connection, tally: Tally, phase: Phase, due: float | None = None
+    ) -> None:
+        """Send one request (a job and its stream, in async mode) and count how it went.
+        Its latency counts from when it was ``due`` (open loop), or else from when it was
+        sent, to when its answer (the job's last event) was whole."""
         try:
-            answer = await asyncio.wait_for(conn.request(self.invoke), self.spec.timeout_s)
+            answer = await conn.request(self.invoke, self.spec.timeout_s)
+            since = answer.sent if due is None else due
             if self.spec.mode == "async" and answer.status == 202:
                 answer = await self._follow(conn, answer)
         except TimeoutError:
@@ -166,7 +170,11 @@ class Client:
             tally.errors["connection"] += 1
             conn.close()
             return
-        took = time.perf_counter() - since
+        self.count(answer, since, tally, phase)
+
+    def count(self, answer: Answer, since: float, tally: Tally, phase: Phase) -> None:
+        """Count an answer; its latency runs from ``since`` to when it was whole."""
+        took = answer.done - since
         status = answer.status
         if status in ABORT_STATUSES and tally.refused is None:
             tally.refused = (status, answer.body.decode("utf-8", "replace"))
@@ -187,7 +195,7 @@ class Client:
     async def _follow(self, conn: Connection, accepted: Answer) -> Answer:
         job_id = json.loads(accepted.body)["job_id"]
         stream = build_request(self.target, "GET", f"/stream/{job_id}", headers=self.headers)
-        return await asyncio.wait_for(conn.request(stream), self.spec.timeout_s)
+        return await conn.request(stream, self.spec.timeout_s)
 
 
 def _server_time(header: bytes, tally: Tally) -> None:
@@ -249,6 +257,40 @@ async def _ready(client: Client, conns: list[Connection], i: int) -> Connection:
 async def _closed(
     client: Client, conns: list[Connection], i: int, tally: Tally, phase: Phase
 ) -> None:
+    if client.spec.mode == "async":
+        await _closed_jobs(client, conns, i, tally, phase)
+        return
+    # The next request goes out as soon as an answer is whole, and the answer is counted
+    # while the server works on the next: the client's own turnaround stays as short as
+    # wrk's, and never sits between a server and its next request.
+    previous: Answer | None = None
+    timeout = client.spec.timeout_s
+    while phase.take():
+        try:
+            conn = await _ready(client, conns, i)
+            waiter = conn.send(client.invoke, timeout)
+        except (OSError, TimeoutError, ConnectionError):
+            tally.errors["connection"] += 1
+            await asyncio.sleep(0.01)
+            continue
+        if previous is not None:
+            client.count(previous, previous.sent, tally, phase)
+            previous = None
+        try:
+            previous = await waiter
+        except TimeoutError:
+            tally.errors["timeout"] += 1
+            conn.close()
+        except (ConnectionError, OSError):
+            tally.errors["connection"] += 1
+            conn.close()
+    if previous is not None:
+        client.count(previous, previous.sent, tally, phase)
+
+
+async def _closed_jobs(
+    client: Client, conns: list[Connection], i: int, tally: Tally, phase: Phase
+) -> None:
     while phase.take():
         try:
             conn = await _ready(client, conns, i)
@@ -256,7 +298,7 @@ async def _closed(
             tally.errors["connection"] += 1
             await asyncio.sleep(0.01)
             continue
-        await client.one(conn, tally, phase, time.perf_counter())
+        await client.one(conn, tally, phase)
 
 
 async def _schedule(phase: Phase, rate: float, due: asyncio.Queue[float | None], n: int) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import multiprocessing
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from zserve.bench.load import LoadSpec, Tally, run_spec
@@ -28,7 +28,7 @@ def run_load(
     """The merged tally of ``procs`` client processes running ``spec`` (split between them).
     ``on_tick`` is told the live tally (one process) or the requests done so far (several)."""
     if procs <= 1:
-        return asyncio.run(run_spec(spec, on_tick=on_tick))
+        return _run(run_spec(spec, on_tick=on_tick))
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(procs)
     done = ctx.Value("q", 0)
@@ -62,6 +62,17 @@ def run_load(
     return merged
 
 
+def _run(main: Coroutine[Any, Any, Tally]) -> Tally:
+    """``main`` on uvloop when it is there (uvicorn's standard extra brings it): the client's
+    own time per request is part of every latency it measures."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def _child(spec: LoadSpec, barrier: Any, done: Any, results: Any) -> None:
     last = 0
 
@@ -73,6 +84,6 @@ def _child(spec: LoadSpec, barrier: Any, done: Any, results: Any) -> None:
 
     tally = Tally()
     with contextlib.suppress(KeyboardInterrupt):
-        tally = asyncio.run(run_spec(spec, before_measure=barrier.wait, on_tick=counted))
+        tally = _run(run_spec(spec, before_measure=barrier.wait, on_tick=counted))
     results.put(tally.to_dict())
     time.sleep(0.05)  # let the queue's feeder thread hand it over
