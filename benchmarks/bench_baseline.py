@@ -36,7 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 WEATHER = "zserve.examples.weather:weather_pipeline"
 #: Pipelines that do the baseline's work, so the baseline is measured beside them.
-WEATHER_LIKE = {WEATHER, "benchmarks.weather_threaded:weather_pipeline"}
+THREADED = "benchmarks.weather_threaded:weather_pipeline"
+WEATHER_LIKE = {WEATHER, THREADED}
+#: CPUs to pin servers and wrk to (``--table``): empty = not pinned.
+PIN: dict[str, set[int]] = {}
 START_DEADLINE_S = 30.0
 TARGETS = {"rps_ratio": (">=", 0.9), "p50_ratio": ("<=", 1.2)}
 RESPONSE_KEYS = {"success", "outputs", "job_id", "run_id", "capture", "execution_time_ms"}
@@ -81,6 +84,12 @@ def main() -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the hand-written FastAPI baseline"
     )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="the speed table: a raw ASGI floor, FastAPI async def and def, zserve with on-loop "
+        "steps and with plain @step, each server pinned to CPU 0 and wrk to CPU 1",
+    )
     args = parser.parse_args()
     args.captures = [m for m in args.captures.split(",") if m.strip()]
     for mode in args.captures:
@@ -124,6 +133,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ZSERVE_WORKERS": "1",
         }
         sides = {"zserve": ([sys.executable, "-m", "zserve.server.app"], zserve_env)}
+        if args.table:
+            PIN.update(server={0}, load={1})
+            plain_id = deploy(THREADED, env)
+            sides["zserve_plain"] = ([sys.executable, "-m", "zserve.server.app"],
+                                     {**zserve_env, "ZSERVE_DEPLOYMENT_ID": plain_id})  # fmt: skip
+            sides["floor"] = ([sys.executable, str(BENCH / "baseline_app.py"), "--raw"], env)
+            args.baseline_def = True
         # a tracked side is the same server, each request asking for its mode (capture_override
         # beats the pipeline's own setting, which is "none" for the weather pipelines)
         bodies = {"zserve": body}
@@ -197,12 +213,21 @@ def serving(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_pinned("server"),
         )
     try:
         url = wait_healthy(proc, logfile, start + START_DEADLINE_S)
         yield url, time.perf_counter() - start, proc.pid
     finally:
         stop(proc)
+
+
+def _pinned(role: str) -> Any:
+    """A preexec_fn that pins the child to the CPUs of its role (none when not pinning)."""
+    cpus = PIN.get(role)
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -278,8 +303,9 @@ def wrk(
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "-s", str(BENCH / "post.lua")]
     argv += ["--latency", f"{url}/invoke"] if latency else [f"{url}/invoke"]
     proc = subprocess.run(
-        argv, env={**os.environ, "BENCH_BODY": body}, capture_output=True, text=True, check=False
-    )
+        argv, env={**os.environ, "BENCH_BODY": body}, capture_output=True, text=True, check=False,
+        preexec_fn=_pinned("load"),
+    )  # fmt: skip
     out = proc.stdout
     if proc.returncode != 0 or "Non-2xx or 3xx responses" in out or "Socket errors" in out:
         raise BenchError(f"{' '.join(argv)} (exit {proc.returncode}):\n{out}{proc.stderr}")
@@ -323,6 +349,7 @@ def summarize(
         "median": median,
         "ratios": None,
         "targets": None,
+        "table": None,
         "server_log_notes": notes,
     }
     tracked = {}
@@ -337,6 +364,18 @@ def summarize(
                 ),
             }
     report["tracked"] = tracked or None
+    if "floor" in median and "baseline" in median:
+        floor, fastapi = median["floor"], median["baseline"]
+        report["table"] = {
+            side: {
+                "rps": m["rps"], "rps_vs_fastapi": round(m["rps"] / fastapi["rps"], 3),
+                "rps_vs_floor": round(m["rps"] / floor["rps"], 3),
+                "cpu_us_per_req": m["cpu_us_per_req"],
+                "cpu_vs_floor": round(m["cpu_us_per_req"] / floor["cpu_us_per_req"], 3),
+                "p50_ms": m["p50_ms"], "p50_vs_fastapi": round(m["p50_ms"] / fastapi["p50_ms"], 3),
+            }
+            for side, m in median.items()
+        }  # fmt: skip
     if "baseline" in median:
         z, b = median["zserve"], median["baseline"]
         report["ratios"] = {
@@ -384,6 +423,15 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"{mode:<13}{t['rps_ratio_vs_run_only']:>12.3f}{t['p50_ratio_vs_run_only']:>11.3f}"
                 f"{t['cpu_us_per_req_above_run_only']:>18.1f}"
+            )
+    if report.get("table"):
+        lines += ["", f"{'side':<14}{'req/s':>8}{'vs FastAPI':>11}{'vs floor':>9}{'CPU us':>8}"
+                  f"{'CPU vs floor':>13}{'p50 ms':>8}{'p50 vs FastAPI':>15}"]  # fmt: skip
+        for side, t in report["table"].items():
+            lines.append(
+                f"{side:<14}{t['rps']:>8.0f}{t['rps_vs_fastapi']:>11.3f}{t['rps_vs_floor']:>9.3f}"
+                f"{t['cpu_us_per_req']:>8.1f}{t['cpu_vs_floor']:>13.3f}{t['p50_ms']:>8.3f}"
+                f"{t['p50_vs_fastapi']:>15.3f}"
             )
     if report["ratios"]:
         lines.append("")

@@ -11,6 +11,7 @@ plan compiled once, the plan runs, pydantic-core writes the answer), and whose d
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -38,6 +39,7 @@ from zserve.server.middleware import (
     BodyLimitMiddleware,
     GzipWhenAccepted,
     HeadMiddleware,
+    InvokeShortcut,
 )
 from zserve.server.openapi import install_openapi
 from zserve.server.service import Service
@@ -45,6 +47,14 @@ from zserve.server.tracing import TraceContextMiddleware
 from zserve.settings import Settings
 
 __all__ = ["create_app"]
+
+#: FastAPI 0.165+ asks OpenTelemetry's global providers about every request (a few µs each);
+#: zserve's spans are its own (zserve.server.tracing), so FastAPI's native telemetry is off.
+NO_FASTAPI_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -100,6 +110,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
         version=__version__,
         description=f"Serves pipeline '{plan.name}' (deployment {record.ref}, {record.id}).",
         lifespan=lifespan,
+        **NO_FASTAPI_TELEMETRY,
     )
     app.state.service = service
     problems.install_handlers(app)
@@ -144,6 +155,7 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
 
     streaming.add_job_routes(app, service)
     runs.add_run_routes(app, service)
+    app.add_middleware(InvokeShortcut, handler=service.invoke)  # innermost
     if service.otel is not None:  # W3C trace context: installed only when tracing is on
         app.add_middleware(TraceContextMiddleware, tracing=service.otel)
     app.add_middleware(GzipWhenAccepted)

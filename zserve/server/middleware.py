@@ -1,5 +1,5 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware): bearer auth, the request body limit, and HEAD
-for every GET route."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware): bearer auth, the request body limit, HEAD for
+every GET route, gzip, and the shortcut of the hot route ``POST /invoke``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zserve.errors import PayloadTooLarge, Unauthorized
-from zserve.server.problems import close_reason, problem_from_error
+from zserve.errors import PayloadTooLarge, Unauthorized, ZServeError
+from zserve.server.problems import client_gone, close_reason, problem_from_error
 from zserve.server.tokens import StreamTokens
 
-__all__ = ["AuthMiddleware", "BodyLimitMiddleware", "GzipWhenAccepted", "HeadMiddleware"]
+__all__ = [
+    "AuthMiddleware",
+    "BodyLimitMiddleware",
+    "GzipWhenAccepted",
+    "HeadMiddleware",
+    "InvokeShortcut",
+]
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -167,3 +175,29 @@ class GzipWhenAccepted:
                         return
                     break
         await self.app(scope, receive, send)
+
+
+class InvokeShortcut:
+    """``POST /invoke`` straight to its handler, past Starlette's exception middleware,
+    FastAPI's wrappers and the router (about 4 µs a request); innermost, so every other
+    middleware still applies. Its errors get the app's own answers: a ZServeError its problem
+    document, a client gone the same log line and 400; anything else reaches Starlette's
+    ``ServerErrorMiddleware`` (outermost), whose handler is the app's 500."""
+
+    def __init__(self, app: ASGIApp, handler: Any) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/invoke" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        response: Response
+        try:
+            response = await self.handler(request)
+        except ZServeError as exc:
+            response = problem_from_error(exc)
+        except ClientDisconnect:
+            response = client_gone(request)
+        await response(scope, receive, send)

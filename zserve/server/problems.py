@@ -13,7 +13,14 @@ from starlette.responses import Response
 
 from zserve.errors import PROBLEM_BASE, Overloaded, ZServeError, describe_fields
 
-__all__ = ["PROBLEM_BASE", "close_reason", "install_handlers", "problem", "problem_from_error"]
+__all__ = [
+    "PROBLEM_BASE",
+    "client_gone",
+    "close_reason",
+    "install_handlers",
+    "problem",
+    "problem_from_error",
+]
 
 logger = logging.getLogger("zserve.server")
 
@@ -99,6 +106,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
+    return client_gone(request)
+
+
+def client_gone(request: Request) -> Response:
     """The client went away while sending its request: nobody reads the answer."""
     logger.info("The client of %s %s went away before sending all of it", request.method,
                 request.url.path)  # fmt: skip
