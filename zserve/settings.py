@@ -53,6 +53,7 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "max_threads": ("ZSERVE_MAX_THREADS", ()),
     "access_log": ("ZSERVE_ACCESS_LOG", ()),
     "server_timing": ("ZSERVE_SERVER_TIMING", ()),
+    "adaptive_steps": ("ZSERVE_ADAPTIVE_STEPS", ()),
     "max_concurrency": ("ZSERVE_MAX_CONCURRENCY", ()),
     "max_queue": ("ZSERVE_MAX_QUEUE", ()),
     "timeout_s": ("ZSERVE_TIMEOUT_S", ()),
@@ -136,6 +137,9 @@ class Settings:
     #: A Server-Timing header on every sync invoke answer (else only when asked for, by
     #: ``zserve bench``'s request header)
     server_timing: bool = False
+    #: Plain ``@step`` sync steps move to the event loop once shown to be short
+    #: (``zserve.engine.placement``).
+    adaptive_steps: bool = True
     #: Executions running at once per worker; beyond it they queue, and past the queue, 429.
     max_concurrency: int = 64
     max_queue: int = 1000

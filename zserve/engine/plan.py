@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from zserve.engine.placement import Placement
 from zserve.engine.policies import StepPolicy, compile_policies, describe_policy
 from zserve.engine.values import jsonable
 from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError, describe_fields
@@ -99,6 +100,8 @@ class CompiledStep:
     is_generator: bool
     #: a sync step that may block: runs in a worker thread
     blocking: bool
+    #: a plain ``@step`` (blocking not said): its thread stage may move to the loop
+    adaptive: bool
     args: list[tuple[str, Getter]]
     upstream: list[str]
 
@@ -116,6 +119,8 @@ class Stage:
 
     where: Literal["thread", "loop"]
     steps: list[CompiledStep]
+    #: a thread stage of plain ``@step`` sync steps: may move to the loop (engine/placement.py)
+    placement: Placement | None = None
 
 
 @dataclass
@@ -145,6 +150,9 @@ class Plan:
     redact: tuple[str, ...] | None = None
     #: the pipeline's ``settings["capture_flush"]``: "sync", "background" or unset
     capture_flush: str | None = None
+    #: whether thread stages of plain ``@step`` steps may move to the loop
+    #: (``ZSERVE_ADAPTIVE_STEPS``; engine/placement.py)
+    adaptive: bool = True
 
     @property
     def linear(self) -> bool:
@@ -240,6 +248,7 @@ def _compile_step(node: Node) -> CompiledStep:
         is_async=step.is_async,
         is_generator=step.is_generator,
         blocking=step.blocking,
+        adaptive=step.adaptive,
         args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
         upstream=node.upstream,
     )
@@ -259,6 +268,9 @@ def _stages(steps: list[CompiledStep]) -> list[Stage] | None:
             stages[-1].steps.append(s)
         else:
             stages.append(Stage(where, [s]))
+    for stage in stages:
+        if stage.where == "thread" and all(s.adaptive for s in stage.steps):
+            stage.placement = Placement()
     return stages
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from zserve.engine.context import RunContext, bind_context, current_step, unbind_context
 from zserve.engine.observer import SILENT, Observer, observe
+from zserve.engine.placement import Placement
 from zserve.engine.plan import CompiledStep, Plan
 from zserve.errors import ExecutionFailed, ExecutionTimeout, StepFailed
 
@@ -125,20 +126,31 @@ async def _run(plan: Plan, run: _Run) -> None:
         return
     for stage in plan.stages:
         if stage.where == "thread":
+            placement = stage.placement if plan.adaptive else None
+            if placement is not None and placement.on_loop:  # shown to be short
+                start = time.perf_counter()
+                for s in stage.steps:
+                    run.check_deadline()
+                    run.results[s.id] = _call_sync(s, run)
+                placement.ran_on_loop(time.perf_counter() - start)
+                continue
             _ = run.stop  # made here, on the loop, before the thread can look at it
-            await asyncio.to_thread(_run_sync_steps, stage.steps, run)
+            await asyncio.to_thread(_run_sync_steps, stage.steps, run, placement)
         else:
             for s in stage.steps:
                 run.check_deadline()
                 run.results[s.id] = await _run_step_here(s, run)
 
 
-def _run_sync_steps(steps: list[CompiledStep], run: _Run) -> None:
+def _run_sync_steps(steps: list[CompiledStep], run: _Run, placement: Placement | None) -> None:
     """Consecutive blocking sync steps, one after the other, in one worker thread."""
+    start = time.perf_counter()
     for s in steps:
         if run.stop.is_set():
             return
         run.results[s.id] = _call_sync(s, run)
+    if placement is not None:
+        placement.ran_in_thread(time.perf_counter() - start)
 
 
 def _call_sync(s: CompiledStep, run: _Run) -> Any:

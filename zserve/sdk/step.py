@@ -28,7 +28,7 @@ class Step(Generic[P, R]):
         fn: Callable[P, Any],
         *,
         name: str | None = None,
-        blocking: bool = True,
+        blocking: bool | None = None,
         settings: dict[str, Any] | None = None,
     ):
         self.fn = fn
@@ -43,7 +43,10 @@ class Step(Generic[P, R]):
         self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         #: A sync step that may block runs in a worker thread; ``blocking=False`` declares a
         #: short, CPU-trivial sync step that runs on the event loop and skips the thread hop.
-        self.blocking = blocking and not self.is_async
+        self.blocking = blocking is not False and not self.is_async
+        #: ``blocking`` not said, on a plain sync function: it runs in a thread until its
+        #: durations show it is short (``zserve.engine.placement``)
+        self.adaptive = blocking is None and not self.is_async and not self.is_generator
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -60,7 +63,9 @@ class Step(Generic[P, R]):
 class _StepDecorator:
     """What ``@step(...)`` with options returns."""
 
-    def __init__(self, name: str | None, blocking: bool, settings: dict[str, Any] | None) -> None:
+    def __init__(
+        self, name: str | None, blocking: bool | None, settings: dict[str, Any] | None
+    ) -> None:
         self.name = name
         self.blocking = blocking
         self.settings = settings
@@ -87,7 +92,7 @@ def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
 def step(fn: Callable[P, R], /) -> Step[P, R]: ...
 @overload
 def step(
-    *, name: str | None = None, blocking: bool = True, settings: dict[str, Any] | None = None
+    *, name: str | None = None, blocking: bool | None = None, settings: dict[str, Any] | None = None
 ) -> _StepDecorator: ...
 
 
@@ -96,7 +101,7 @@ def step(
     /,
     *,
     name: str | None = None,
-    blocking: bool = True,
+    blocking: bool | None = None,
     settings: dict[str, Any] | None = None,
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False,
@@ -108,8 +113,11 @@ def step(
 
     A sync step runs in a worker thread with the request's context copied, unless
     ``blocking=False`` says it is short enough to run on the event loop (no I/O, microseconds of
-    work). Inside a pipeline body a step call stands for the step's (awaited) return value;
-    elsewhere it calls the function (``.fn`` is the function).
+    work). A plain ``@step`` in a linear pipeline moves to the event loop once its runs have
+    shown it is short, and back to threads for good after one long run there
+    (``zserve.engine.placement``); ``blocking=True`` keeps it in threads always. Inside a
+    pipeline body a step call stands for the step's (awaited) return value; elsewhere it calls
+    the function (``.fn`` is the function).
 
     ``settings`` sets the step's capture policy (checked here; ``zserve.sdk.capture``):
     ``capture`` (its mode: ``"none"`` for a step that handles personal data, ``"full"`` to debug

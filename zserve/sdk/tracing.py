@@ -40,6 +40,7 @@ class TracedStep(Protocol):
     is_async: bool
     is_generator: bool
     blocking: bool
+    adaptive: bool
     #: capture settings, checked (``zserve.sdk.capture``)
     settings: dict[str, Any]
 

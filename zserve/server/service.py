@@ -59,6 +59,7 @@ class Service:
         self.settings = settings
         self.record = record
         self.plan = plan
+        plan.adaptive = settings.adaptive_steps
         self.tracking = Tracking.from_settings(settings, plan, record.id, record.capture_default)
         #: The capture mode of a request that does not override it.
         self.capture = self.tracking.usual.mode
