@@ -88,7 +88,8 @@ def main() -> int:
         "--table",
         action="store_true",
         help="the speed table: a raw ASGI floor, FastAPI async def and def, zserve with on-loop "
-        "steps and with plain @step, each server pinned to CPU 0 and wrk to CPU 1",
+        "steps (one worker and two) and with plain @step, each server pinned to CPU 0 and wrk "
+        "to CPU 1",
     )
     args = parser.parse_args()
     args.captures = [m for m in args.captures.split(",") if m.strip()]
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plain_id = deploy(THREADED, env)
             sides["zserve_plain"] = ([sys.executable, "-m", "zserve.server.app"],
                                      {**zserve_env, "ZSERVE_DEPLOYMENT_ID": plain_id})  # fmt: skip
+            sides["zserve_2w"] = ([sys.executable, "-m", "zserve.server.app"],
+                                  {**zserve_env, "ZSERVE_WORKERS": "2"})  # fmt: skip
             sides["floor"] = ([sys.executable, str(BENCH / "baseline_app.py"), "--raw"], env)
             args.baseline_def = True
         # a tracked side is the same server, each request asking for its mode (capture_override
