@@ -13,9 +13,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError, to_json
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from zserve._version import __version__
 from zserve.broker import open_broker
@@ -133,7 +133,7 @@ class Service:
             raise UnsupportedMediaType(
                 "POST /invoke takes a JSON body: send it with 'Content-Type: application/json'"
             )
-        body = await request.body()
+        body = await _body(request.receive)
         mode = request.query_params.get("mode", "sync") if request.scope["query_string"] else "sync"
         if mode not in ("sync", "async"):
             raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default) or mode=async")
@@ -180,9 +180,8 @@ class Service:
         except PydanticSerializationError as exc:
             return _unserialisable(outputs, exc, job_id)
         if self.settings.server_timing or ASK_TIMING in request.scope["headers"]:
-            timing = {"Server-Timing": server_timing(elapsed, job.steps)}
-            return Response(content, media_type="application/json", headers=timing)
-        return Response(content, media_type="application/json")
+            return JSONBytes(content, server_timing(elapsed, job.steps))
+        return JSONBytes(content)
 
     def health(self, request: Request) -> Response:
         trouble = self.problems()
@@ -289,6 +288,36 @@ def _unserialisable(outputs: dict[str, Any], exc: Exception, job_id: str) -> Res
         job_id=job_id,
         run_id=None,
     )
+
+
+class JSONBytes(Response):
+    """A JSON answer already encoded, sent as two ASGI messages with headers made in one go
+    (a Starlette ``Response`` builds and checks them per answer: the hot path's answer)."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, timing: str | None = None) -> None:
+        self.body, self.status_code, self.background = content, 200, None
+        self.raw_headers = [(b"content-length", str(len(content)).encode()),
+                            (b"content-type", b"application/json")]  # fmt: skip
+        if timing is not None:
+            self.raw_headers.append((b"server-timing", timing.encode("latin-1")))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _body(receive: Receive) -> bytes:
+    """The request's body (Starlette's ``Request.body()`` without its stream generator)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _disconnected(receive: Receive) -> None:
