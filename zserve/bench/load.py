@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -157,20 +157,27 @@ class Client:
         """Send one request (a job and its stream, in async mode) and count how it went.
         Its latency counts from when it was ``due`` (open loop), or else from when it was
         sent, to when its answer (the job's last event) was whole."""
+        answer = await self.answer(conn, conn.request(self.invoke, self.spec.timeout_s), tally)
+        if answer is None:
+            return
+        since = answer.sent if due is None else due
+        if self.spec.mode == "async" and answer.status == 202:
+            answer = await self.answer(conn, self._follow(conn, answer), tally)
+            if answer is None:
+                return
+        self.count(answer, since, tally, phase)
+
+    @staticmethod
+    async def answer(conn: Connection, pending: Awaitable[Answer], tally: Tally) -> Answer | None:
+        """The answer, or None once why there is none is counted (the connection is closed)."""
         try:
-            answer = await conn.request(self.invoke, self.spec.timeout_s)
-            since = answer.sent if due is None else due
-            if self.spec.mode == "async" and answer.status == 202:
-                answer = await self._follow(conn, answer)
+            return await pending
         except TimeoutError:
             tally.errors["timeout"] += 1
-            conn.close()
-            return
         except (ConnectionError, OSError):
             tally.errors["connection"] += 1
-            conn.close()
-            return
-        self.count(answer, since, tally, phase)
+        conn.close()
+        return None
 
     def count(self, answer: Answer, since: float, tally: Tally, phase: Phase) -> None:
         """Count an answer; its latency runs from ``since`` to when it was whole."""
@@ -248,9 +255,16 @@ async def _tick(tally: Tally, on_tick: Callable[[Tally], None]) -> None:
         on_tick(tally)
 
 
-async def _ready(client: Client, conns: list[Connection], i: int) -> Connection:
+async def _ready(
+    client: Client, conns: list[Connection], i: int, tally: Tally
+) -> Connection | None:
+    """Connection ``i``, opened again if the server closed it; None (counted) if it cannot be."""
     if conns[i].closed:
-        conns[i] = await client.connect()
+        try:
+            conns[i] = await client.connect()
+        except (OSError, TimeoutError):
+            tally.errors["connection"] += 1
+            return None
     return conns[i]
 
 
@@ -264,26 +278,14 @@ async def _closed(
     # while the server works on the next: the client's own turnaround stays as short as
     # wrk's, and never sits between a server and its next request.
     previous: Answer | None = None
-    timeout = client.spec.timeout_s
     while phase.take():
-        try:
-            conn = await _ready(client, conns, i)
-            waiter = conn.send(client.invoke, timeout)
-        except (OSError, TimeoutError, ConnectionError):
-            tally.errors["connection"] += 1
+        if (conn := await _ready(client, conns, i, tally)) is None:
             await asyncio.sleep(0.01)
             continue
+        waiter = conn.send(client.invoke, client.spec.timeout_s)
         if previous is not None:
             client.count(previous, previous.sent, tally, phase)
-            previous = None
-        try:
-            previous = await waiter
-        except TimeoutError:
-            tally.errors["timeout"] += 1
-            conn.close()
-        except (ConnectionError, OSError):
-            tally.errors["connection"] += 1
-            conn.close()
+        previous = await client.answer(conn, waiter, tally)
     if previous is not None:
         client.count(previous, previous.sent, tally, phase)
 
@@ -292,10 +294,7 @@ async def _closed_jobs(
     client: Client, conns: list[Connection], i: int, tally: Tally, phase: Phase
 ) -> None:
     while phase.take():
-        try:
-            conn = await _ready(client, conns, i)
-        except (OSError, TimeoutError):
-            tally.errors["connection"] += 1
+        if (conn := await _ready(client, conns, i, tally)) is None:
             await asyncio.sleep(0.01)
             continue
         await client.one(conn, tally, phase)
@@ -327,12 +326,8 @@ async def _open(
     while (when := await due.get()) is not None:
         if phase.stopped and tally.refused is not None:
             continue
-        try:
-            conn = await _ready(client, conns, i)
-        except (OSError, TimeoutError):
-            tally.errors["connection"] += 1
-            continue
-        await client.one(conn, tally, phase, when)
+        if (conn := await _ready(client, conns, i, tally)) is not None:
+            await client.one(conn, tally, phase, when)
 
 
 async def run_spec(

@@ -6,6 +6,7 @@ One run, or a sweep: every combination of ``--concurrency``, ``--capture`` and (
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -94,29 +95,24 @@ def bench(
         _count(warmup), 0.0)  # fmt: skip
     shape = {"requests": requests, "duration_s": duration_s, "warmup_requests": warm_n,
              "warmup_s": warm_s, "rate": rate, "timeout_s": timeout, "mode": mode}  # fmt: skip
+    if before is not None and len(levels) * len(captures) * len(worker_counts) > 1:
+        raise UsageError("--compare takes one run, not a sweep")
     docs: list[dict[str, Any]] = []
-    interrupted = False
     for count in worker_counts if start else [None]:
         with view.Target(start, count, url, server, deployment) as target:
             body_params = target.parameters(param, params_json)
-            for cap in captures:
-                for level in levels:
-                    config = _config(target, shape, level, cap, client_procs, body_params)
-                    doc = _run(target, config, body_params, level, cap, client_procs, json_)
-                    docs.append(doc)
-                    if doc["interrupted"]:
-                        interrupted = True
-                        break
-                if interrupted:
+            for cap, level in itertools.product(captures, levels):
+                config = _config(target, shape, level, cap, client_procs, body_params)
+                docs.append(_run(target, config, body_params, level, cap, client_procs, json_))
+                if docs[-1]["interrupted"]:
                     break
-        if interrupted:
+        if docs[-1]["interrupted"]:
             break
+    interrupted = bool(docs[-1]["interrupted"])
     result: dict[str, Any] = docs[0] if len(docs) == 1 else {"json_version": 1, "runs": docs}
     if save is not None:
         save.write_text(json.dumps(result, indent=2) + "\n")
-    comparison = compare(docs[0], before) if before is not None and len(docs) == 1 else None
-    if before is not None and len(docs) > 1:
-        raise UsageError("--compare takes one run, not a sweep")
+    comparison = compare(docs[0], before) if before is not None else None
     if html is not None:
         view.write_html(html, docs)
     if json_:
