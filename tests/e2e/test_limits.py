@@ -119,3 +119,48 @@ def test_idle_connections_cannot_lock_out_health(serve: Any) -> None:
     assert "Connection limit (50 per worker" in server.output()
     for sock in socks:
         sock.close()
+
+
+def read_answers(sock: socket.socket, count: int, head_only: bool = False) -> list[bytes]:
+    """``count`` HTTP answers read off ``sock``: each head, and its Content-Length of body."""
+    data, answers = b"", []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {answers!r} {data!r}"
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and not head_only:
+                length = int(value)
+        while len(data) < length:
+            data += sock.recv(65536)
+        answers.append(head + b"\r\n\r\n" + data[:length])
+        data = data[length:]
+    return answers
+
+
+def test_invoke_answers_keep_their_order_and_100_continue_is_not_held(serve: Any) -> None:
+    """POST /invoke answers leave in one write (protocol.OneWrite): a 100 Continue still goes
+    at once, an answer without a body (HEAD) is not held back, pipelined answers keep order."""
+    server = serve(WEATHER)
+    body = b'{"parameters": {"city": "Lima"}}'
+    post = (b"POST /invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n" % len(body))  # fmt: skip
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(post + b"Expect: 100-continue\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n")  # before the body
+        sock.sendall(body)
+        (answer,) = read_answers(sock, 1)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"Lima" in answer
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"HEAD /invoke HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        (answer,) = read_answers(sock, 1, head_only=True)
+        assert answer.startswith(b"HTTP/1.1 405 ")
+        sock.sendall(b"".join(post + b"\r\n" + body.replace(b"Lima", city) for city in
+                              (b"Oslo", b"Rome", b"Kyiv")))  # fmt: skip
+        answers = read_answers(sock, 3)
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 3
+    assert [b"Oslo" in answers[0], b"Rome" in answers[1], b"Kyiv" in answers[2]] == [True] * 3

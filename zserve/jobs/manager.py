@@ -99,6 +99,7 @@ class JobManager(JobQueries):
         self._starting = 0
         self._local = LocalJobs(retention_count)
         self._local_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         #: broker jobs this worker runs
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._trackers: dict[str, StepTracker] = {}
@@ -115,6 +116,7 @@ class JobManager(JobQueries):
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.broker.start()
         await self._upkeep.start()
 
@@ -205,17 +207,18 @@ class JobManager(JobQueries):
             self.runs.refuse_unrecordable(capture)
         record = self._new_record("sync", capture, job_id)
         self._local.add(record)
-        tracker = StepTracker(record, asyncio.get_running_loop(), None)
+        loop = self._loop or asyncio.get_running_loop()  # which costs a getpid() on 3.11
+        tracker = StepTracker(record, loop, None)
         # run-only pays no call for tracked mode (the sync hot path)
         recorder = None if capture.mode == "none" else self.runs.recorder(capture, record.job_id)
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         if task is not None:
             self._local_tasks[record.job_id] = task
         try:
-            if self._slots.free or client_gone is None:
-                await self._slots.acquire(sync=True)
-            else:
-                await self._slots.acquire_while_wanted(record.job_id, client_gone)
+            if not self._slots.take():  # a free slot is taken without suspending
+                slots = self._slots
+                await (slots.acquire(sync=True) if client_gone is None
+                       else slots.acquire_while_wanted(record.job_id, client_gone))  # fmt: skip
             try:
                 record.status, record.started_at = _RUNNING, time.time()
                 observers = self._observers(record, tracker, recorder)

@@ -51,9 +51,15 @@ class Slots:
                 retry_after=1,
             )
 
-    async def acquire(self, sync: bool = False) -> None:
-        if self.running < self.limit and not self.waiting:
+    def take(self) -> bool:
+        """Take a slot if one is free now (True), without waiting."""
+        if self.running < self.limit and not self._queues[0] and not self._queues[1]:
             self.running += 1
+            return True
+        return False
+
+    async def acquire(self, sync: bool = False) -> None:
+        if self.take():
             return
         queue = self._queues[0 if sync else 1]
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -69,7 +69,8 @@ class StepTracker(Observer):
             with self._lock:
                 self._threads += 1
         self.steps[step]["status"] = _RUNNING
-        self._emit(ev.STEP_STARTED, step, {})
+        if self.sink is not None:  # a sync job's tracker has none: no event is made
+            self._emit(ev.STEP_STARTED, step, {})
 
     def step_finished(self, step: str, seconds: float, error: BaseException | None) -> None:
         if threading.get_ident() != self.loop_thread:
@@ -88,7 +89,8 @@ class StepTracker(Observer):
         state["duration_ms"] = round(seconds * 1000, 3)
         if error is None:
             state["status"] = _COMPLETED
-            self._emit(ev.STEP_COMPLETED, step, {"duration_ms": state["duration_ms"]})
+            if self.sink is not None:
+                self._emit(ev.STEP_COMPLETED, step, {"duration_ms": state["duration_ms"]})
         else:
             state["status"] = _FAILED
             detail = {"type": type(error).__name__, "message": str(error)}

@@ -31,6 +31,7 @@ from zserve._version import __version__
 from zserve.engine.plan import Plan
 from zserve.records import DeploymentRecord
 from zserve.server import problems, protocol, runs, streaming
+from zserve.server.front import InvokeFront
 from zserve.server.guard import HostGuard, split_list
 from zserve.server.logs import RequestIdMiddleware
 from zserve.server.metrics import CONTENT_TYPE, FORMATS, OPENMETRICS_TYPE, negotiate
@@ -170,10 +171,16 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
             expose_headers=["Location", "Retry-After"], max_age=600,
         )  # fmt: skip
-    app.add_middleware(
-        HostGuard, bind=settings.host, allowed=split_list(settings.allowed_hosts), origins=origins
-    )
+    allowed = split_list(settings.allowed_hosts)
+    app.add_middleware(HostGuard, bind=settings.host, allowed=allowed, origins=origins)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries its id
+    if service.otel is None:  # a traced request's span starts in the stack
+        stack = app.build_middleware_stack()  # what Starlette would build on the first request
+        guard = HostGuard(stack, bind=settings.host, allowed=allowed, origins=origins)
+        app.middleware_stack = InvokeFront(
+            stack, service.invoke, guard=guard, limit=settings.max_body_bytes,
+            key=settings.auth_key or None, cors=bool(origins),
+        )  # fmt: skip
     return app
 
 

@@ -115,6 +115,10 @@ class HostGuard:
                 self._memo[host] = found
         return found
 
+    def passes(self, host: bytes | None) -> bool:
+        """An HTTP request naming ``host`` passes the Host check."""
+        return host is None or self.any_host or self.allows(host)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket") or scope["path"] in EXEMPT_PATHS:
@@ -126,7 +130,7 @@ class HostGuard:
                 host = value
             elif name == b"origin":
                 origin = value
-        if host is not None and not self.any_host and not self.allows(host):
+        if host is not None and not self.passes(host):
             shown = host.decode("latin-1")[:100]
             error: UntrustedHost | ForbiddenOrigin = UntrustedHost(
                 f"The Host {shown!r} is not a name this server answers to (a guard against DNS "

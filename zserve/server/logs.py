@@ -28,6 +28,7 @@ __all__ = [
     "RequestIdMiddleware",
     "TextFormatter",
     "log_config",
+    "request_id_of",
 ]
 
 #: The id of the request being served (None outside one).
@@ -51,9 +52,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 given = value
                 break
-        raw = given if given is not None and _USABLE.fullmatch(given) else None
-        request_id = raw.decode() if raw is not None else new_request_id()
-        header = (b"x-request-id", raw if raw is not None else request_id.encode())
+        request_id, header = request_id_of(given)
         token = REQUEST_ID.set(request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -65,6 +64,15 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+
+
+def request_id_of(given: bytes | None) -> tuple[str, tuple[bytes, bytes]]:
+    """The id of a request whose ``X-Request-ID`` is ``given`` (kept when usable, else a new
+    one) and the header that carries it back."""
+    if given is not None and _USABLE.fullmatch(given):
+        return given.decode(), (b"x-request-id", given)
+    request_id = new_request_id()
+    return request_id, (b"x-request-id", request_id.encode())
 
 
 class RequestIdFilter(logging.Filter):

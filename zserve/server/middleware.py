@@ -17,6 +17,8 @@ from zserve.server.problems import client_gone, close_reason, problem_from_error
 from zserve.server.tokens import StreamTokens
 
 __all__ = [
+    "GZIP_LEVEL",
+    "GZIP_MINIMUM",
     "AuthMiddleware",
     "BodyLimitMiddleware",
     "GzipWhenAccepted",
@@ -25,6 +27,8 @@ __all__ = [
 ]
 
 OPEN_PATHS = frozenset({"/health"})
+#: Answers of at least this many bytes are gzipped for a client that accepts it, at this level.
+GZIP_MINIMUM, GZIP_LEVEL = 1024, 6
 
 
 class AuthMiddleware:
@@ -162,9 +166,9 @@ class GzipWhenAccepted:
     only when the client accepts gzip: a request without it pays one header scan, not a
     responder wrapping its answer."""
 
-    def __init__(self, app: ASGIApp, minimum_size: int = 1024) -> None:
+    def __init__(self, app: ASGIApp, minimum_size: int = GZIP_MINIMUM) -> None:
         self.app = app
-        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=6)
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=GZIP_LEVEL)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -20,6 +20,7 @@ __all__ = [
     "install_handlers",
     "problem",
     "problem_from_error",
+    "unexpected",
 ]
 
 logger = logging.getLogger("zserve.server")
@@ -117,6 +118,11 @@ def client_gone(request: Request) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    return unexpected(request, exc)
+
+
+def unexpected(request: Request, exc: Exception) -> Response:
+    """The 500 of an error nobody expected, logged with its traceback."""
     logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "The server hit an unexpected error; its log has the details.")
 
