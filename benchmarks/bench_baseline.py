@@ -38,8 +38,12 @@ WEATHER = "zserve.examples.weather:weather_pipeline"
 #: Pipelines that do the baseline's work, so the baseline is measured beside them.
 THREADED = "benchmarks.weather_threaded:weather_pipeline"
 WEATHER_LIKE = {WEATHER, THREADED}
-#: CPUs to pin servers and wrk to (``--table``): empty = not pinned.
+#: CPUs to pin servers and wrk to (``--table``): empty = not pinned. A server gets CPU 0 and wrk
+#: CPU 1, but for the two-worker comparison: two workers on one core would take turns on it, so
+#: both sides of it (one worker and two) run on both cores, shared with wrk.
 PIN: dict[str, set[int]] = {}
+ONE_CORE, SHARED = {"server": {0}, "load": {1}}, {"server": {0, 1}, "load": {0, 1}}
+SHARED_SIDES = ("zserve_shared", "zserve_2w")
 START_DEADLINE_S = 30.0
 TARGETS = {"rps_ratio": (">=", 0.9), "p50_ratio": ("<=", 1.2)}
 RESPONSE_KEYS = {"success", "outputs", "job_id", "run_id", "capture", "execution_time_ms"}
@@ -88,8 +92,8 @@ def main() -> int:
         "--table",
         action="store_true",
         help="the speed table: a raw ASGI floor, FastAPI async def and def, zserve with on-loop "
-        "steps (one worker and two) and with plain @step, each server pinned to CPU 0 and wrk "
-        "to CPU 1",
+        "steps and with plain @step, each server pinned to CPU 0 and wrk to CPU 1; and zserve "
+        "with one worker and with two, both on CPUs 0-1 shared with wrk",
     )
     args = parser.parse_args()
     args.captures = [m for m in args.captures.split(",") if m.strip()]
@@ -135,10 +139,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         sides = {"zserve": ([sys.executable, "-m", "zserve.server.app"], zserve_env)}
         if args.table:
-            PIN.update(server={0}, load={1})
             plain_id = deploy(THREADED, env)
             sides["zserve_plain"] = ([sys.executable, "-m", "zserve.server.app"],
                                      {**zserve_env, "ZSERVE_DEPLOYMENT_ID": plain_id})  # fmt: skip
+            sides["zserve_shared"] = sides["zserve"]
             sides["zserve_2w"] = ([sys.executable, "-m", "zserve.server.app"],
                                   {**zserve_env, "ZSERVE_WORKERS": "2"})  # fmt: skip
             sides["floor"] = ([sys.executable, str(BENCH / "baseline_app.py"), "--raw"], env)
@@ -161,6 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 side_body = bodies.get(side, body)
                 log(f"round {rnd}/{args.rounds}: {side}")
                 logfile = tmp / f"{side}-{rnd}.log"
+                if args.table:
+                    PIN.update(SHARED if side in SHARED_SIDES else ONE_CORE)
                 with serving(argv, side_env, logfile) as (url, startup_s, pid):
                     outputs = invoke_once(url, side_body)
                     reference = reference or outputs
@@ -379,6 +385,9 @@ def summarize(
             }
             for side, m in median.items()
         }  # fmt: skip
+    if all(side in median for side in SHARED_SIDES):
+        one, two = (median[side]["cpu_us_per_req"] for side in SHARED_SIDES)
+        report["two_workers_cpu_vs_one"] = round(two / one, 3)
     if "baseline" in median:
         z, b = median["zserve"], median["baseline"]
         report["ratios"] = {
@@ -436,6 +445,9 @@ def render(report: dict[str, Any]) -> str:
                 f"{t['cpu_us_per_req']:>8.1f}{t['cpu_vs_floor']:>13.3f}{t['p50_ms']:>8.3f}"
                 f"{t['p50_vs_fastapi']:>15.3f}"
             )
+    if (two := report.get("two_workers_cpu_vs_one")) is not None:
+        lines += ["", "two workers' CPU per request vs one worker's (zserve_2w / zserve_shared, "
+                  f"both on CPUs 0-1 shared with wrk): {two:.3f}"]  # fmt: skip
     if report["ratios"]:
         lines.append("")
         for name, value in report["ratios"].items():
