@@ -31,9 +31,9 @@ def fixed_arity(annotation: Any) -> int | None:
 def step_arity(fn: Callable[..., Any], is_generator: bool) -> int | str:
     """How many values a step returns, by its return annotation (``tuple[A, B]``, or a
     ``typing.NamedTuple`` class); when that is unknown, why, in words."""
-    annotation = type_hints(fn, extras=False).get("return", inspect.Signature.empty)
     if is_generator:
         return "it is a generator step, whose output is the list of the items it yields"
+    annotation = type_hints(fn, extras=False).get("return", inspect.Signature.empty)
     if isinstance(annotation, type) and issubclass(annotation, tuple):
         fields = getattr(annotation, "_fields", None)
         if isinstance(fields, tuple) and fields:
