@@ -268,15 +268,14 @@ async def test_a_step_calling_sys_exit_is_a_step_failure() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_implicit_tuple_of_the_wrong_length_names_the_pipeline() -> None:
-    from zserve.errors import ExecutionFailed
-
+async def test_an_implicit_tuple_of_the_wrong_length_fails_its_step() -> None:
     @pipeline
     def pair(x: int) -> tuple[int, int]:
         return (x, x, x)  # type: ignore[return-value]
 
-    with pytest.raises(ExecutionFailed, match=r"'pair' is annotated to return 2 values .* 3"):
+    with pytest.raises(StepFailed, match=r"Step 'pair' .* returned 3 values, expected 2") as info:
         await run(pair, x=1)
+    assert info.value.step == "pair"
 
 
 @pytest.mark.anyio

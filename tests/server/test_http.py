@@ -42,6 +42,23 @@ def test_multi_output_pipeline_answers_each_output(make_client: Any) -> None:
     assert response.json()["outputs"] == {"output_0": 4, "output_1": "Result: 2"}
 
 
+def test_a_pipeline_unpacking_a_step_answers_each_item(make_client: Any) -> None:
+    client = make_client("tests.unpacking_pipelines:linear_unpacking")
+    response = client.post("/invoke", json={"parameters": {"text": "go go go"}})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"] == {"output_0": "GO-GO", "output_1": 2}
+    info = client.get("/info").json()
+    assert info["outputs"] == ["output_0", "output_1"]
+    shout = next(s for s in info["steps"] if s["name"] == "shout")
+    assert shout["inputs"] == {"word": {"kind": "step", "name": "split", "index": 0}}
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["LinearUnpackingParameters"]["properties"]) == {"text"}
+
+    failing = make_client("tests.unpacking_pipelines:miscounting")
+    doc = assert_problem(failing.post("/invoke", json={"parameters": {"text": "x"}}), 500)
+    assert doc["step"] == "miscount" and "returned 3 values, expected 2" in doc["detail"]
+
+
 def test_fanout_pipeline_answers_the_dict_of_outputs(make_client: Any) -> None:
     client = make_client("zserve.examples.fanout:fanout_pipeline")
     response = client.post("/invoke", json={"parameters": {"n": 2, "delay": 0.01}})

@@ -5,6 +5,7 @@ models that validate a request."""
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,8 +138,6 @@ class Plan:
     request_model: type[InvokeRequest]
     defaults: dict[str, Any]
     schema: dict[str, dict[str, Any]]
-    #: step id -> how many items its result must have (an implicit step annotated tuple[...])
-    arity: dict[str, int] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     #: capture policies (engine/policies.py): step id -> policy, only steps that set one
     policies: dict[str, StepPolicy] = field(default_factory=dict)
@@ -241,10 +240,13 @@ def _check_parameter(pipeline: str, name: str, annotation: Any) -> None:
 
 def _compile_step(node: Node) -> CompiledStep:
     step = node.step
+    fn = step.fn
+    if node.arity is not None and not step.is_generator:
+        fn = _returning(fn, node.arity, step.is_async)
     return CompiledStep(
         id=node.id,
         name=step.name,
-        fn=step.fn,
+        fn=fn,
         is_async=step.is_async,
         is_generator=step.is_generator,
         blocking=step.blocking,
@@ -252,6 +254,33 @@ def _compile_step(node: Node) -> CompiledStep:
         args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
         upstream=node.upstream,
     )
+
+
+def _returning(fn: Callable[..., Any], count: int, is_async: bool) -> Callable[..., Any]:
+    """``fn``, failing when it returns other than ``count`` values: a step whose output the
+    pipeline takes apart (``a, b = split(x)``). Only such steps pay for the check."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, tuple | list) and len(value) == count:
+            return value
+        got = f"{len(value)} values" if isinstance(value, tuple | list) else type(value).__name__
+        raise ValueError(
+            f"returned {got}, expected {count} (its return annotation is a {count}-tuple, "
+            f"which the pipeline takes apart); return exactly {count} values, or change the "
+            "annotation"
+        )
+
+    if is_async:
+
+        async def returning_async(**kwargs: Any) -> Any:
+            return check(await fn(**kwargs))
+
+        return functools.update_wrapper(returning_async, fn)
+
+    def returning(**kwargs: Any) -> Any:
+        return check(fn(**kwargs))
+
+    return functools.update_wrapper(returning, fn)
 
 
 def _stages(steps: list[CompiledStep]) -> list[Stage] | None:
@@ -297,11 +326,6 @@ def compile_plan(pipe: Pipeline) -> Plan:
         request_model=request_model,
         defaults=defaults,
         schema=schema,
-        arity={
-            ref.name: 1 + max(r.index or 0 for r in graph.outputs.values() if r.name == ref.name)
-            for ref in graph.outputs.values()
-            if ref.kind == "step" and ref.index is not None
-        },
         policies=policies.steps,
         private_parameters=policies.private_parameters,
         private_outputs=policies.private_outputs,

@@ -23,7 +23,7 @@ from zserve.engine.context import RunContext, bind_context, current_step, unbind
 from zserve.engine.observer import SILENT, Observer, observe
 from zserve.engine.placement import Placement
 from zserve.engine.plan import CompiledStep, Plan
-from zserve.errors import ExecutionFailed, ExecutionTimeout, StepFailed
+from zserve.errors import ExecutionTimeout, StepFailed
 
 __all__ = ["execute"]
 
@@ -109,14 +109,6 @@ async def execute(
 
 
 def _outputs(plan: Plan, params: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    for node, arity in plan.arity.items():
-        value = results[node]
-        if not isinstance(value, tuple | list) or len(value) != arity:
-            got = f"{len(value)} values" if isinstance(value, tuple | list) else repr(value)[:80]
-            raise ExecutionFailed(
-                f"Pipeline '{plan.name}' is annotated to return {arity} values "
-                f"(output_0..output_{arity - 1}) but returned {got}"
-            )
     return {name: get(params, results) for name, get in plan.outputs}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -13,6 +12,7 @@ from zserve.records import CAPTURE_MODES
 from zserve.sdk.capture import check_redact, type_hints
 from zserve.sdk.step import Step
 from zserve.sdk.tracing import Graph, Node, Ref, TracedStep, trace
+from zserve.sdk.unpacking import fixed_arity
 
 __all__ = ["Pipeline", "pipeline"]
 
@@ -129,12 +129,13 @@ class Pipeline:
         node = Node(self.name, implicit, {p: Ref("param", p) for p in self.parameter_names})
         hints = self.annotations()
         ret = hints.get("return", inspect.Signature.empty)
-        args = typing.get_args(ret)
+        count = fixed_arity(ret)
         outputs: dict[str, Ref]
         if ret is None or ret is type(None):
             outputs = {}
-        elif typing.get_origin(ret) is tuple and args and ... not in args:
-            outputs = {f"output_{i}": Ref("step", self.name, index=i) for i in range(len(args))}
+        elif count is not None:
+            node.arity = count  # the run checks the number of values returned
+            outputs = {f"output_{i}": Ref("step", self.name, index=i) for i in range(count)}
         else:
             outputs = {"output": Ref("step", self.name)}
         return Graph(nodes=[node], outputs=outputs)

@@ -4,6 +4,10 @@ The body runs a single time at compile time. Its parameters are ``Param`` placeh
 step call returns a ``StepOutput`` placeholder; a placeholder refuses every operation that would
 need a real value (``if x``, ``for``, f-strings, arithmetic, attribute access...) with an error
 naming the line, because such logic belongs inside a step.
+
+One exception: the output of a step annotated ``-> tuple[A, B]`` (a fixed-length tuple) may be
+unpacked (``a, b = split(x)``) or indexed (``split(x)[0]``); each item is a placeholder that
+``Ref.index`` locates, and the node's ``arity`` has the run check the step's return value.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any, Protocol
 
 from zserve.errors import PipelineDefinitionError
+from zserve.sdk.unpacking import step_arity, unpack_target
 
 __all__ = [
     "Const",
@@ -143,14 +148,42 @@ class Param(Placeholder):
 
 
 class StepOutput(Placeholder):
-    __slots__ = ("node",)
+    """A step's output, or (``index`` set) one item of a step's fixed-length tuple output."""
 
-    def __init__(self, tracer: Tracer, node: str) -> None:
+    __slots__ = ("index", "node")
+
+    def __init__(self, tracer: Tracer, node: str, index: int | None = None) -> None:
         super().__init__(tracer)
         object.__setattr__(self, "node", node)
+        object.__setattr__(self, "index", index)
 
     def _describe(self) -> str:
+        if self.index is not None:
+            return f"item {self.index} of the output of step '{self.node}'"
         return f"the output of step '{self.node}'"
+
+    def __iter__(self) -> Any:
+        """``a, b = split(x)``: one placeholder per item of a ``-> tuple[A, B]`` output."""
+        if self.index is not None:
+            return self._refuse("cannot iterate over or unpack")
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        count = tracer.arity(self.node, "unpack")
+        tracer.check_unpack(self.node, count, sys._getframe(1))
+        return iter([StepOutput(tracer, self.node, i) for i in range(count)])
+
+    def __getitem__(self, key: Any) -> Any:
+        """``split(x)[0]``: one item of a ``-> tuple[A, B]`` output."""
+        if self.index is not None:
+            return self._refuse("cannot index")
+        tracer: Tracer = object.__getattribute__(self, "_tracer")
+        count = tracer.arity(self.node, "index")
+        if isinstance(key, bool) or not isinstance(key, int) or not -count <= key < count:
+            given = key._describe() if isinstance(key, Placeholder) else repr(key)
+            raise PipelineDefinitionError(
+                f"{tracer.where()}: step '{self.node}' returns {count} values; index its output "
+                f"with a number from 0 to {count - 1} (or -{count} to -1), not {given}"
+            )
+        return StepOutput(tracer, self.node, key % count)
 
 
 @dataclass(frozen=True)
@@ -178,6 +211,10 @@ class Node:
     id: str
     step: TracedStep
     inputs: dict[str, Ref]
+    #: how many values the step returns, when the body takes its output apart (a step annotated
+    #: ``-> tuple[A, B]``, unpacked or indexed) or it is the implicit step of a tuple[...]
+    #: pipeline; the run fails the step when it returns another number of values
+    arity: int | None = None
 
     @property
     def upstream(self) -> list[str]:
@@ -211,7 +248,7 @@ class Tracer:
         if isinstance(value, Param):
             return Ref("param", value.name)
         if isinstance(value, StepOutput):
-            return Ref("step", value.node)
+            return Ref("step", value.node, index=value.index)
         if _contains_placeholder(value):
             raise PipelineDefinitionError(
                 f"{self.where()}: {what} puts a run-time value inside a "
@@ -243,6 +280,32 @@ class Tracer:
                 inputs[pname] = self.ref(bound.arguments[pname], f"argument '{pname}'")
         self.graph.nodes.append(Node(node_id, step, inputs))
         return StepOutput(self, node_id)
+
+    def arity(self, node_id: str, verb: str) -> int:
+        """How many values step ``node_id`` returns (its return annotation), kept on its node
+        so that the run checks it; unknown, a definition error saying how to annotate it."""
+        node = next(n for n in self.graph.nodes if n.id == node_id)
+        if node.arity is None:
+            count = step_arity(node.step.fn, node.step.is_generator)
+            if isinstance(count, str):
+                raise PipelineDefinitionError(
+                    f"{self.where()}: cannot {verb} the output of step '{node.step.name}': "
+                    f"{count}. Annotate the step '-> tuple[A, B]' (one type per value) to take "
+                    "its output apart in the body, or pass the whole output to a step."
+                )
+            node.arity = count
+        return node.arity
+
+    def check_unpack(self, node_id: str, count: int, frame: FrameType) -> None:
+        """``a, b, c = split(x)`` with a two-value ``split``: said now, naming the step
+        (``frame`` is the one unpacking)."""
+        target = unpack_target(frame)
+        if target is not None and (target[0] > count or (target[0] < count and not target[1])):
+            raise PipelineDefinitionError(
+                f"{self.where()}: step '{node_id}' returns {count} values (its return "
+                f"annotation) but the body unpacks its output into {target[0]} names; unpack it "
+                f"into {count}, or change the step's annotation"
+            )
 
 
 def trace(pipeline_name: str, fn: Callable[..., Any], params: list[str]) -> Graph:
