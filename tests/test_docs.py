@@ -95,3 +95,9 @@ def test_every_command_has_help() -> None:
         assert result.exit_code == 0, command
         for option in options:
             assert option in result.stdout, f"{option} missing from `zserve {command} --help`"
+
+
+def test_the_pipeline_snippet_is_the_bundled_example() -> None:
+    section = README.split("## A pipeline", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```\n", 1)[0]
+    assert snippet == (ROOT / "zserve" / "examples" / "weather.py").read_text()

@@ -29,10 +29,14 @@ __all__ = [
     "ServerEntry",
     "find_server",
     "list_servers",
+    "live_server_ids",
     "new_server_id",
+    "reap",
     "register",
     "stop_processes",
     "stop_tree",
+    "term_processes",
+    "term_tree",
     "unregister",
 ]
 
@@ -44,6 +48,10 @@ SUPERVISOR_ENV = "ZSERVE_SUPERVISOR_PID"
 
 #: Worker processes spawned by uvicorn's supervisor run multiprocessing's spawn_main.
 _WORKER_MARK = "spawn_main"
+#: How often a stop looks whether the processes it signalled are gone (seconds).
+STOP_POLL_S = 0.02
+#: How long to wait for SIGKILLed processes to go (seconds).
+KILL_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class ServerEntry:
     def is_alive(self) -> bool:
         try:
             proc = psutil.Process(self.pid)
-            return bool(abs(proc.create_time() - self.create_time) < 0.5 and proc.is_running())
+            same = abs(proc.create_time() - self.create_time) < 0.5 and proc.is_running()
+            return bool(same and proc.status() != psutil.STATUS_ZOMBIE)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
 
@@ -169,6 +178,21 @@ def list_servers(home: str, *, leftovers: bool = False) -> list[ServerEntry]:
     return sorted(entries, key=lambda e: e.started_at)
 
 
+def live_server_ids(home: str) -> set[str]:
+    """The ids of the servers that run (or whose workers do), and of the servers that
+    `zserve start --detach` is starting: not yet in the registry, found by their command line
+    and the server id in their environment."""
+    ids = {entry.id for entry in list_servers(home, leftovers=True)}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "zserve.server.app" in (proc.info["cmdline"] or ()):
+                ids.add(proc.environ().get(SERVER_ID_ENV, ""))
+        except psutil.Error:
+            continue
+    ids.discard("")
+    return ids
+
+
 def describe(entries: list[ServerEntry]) -> str:
     return "; ".join(f"{e.id} ({e.deployment} at {e.url})" for e in entries)
 
@@ -218,28 +242,67 @@ def find_server(
 def stop_tree(pid: int, timeout: float) -> bool:
     """SIGTERM ``pid``, give it and its descendants ``timeout`` seconds to exit, then SIGKILL
     whatever is left. True when everything exited by itself."""
-    try:
-        main = psutil.Process(pid)
-        tree = [main, *main.children(recursive=True)]
-        if timeout > 0:
-            main.send_signal(signal.SIGTERM)
-    except psutil.NoSuchProcess:
-        return True
-    return _reap(tree, timeout)
+    return reap([term_tree(pid, signal_it=timeout > 0)], timeout)[0]
 
 
 def stop_processes(procs: list[psutil.Process], timeout: float) -> bool:
     """SIGTERM each of ``procs``, give them ``timeout`` seconds, then SIGKILL what is left."""
-    for proc in procs if timeout > 0 else ():
+    return reap([term_processes(procs) if timeout > 0 else procs], timeout)[0]
+
+
+def term_tree(pid: int, *, signal_it: bool = True) -> list[psutil.Process]:
+    """SIGTERM ``pid`` (unless not ``signal_it``): it and its descendants, to wait for."""
+    try:
+        main = psutil.Process(pid)
+        tree = [main, *main.children(recursive=True)]
+        if signal_it:
+            main.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return []
+    return tree
+
+
+def term_processes(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """SIGTERM each of ``procs``: them, to wait for."""
+    for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
-    return _reap(procs, timeout)
+    return procs
 
 
-def _reap(tree: list[psutil.Process], timeout: float) -> bool:
-    _, alive = psutil.wait_procs(tree, timeout=timeout) if timeout > 0 else ([], tree)
-    for proc in alive:
+def reap(groups: list[list[psutil.Process]], timeout: float) -> list[bool]:
+    """Wait until every process of ``groups`` is gone, for ``timeout`` seconds at most (all
+    groups at once, looking every ``STOP_POLL_S``), then SIGKILL what is left. For each group:
+    True when all of it exited by itself."""
+    deadline = time.monotonic() + timeout
+    alive = [list(group) for group in groups]
+    while any(alive) and time.monotonic() < deadline:
+        time.sleep(STOP_POLL_S)
+        alive = [[p for p in group if not _gone(p)] for group in alive]
+    for proc in (p for group in alive for p in group):
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return not alive
+    left = [p for group in alive for p in group]
+    deadline = time.monotonic() + KILL_WAIT_S
+    while left and time.monotonic() < deadline:
+        time.sleep(STOP_POLL_S)
+        left = [p for p in left if not _gone(p)]
+    return [not group for group in alive]
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Exited. A zombie counts: it runs nothing, and waits only for its parent (or, for a
+    detached server, init) to reap it, which may take a second or more. One of ours is reaped
+    here."""
+    try:
+        if not proc.is_running():
+            return True
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(proc.pid, os.WNOHANG)
+    return True

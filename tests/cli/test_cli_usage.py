@@ -21,9 +21,12 @@ runner = CliRunner()
         (["invoke", "--server", "nope"], 2, "Error: No running server matches 'nope'"),
         (["invoke", "--url", "http://127.0.0.1:9", "-p", "bad"], 3,
          "Error: No zserve server answers at http://127.0.0.1:9"),
-        (["stop"], 2, "Error: Name one server to stop, or pass --all"),
-        (["stop", "abc", "--all"], 2, "Error: Name one server to stop, or pass --all"),
+        (["stop"], 2, "Error: No zserve server is running"),
+        (["stop", "abc", "--all"], 2, "Error: Name servers to stop, or pass --all, not both"),
+        (["stop", "abc", "def"], 2, "Error: No running server matches 'abc'"),
+        (["logs"], 2, "Error: No zserve server is running: start one with"),
         (["logs", "nope"], 2, "Error: No running server matches 'nope'"),
+        (["logs", "abc", "--prune"], 2, "Error: --prune takes no server, --follow or --tail"),
         (["start", "-d", "nope"], 2, "Error: No deployment matches 'nope'"),
         (["run", "nope"], 2, "Error: No deployment matches 'nope'"),
         (["run", "zserve.examples.weather:weather_pipeline", "-p", "city"], 2,
@@ -44,3 +47,6 @@ def test_ps_and_stop_all_with_nothing_running(zhome: Path) -> None:
     assert runner.invoke(app, ["ps", "--json"]).stdout.strip().endswith('"servers": []\n}')
     result = runner.invoke(app, ["stop", "--all"])
     assert result.exit_code == 0 and "No servers running." in result.stdout
+    pruned = runner.invoke(app, ["logs", "--prune"])
+    assert pruned.exit_code == 0
+    assert pruned.stdout == "Deleted 0 log(s) of servers not running (0 bytes freed)\n"

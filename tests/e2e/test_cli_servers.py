@@ -129,8 +129,8 @@ def test_start_failures_carry_the_servers_own_error(
         busy = cli("start", "-d", "weather", "--port", str(port), "--detach", check=False)
     assert busy.returncode == 3
     assert busy.stderr.strip() == (
-        f"Error: Port {port} on 127.0.0.1 is already in use: stop what is using it, or pick "
-        "another port with --port / ZSERVE_PORT (0 picks a free one)"
+        f"Error: Port {port} on 127.0.0.1 is in use by another program (not a zserve server of "
+        "this ZSERVE_HOME): stop it, or pick a free port with --port 0"
     )
     unknown = cli("start", "-d", "nope", "--detach", check=False)
     assert unknown.returncode == 2 and "No deployment matches 'nope'" in unknown.stderr

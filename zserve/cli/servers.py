@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from zserve.cli._format import mib, uptime
+from zserve.cli._logfiles import logs_dir, prune_logs
 from zserve.cli._output import print_json
 from zserve.errors import NotFound, UsageError
 from zserve.settings import Settings
@@ -110,26 +111,38 @@ def _quiet(fn: Any, *args: Any) -> Any:
 
 
 def logs(
-    server: str = typer.Argument(..., help=SERVER_HELP + " A stopped server's id works too."),
+    server: str | None = typer.Argument(
+        None, help=SERVER_HELP + " A stopped server's id works too. Default: the only one."
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     tail: int | None = typer.Option(None, "--tail", "-n", help="Only the last N lines."),
+    prune: bool = typer.Option(
+        False, "--prune", help="Delete the logs of every server that is not running."
+    ),
 ) -> None:
-    """Print a detached server's log (-f to follow it until the server stops)."""
+    """Print a detached server's log (-f to follow it until the server stops), or --prune."""
     from zserve import registry
 
     home = Settings.from_env().home
+    if prune:
+        if server is not None or follow or tail is not None:
+            raise UsageError("--prune takes no server, --follow or --tail")
+        count, freed = prune_logs(home)
+        typer.echo(f"Deleted {count} log(s) of servers not running ({freed} bytes freed)")
+        return
     entry: ServerEntry | None
     try:
         entry = registry.find_server(home, server)
         log_file = Path(entry.log_file) if entry.log_file else None
     except NotFound:
-        if not SERVER_ID.fullmatch(server):  # a stopped server's id, never a path
+        if server is None or not SERVER_ID.fullmatch(server):  # a stopped server's id, no path
             raise
-        entry, log_file = None, Path(home) / "logs" / f"{server}.log"
+        entry, log_file = None, logs_dir(home) / f"{server}.log"
         if not log_file.is_file():
             raise
     if log_file is None:
-        raise UsageError(f"Server {server} runs in the foreground: its log is its terminal")
+        assert entry is not None
+        raise UsageError(f"Server {entry.id} runs in the foreground: its log is its terminal")
     with log_file.open("r", errors="replace") as fh:
         lines = fh.readlines()
         sys.stdout.writelines(lines[-tail:] if tail else lines)
@@ -144,24 +157,37 @@ def logs(
 
 
 def stop(
-    server: str | None = typer.Argument(None, help=SERVER_HELP),
+    servers: list[str] | None = typer.Argument(
+        None, help=SERVER_HELP + " Several may be named; default: the only running one."
+    ),
     all_: bool = typer.Option(False, "--all", help="Stop every running server."),
     timeout: float = typer.Option(
         30.0, "--timeout", help="Seconds to let in-flight work drain before SIGKILL."
     ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Stop a server (or --all): SIGTERM, let in-flight work drain, then SIGKILL what is left."""
+    """Stop servers (or --all) at once: SIGTERM, let in-flight work drain, then SIGKILL what is
+    left. Returns as soon as they are gone."""
     from zserve import registry
 
     home = Settings.from_env().home
-    if all_ == (server is not None):
-        raise UsageError("Name one server to stop, or pass --all")
+    if all_ and servers:
+        raise UsageError("Name servers to stop, or pass --all, not both")
     if all_:
         targets = registry.list_servers(home, leftovers=True)
+    elif servers:
+        found = [registry.find_server(home, ref, leftovers=True) for ref in servers]
+        targets = list({entry.id: entry for entry in found}.values())
     else:
-        targets = [registry.find_server(home, server, leftovers=True)]
-    stopped = [_stop(home, entry, timeout) for entry in targets]
+        targets = registry.list_servers(home, leftovers=True)
+        if not targets:
+            raise NotFound("No zserve server is running")
+        if len(targets) > 1:
+            raise UsageError(
+                f"{len(targets)} servers are running; name the ones to stop (id, port or "
+                f"deployment), or pass --all: {registry.describe(targets)}"
+            )
+    stopped = _stop(home, targets, timeout)
     if json_:
         print_json({"stopped": stopped})
         return
@@ -172,13 +198,21 @@ def stop(
         typer.echo(f"Stopped server {s['server_id']} ({s['deployment']}, {s['url']}): {how}")
 
 
-def _stop(home: str, entry: ServerEntry, timeout: float) -> dict[str, Any]:
+def _stop(home: str, entries: list[ServerEntry], timeout: float) -> list[dict[str, Any]]:
+    """Signal every server, then wait for all of them together."""
     from zserve import registry
 
-    if entry.is_alive():
-        graceful = registry.stop_tree(entry.pid, timeout)
-    else:  # a killed supervisor's leftover workers (or nothing)
-        graceful = registry.stop_processes(entry.leftover_workers(), timeout)
-    registry.unregister(home, entry.id)
-    return {"server_id": entry.id, "pid": entry.pid, "deployment": entry.deployment,
-            "url": entry.url, "graceful": graceful}  # fmt: skip
+    groups = []
+    for entry in entries:
+        if entry.is_alive():
+            groups.append(registry.term_tree(entry.pid, signal_it=timeout > 0))
+        else:  # a killed supervisor's leftover workers (or nothing)
+            workers = entry.leftover_workers()
+            groups.append(registry.term_processes(workers) if timeout > 0 else workers)
+    graceful = registry.reap(groups, timeout)
+    stopped = []
+    for entry, ok in zip(entries, graceful, strict=True):
+        registry.unregister(home, entry.id)
+        stopped.append({"server_id": entry.id, "pid": entry.pid, "deployment": entry.deployment,
+                        "url": entry.url, "graceful": ok})  # fmt: skip
+    return stopped

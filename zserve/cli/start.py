@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from zserve.cli._logfiles import KEEP_LOGS, logs_dir, prune_logs
 from zserve.cli._output import print_json
 from zserve.errors import ServerError
 from zserve.records import CaptureMode
@@ -95,7 +96,8 @@ def launch(settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]
 
     server_id = registry.new_server_id()
     private_dir(settings.home)
-    logs = private_dir(Path(settings.home) / "logs")
+    prune_logs(settings.home, keep=KEEP_LOGS)  # of servers not running: the newest are kept
+    logs = private_dir(logs_dir(settings.home))
     log_file = private_file(logs / f"{server_id}.log")
     env = {**os.environ, SETTINGS_ENV: settings.to_json(), SERVER_ID_ENV: server_id,
            LOG_FILE_ENV: str(log_file)}  # fmt: skip

@@ -18,4 +18,4 @@ def analyze_data(weather_data: dict[str, Any], days: int = 1) -> str:
 @pipeline(settings={"capture": "none"})
 def weather_pipeline(city: str, days: int = 1) -> str:
     data = fetch_data(city)
-    return analyze_data(data, days)
+    return analyze_data(data, days)  # the upstream output is injected in memory

@@ -71,7 +71,8 @@ def resolve_deployment(settings: Settings) -> DeploymentRecord:
         return store.get_deployment(settings.deployment_id)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, home: str | None = None) -> socket.socket:
+    """A listening socket; PortInUse names the zserve server of ``home`` that holds the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,14 +81,25 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                f"Port {port} on {host} is already in use: stop what is using it, or pick "
-                "another port with --port / ZSERVE_PORT (0 picks a free one)"
-            ) from None
+            raise PortInUse(_port_holder(host, port, home)) from None
         raise ServerError(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _port_holder(host: str, port: int, home: str | None) -> str:
+    held = [s for s in registry.list_servers(home) if s.port == port] if home else []
+    if held:
+        return (
+            f"Port {port} on {host} is in use by zserve server {held[0].id} (deployment "
+            f"{held[0].deployment}): stop it with `zserve stop {held[0].id}`, or pick a free "
+            "port with --port 0"
+        )
+    return (
+        f"Port {port} on {host} is in use by another program (not a zserve server of this "
+        "ZSERVE_HOME): stop it, or pick a free port with --port 0"
+    )
 
 
 def serve(
@@ -111,7 +123,7 @@ def serve(
         raise ServerError(f"Deployment {record.ref} cannot be loaded: {err}") from None
     if warning := open_address_warning(settings):
         print(warning, file=sys.stderr)
-    sock = bind_socket(settings.host, settings.port)
+    sock = bind_socket(settings.host, settings.port, settings.home)
     port = sock.getsockname()[1]
     settings = settings.replace(port=port)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
