@@ -20,18 +20,26 @@ def deploy(
     app_dir: str | None = typer.Option(
         None, "--app-dir", help="Directory to import the source from (default: the current one)."
     ),
+    include: list[str] | None = typer.Option(
+        None,
+        "--include",
+        help="Also store the data files this glob matches (relative to the app dir); repeatable.",
+    ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Import and compile a pipeline and store it as a deployment; print its id."""
+    """Import and compile a pipeline and store it, with a snapshot of its code, as a deployment;
+    print its id."""
     from zserve.engine.deployments import build_deployment
     from zserve.store import Store
 
     settings = Settings.from_env()
     draft = build_deployment(
         source, app_dir=app_dir, name=name, capture=capture,
-        capture_default=settings.capture_default,
+        capture_default=settings.capture_default, include=include,
     )  # fmt: skip
     with Store(settings.store_url) as store:
+        if draft.code_archive and draft.archive_data is not None:
+            store.add_code_archive(draft.code_archive, draft.archive_data, draft.archive_files)
         record, created = store.add_deployment(**draft.fields())
     if json_:
         print_json({"created": created, "deployment": record.to_dict()})
@@ -39,4 +47,10 @@ def deploy(
     verb = "Deployed" if created else "Unchanged, already deployed as"
     typer.echo(f"{verb} {record.ref} ({draft.pipeline_name}, {len(draft.plan.steps)} step(s))")
     typer.echo(f"id: {record.id}")
+    if draft.code_archive:
+        size = sum(f["size"] for f in draft.archive_files)
+        typer.echo(
+            f"code: {len(draft.archive_files)} file(s), {size} bytes, "
+            f"snapshot {draft.code_archive[:12]}"
+        )
     typer.echo(f"Serve it: zserve start --deployment {record.name} --detach")
