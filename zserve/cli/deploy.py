@@ -27,8 +27,10 @@ def deploy(
     ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Import and compile a pipeline and store it, with a snapshot of its code, as a deployment;
-    print its id."""
+    """Import and compile a pipeline and store it, with its code, as a deployment; print its id.
+
+    The snapshot holds the local files the import loaded and the files --include globs match;
+    start and run serve it, whatever happens to the working copy later."""
     from zserve.engine.deployments import build_deployment
     from zserve.store import Store
 

@@ -26,7 +26,7 @@ def list_(
     name: str | None = typer.Option(None, "--name", help="Only versions of this name."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """List deployments, newest first."""
+    """List deployments, newest first, and whether their working copy drifted."""
     from zserve.store import Store
 
     with Store(Settings.from_env().store_url) as store:
@@ -68,7 +68,7 @@ def show(
     ref: str = typer.Argument(..., help=REF_HELP),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Show one deployment: source, steps, parameters and outputs."""
+    """Show one deployment: source, steps, parameters, outputs and code files."""
     from zserve.store import Store
 
     with Store(Settings.from_env().store_url) as store:
@@ -116,8 +116,10 @@ def diff(
     b: str = typer.Argument(..., help="The new deployment (a bare version: of A's name)."),
     json_: bool = typer.Option(False, "--json", help="Print the list of changed files as JSON."),
 ) -> None:
-    """Show what changed in the code between two deployments: files added, removed, changed,
-    and a unified diff of changed text files."""
+    """Show what changed in the code from A to B: files, then a unified diff.
+
+    Lists the files added, removed and changed, then a unified diff of each changed text
+    file."""
     from zserve.cli._snapshots import code_diff
 
     code_diff(a, b, json_)
@@ -125,7 +127,9 @@ def diff(
 
 @app.command("delete")
 def delete(
-    ref: str = typer.Argument(..., help=REF_HELP + " A bare name deletes every version."),
+    ref: str = typer.Argument(
+        ..., help=REF_HELP + " A bare name: its only version, or all with --all-versions."
+    ),
     all_versions: bool = typer.Option(
         False, "--all-versions", help="With a bare name that has several versions: delete all."
     ),
@@ -134,8 +138,10 @@ def delete(
     ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Delete a deployment (a bare name with several versions needs --all-versions); refused
-    while a running server serves it, unless --force."""
+    """Delete a deployment, unless a running server serves it.
+
+    A bare name with several versions needs --all-versions; --force deletes even what a running
+    server serves."""
     from zserve.cli._snapshots import check_deletable
     from zserve.store import Store
 

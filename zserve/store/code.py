@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,8 +67,9 @@ class CodeArchives:
             return ArchiveRow(row.hash, list(row.files), row.size, row.data if data else None)
 
     def code_archive_count(self) -> int:
+        """How many archives the store holds."""
         with self._sessions() as session:
-            return len(session.scalars(select(CodeArchive.hash)).all())
+            return session.scalar(select(func.count()).select_from(CodeArchive)) or 0
 
     def find_deployments(self, ref: str) -> list[DeploymentRecord]:
         """Every deployment ``ref`` names: one, or all versions of a bare name (newest first)."""
