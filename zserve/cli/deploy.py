@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from zserve.cli._output import print_json
 from zserve.records import CaptureMode
 from zserve.settings import Settings
+
+if TYPE_CHECKING:
+    from zserve.engine.deployments import DeploymentDraft
+    from zserve.records import DeploymentRecord
+    from zserve.store import Store
 
 
 def deploy(
@@ -40,9 +47,7 @@ def deploy(
         capture_default=settings.capture_default, include=include,
     )  # fmt: skip
     with Store(settings.store_url) as store:
-        if draft.code_archive and draft.archive_data is not None:
-            store.add_code_archive(draft.code_archive, draft.archive_data, draft.archive_files)
-        record, created = store.add_deployment(**draft.fields())
+        record, created = _store(store, draft)
     if json_:
         print_json({"created": created, "deployment": record.to_dict()})
         return
@@ -56,3 +61,20 @@ def deploy(
             f"snapshot {draft.code_archive[:12]}"
         )
     typer.echo(f"Serve it: zserve start --deployment {record.name} --detach")
+
+
+def _store(store: Store, draft: DeploymentDraft) -> tuple[DeploymentRecord, bool]:
+    """Store the snapshot, then the deployment that refers to it. A delete of the last other
+    deployment of the same code can remove the archive in between (the foreign key then
+    refuses the deployment): store it again."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(3):
+        if draft.code_archive and draft.archive_data is not None:
+            store.add_code_archive(draft.code_archive, draft.archive_data, draft.archive_files)
+        try:
+            return store.add_deployment(**draft.fields())
+        except IntegrityError:
+            if not draft.code_archive or attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
