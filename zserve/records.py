@@ -226,6 +226,8 @@ class DeploymentRecord:
     code_archive: str | None = None
     #: What the snapshot was built against: {"python", "packages": {dist: version}, "include"}.
     environment: dict[str, Any] = field(default_factory=dict)
+    #: Where the snapshot is extracted, in a record being served (never stored).
+    code_dir: str | None = None
 
     @property
     def ref(self) -> str:

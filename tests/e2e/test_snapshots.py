@@ -109,6 +109,8 @@ def test_each_version_serves_its_snapshot_whatever_happens_to_the_working_copy(
     assert _invoke(server["url"]) == {
         "temp": 20, "version": "v1", "data": "sunny", "file": str(code_dir / "weather.py"),
     }  # fmt: skip
+    info = httpx.get(f"{server['url']}/info", timeout=30).json()["deployment"]
+    assert info["source"] == f"{proj}/weather.py:weather"  # as deployed
     assert sorted(p.name for p in code_dir.iterdir() if p.is_file()) == [
         "data.txt", "helpers.py", "weather.py",
     ]  # fmt: skip

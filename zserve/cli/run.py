@@ -72,6 +72,7 @@ def _source(target: str, app_dir: str | None) -> tuple[str, str | None]:
     from its snapshot."""
     if ":" in target and not re.fullmatch(r"[^:]+:\d+", target):
         return target, app_dir
+    from zserve.engine.deployments import load_location
     from zserve.server.snapshot import prepare
     from zserve.settings import Settings
     from zserve.store import Store
@@ -82,4 +83,4 @@ def _source(target: str, app_dir: str | None) -> tuple[str, str | None]:
     served, warnings = prepare(settings, record)  # its snapshot, not the working copy
     for line in warnings:
         typer.echo(line, err=True)
-    return served.source, served.import_root
+    return load_location(served)

@@ -27,6 +27,7 @@ __all__ = [
     "build_deployment",
     "check_sources",
     "drifted_files",
+    "load_location",
     "load_plan",
     "redeploy_command",
     "served_record",
@@ -180,8 +181,8 @@ def check_sources(record: DeploymentRecord) -> None:
 
 
 def load_plan(record: DeploymentRecord) -> Plan:
-    """Import and compile the pipeline a deployment names."""
-    return compile_plan(load_pipeline(record.source, record.import_root).pipeline)
+    """Import and compile the pipeline a deployment names (from its snapshot when served)."""
+    return compile_plan(load_pipeline(*load_location(record)).pipeline)
 
 
 def drifted_files(record: DeploymentRecord, files: list[dict[str, Any]]) -> list[str]:
@@ -205,11 +206,18 @@ def drifted_files(record: DeploymentRecord, files: list[dict[str, Any]]) -> list
 
 
 def served_record(record: DeploymentRecord, code_dir: Path) -> DeploymentRecord:
-    """``record`` as served from its extracted snapshot: source and import root in
-    ``code_dir``."""
+    """``record`` as it is served from its snapshot, extracted in ``code_dir``."""
+    return dataclasses.replace(record, code_dir=str(code_dir))
+
+
+def load_location(record: DeploymentRecord) -> tuple[str, str]:
+    """(source, import root) to import the pipeline from: in the extracted snapshot when the
+    record is served from one, else where it was deployed from."""
+    if not record.code_dir:
+        return record.source, record.import_root
     root = snapshot_root(record.source, record.import_root)
     target, _, attr = record.source.rpartition(":")
     source = record.source
     if target.endswith(".py") or "/" in target:
-        source = f"{code_dir / Path(target).relative_to(root)}:{attr}"
-    return dataclasses.replace(record, source=source, import_root=str(code_dir))
+        source = f"{Path(record.code_dir) / Path(target).relative_to(root)}:{attr}"
+    return source, record.code_dir
