@@ -125,15 +125,22 @@ def _packages(files: dict[str, bytes]) -> dict[str, str]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module.partition(".")[0])
     names -= local | set(sys.stdlib_module_names) | {"zserve"}
-    by_module = importlib.metadata.packages_distributions()
     found: dict[str, str] = {}
-    for name in sorted(names):
-        for dist in by_module.get(name, []):
-            try:
-                found[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    return found
+    unknown = []
+    for name in sorted(names):  # most distributions are named like their module: cheap
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            unknown.append(name)
+    if unknown:  # packages_distributions reads every installed distribution's file list
+        by_module = importlib.metadata.packages_distributions()
+        for name in unknown:
+            for dist in by_module.get(name, []):
+                try:
+                    found[dist] = importlib.metadata.version(dist)
+                except importlib.metadata.PackageNotFoundError:
+                    continue
+    return dict(sorted(found.items()))
 
 
 def installed_mismatches(packages: dict[str, str]) -> list[tuple[str, str, str | None]]:
