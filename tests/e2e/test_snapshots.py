@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import cli
+from tests.e2e.conftest import cli, forget_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,13 @@ def _archives(home: Path) -> list[str]:
         return [row[0] for row in conn.execute("SELECT hash FROM code_archives ORDER BY hash")]
     finally:
         conn.close()
+
+
+def _deployment_id(name: str, version: int) -> str:
+    """The id of deployment ``name:version``."""
+    doc = json.loads(cli("deployments", "show", f"{name}:{version}", "--json").stdout)
+    deployment_id: str = doc["deployment"]["id"]
+    return deployment_id
 
 
 def _start(started: list[dict[str, Any]], ref: str, *extra: str) -> tuple[dict[str, Any], str]:
@@ -215,6 +222,15 @@ def test_list_marks_drift_and_diff_shows_the_edit(zhome: Path, tmp_path: Path) -
     ]
     same = cli("deployments", "diff", "weather:2", "2")
     assert same.stdout == "weather:2 and weather:2 have the same code\n"
+
+    forget_snapshot(zhome, _deployment_id("weather", 1))  # as if made before snapshots
+    old = cli("deployments", "diff", "weather:1", "weather:2", check=False)
+    assert (old.returncode, old.stderr.splitlines()) == (2, [
+        "Error: Deployment weather:1 has no stored code (it was made before snapshots): nothing "
+        "to compare; redeploy it to store a snapshot"
+    ])  # fmt: skip
+    shown = cli("deployments", "show", "weather:1").stdout
+    assert "code:      no snapshot (made before snapshots): served from its source path" in shown
 
 
 def test_a_snapshot_built_against_other_package_versions_warns_at_start(
