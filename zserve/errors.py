@@ -16,6 +16,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   ├── NotAcceptable            exit 2   http 406   no answer type the client accepts
     │   ├── AmbiguousDeployment      exit 2   http 409   lists the matches
     │   ├── AmbiguousRun             exit 2   http 409   a run id prefix with several matches
+    │   ├── DeploymentInUse          exit 2   http 409   delete of a deployment a server serves
     │   └── JobFinished              exit 2   http 409   cancel of a job that already ended
     ├── NotFound                     exit 2   http 404
     │   ├── DeploymentNotFound       exit 2   http 404
@@ -27,7 +28,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   ├── ExecutionTimeout         exit 1   http 504
     │   └── JobCancelled             exit 5   http 409   cancelled while the caller waited
     └── ServerError                  exit 3   http 503   cannot start or cannot be reached
-        ├── SourceChanged            exit 3              code changed since deploy: redeploy
+        ├── SourceChanged            exit 3              code (no snapshot) changed: redeploy
         ├── PortInUse                exit 3
         ├── ServerUnreachable        exit 3              no server answers at that address
         ├── StoreUnavailable         exit 3   http 503   the store cannot be written or read
@@ -49,6 +50,7 @@ __all__ = [
     "AmbiguousRun",
     "BrokerUnavailable",
     "CaptureNotSupported",
+    "DeploymentInUse",
     "DeploymentNotFound",
     "ExecutionFailed",
     "ExecutionTimeout",
@@ -85,7 +87,8 @@ PROBLEM_BASE = "https://zserve.dev/problems/"
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "the pipeline or job failed (a step raised, or it timed out)",
-    2: "usage error or bad input (invalid parameters, unknown deployment, bad source, 401)",
+    2: "usage error, bad input or a conflict (invalid parameters, unknown deployment, bad source, "
+    "401, deleting a deployment a server serves)",
     3: "a server could not start or could not be reached",
     4: "a bench threshold was missed",
     5: "the job was cancelled",
@@ -240,6 +243,14 @@ class AmbiguousRun(UsageError):
     http_status = 409
     problem = "ambiguous-run"
     title = "Ambiguous run id"
+
+
+class DeploymentInUse(UsageError):
+    """A deployment a running server serves cannot be deleted (stop the server first)."""
+
+    http_status = 409
+    problem = "deployment-in-use"
+    title = "Deployment in use"
 
 
 class JobFinished(UsageError):

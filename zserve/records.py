@@ -221,6 +221,13 @@ class DeploymentRecord:
     capture_default: str = "none"
     #: ISO 8601, UTC.
     created_at: str = ""
+    #: SHA-256 address of the deployment's code snapshot; None for a deployment made before
+    #: snapshots (or whose code is all in installed packages): it is served from ``source``.
+    code_archive: str | None = None
+    #: What the snapshot was built against: {"python", "packages": {dist: version}, "include"}.
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: Where the snapshot is extracted, in a record being served (never stored).
+    code_dir: str | None = None
 
     @property
     def ref(self) -> str:

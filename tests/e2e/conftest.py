@@ -15,6 +15,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -62,6 +63,21 @@ def wait_for(
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+
+def forget_snapshot(home: Path, deployment_id: str) -> None:
+    """Make a stored deployment look like one made before snapshots (no code archive), as a
+    store upgraded from an older zserve holds them."""
+    conn = sqlite3.connect(home / "zserve.db")
+    try:
+        with conn:
+            found = conn.execute(
+                "UPDATE deployments SET code_archive = NULL, environment = NULL WHERE id = ?",
+                (deployment_id,),
+            ).rowcount
+    finally:
+        conn.close()
+    assert found == 1
 
 
 @contextlib.contextmanager

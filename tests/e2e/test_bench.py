@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import cli
+from tests.e2e.conftest import cli, forget_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,8 @@ def test_bad_input_ends_in_one_line_and_its_exit_code(
     flow = tmp_path / "flow.py"
     flow.write_text("from zserve import pipeline\n\n@pipeline\ndef flow(x: int) -> int:\n"
                     "    return x\n")  # fmt: skip
-    cli("deploy", f"{flow}:flow")
+    made = json.loads(cli("deploy", f"{flow}:flow", "--json").stdout)["deployment"]
+    forget_snapshot(zhome, made["id"])  # made before snapshots: served from its source path
     flow.write_text(flow.read_text() + "\n# edited\n")
     broken = cli("bench", "--start", "flow", "-n", "5", check=False)
     assert broken.returncode == 3

@@ -15,7 +15,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import Detached, Running, cli, fresh, taken_port, wait_for
+from tests.e2e.conftest import (
+    Detached,
+    Running,
+    cli,
+    forget_snapshot,
+    fresh,
+    taken_port,
+    wait_for,
+)
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
 
@@ -122,7 +130,7 @@ def test_no_server_and_several_servers_are_clear_errors(detached: Detached) -> N
 
 
 def test_start_failures_carry_the_servers_own_error(
-    started: list[dict[str, Any]], tmp_path: Path
+    started: list[dict[str, Any]], zhome: Path, tmp_path: Path
 ) -> None:
     cli("deploy", WEATHER, "--name", "weather")
     with taken_port() as port:
@@ -139,7 +147,8 @@ def test_start_failures_carry_the_servers_own_error(
     flow.write_text(
         "from zserve import pipeline\n\n@pipeline\ndef flow(x: int) -> int:\n    return x\n"
     )
-    cli("deploy", f"{flow}:flow")
+    made = json.loads(cli("deploy", f"{flow}:flow", "--json").stdout)["deployment"]
+    forget_snapshot(zhome, made["id"])  # made before snapshots: served from its source path
     flow.write_text(flow.read_text() + "\n# edited\n")
     changed = cli("start", "-d", "flow", "--port", "0", "--detach", check=False)
     assert changed.returncode == 3

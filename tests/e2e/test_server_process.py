@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Serve, cli, taken_port
+from tests.e2e.conftest import Serve, cli, forget_snapshot, taken_port
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
 
@@ -126,7 +126,7 @@ def test_unknown_and_missing_deployment(zhome: Path, servers: Any) -> None:
     assert "No deployment given: set ZSERVE_DEPLOYMENT_ID" in proc.stderr
 
 
-def test_a_source_changed_since_deploy_is_refused(
+def test_a_snapshot_is_served_after_an_edit_and_a_deployment_without_one_is_refused(
     zhome: Path, tmp_path: Path, servers: Any
 ) -> None:
     app = tmp_path / "app"
@@ -149,11 +149,23 @@ def test_a_source_changed_since_deploy_is_refused(
     server.stop()
 
     flow.write_text(flow.read_text().replace("x + 1", "x + 2"))
+    # it serves its snapshot, not the edit, and says so
+    edited = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]})
+    with edited.client() as client:
+        assert client.post("/invoke", json={"parameters": {"x": 1}}).json()["outputs"] == {
+            "output": 2
+        }
+    edited.stop()
+    assert "serving flow:1 as deployed; flow.py changed since" in edited.output()
+
+    # a deployment made before snapshots is refused, and the error says why
+    forget_snapshot(zhome, deployment["id"])
     changed = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]}, wait=False)
     assert changed.proc.wait(60) == 3
     out = changed.output()
     assert f"{flow} changed since deployment flow:1 was made: redeploy" in out
     assert "zserve deploy" in out
+    assert "made before snapshots" in out
 
 
 def test_sigterm_drains_an_in_flight_request(serve: Serve) -> None:
@@ -203,6 +215,7 @@ def test_a_worker_restarted_after_the_source_changed_stops_the_server(
     flow = tmp_path / "wp.py"
     flow.write_text("from zserve import pipeline\n\n@pipeline\ndef wp() -> str:\n    return 'v1'\n")
     deployment = json.loads(cli("deploy", f"{flow}:wp", "--json").stdout)["deployment"]
+    forget_snapshot(zhome, deployment["id"])  # a snapshot is served whatever the working copy
     server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"], "ZSERVE_WORKERS": "2"})
     flow.write_text(flow.read_text().replace("v1", "v2"))
     workers = [

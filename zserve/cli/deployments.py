@@ -1,17 +1,22 @@
-"""``zserve deployments list|show|delete``."""
+"""``zserve deployments list|show|diff|delete``."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from zserve.cli._output import print_json
 from zserve.settings import Settings
 
-app = typer.Typer(help="List, show and delete stored deployments.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from zserve.records import DeploymentRecord
+    from zserve.store import Store
+
+app = typer.Typer(help="List, show, compare and delete stored deployments.", no_args_is_help=True)
 
 REF_HELP = "A deployment: its id, a unique id prefix (8+ characters), a name, or name:version."
 
@@ -21,13 +26,19 @@ def list_(
     name: str | None = typer.Option(None, "--name", help="Only versions of this name."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """List deployments, newest first."""
+    """List deployments, newest first, and whether their working copy drifted."""
     from zserve.store import Store
 
     with Store(Settings.from_env().store_url) as store:
         records = store.list_deployments(name)
+        drift = {r.id: _drift(store, r) for r in records}
     if json_:
-        print_json({"deployments": [r.to_dict() for r in records]})
+        print_json({
+            "deployments": [
+                {**r.to_dict(), "drifted": bool(drift[r.id]), "drifted_files": drift[r.id]}
+                for r in records
+            ]
+        })  # fmt: skip
         return
     if not records:
         typer.echo("No deployments yet: create one with `zserve deploy module:pipeline`.")
@@ -36,7 +47,7 @@ def list_(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("ID", "NAME", "VERSION", "PIPELINE", "SOURCE", "CREATED"):
+    for col in ("ID", "NAME", "VERSION", "PIPELINE", "SOURCE", "CREATED", "DRIFT"):
         table.add_column(col)
     for r in records:
         table.add_row(
@@ -46,6 +57,7 @@ def list_(
             r.pipeline_name,
             r.source,
             r.created_at[:19].replace("T", " "),
+            _drift_cell(drift[r.id]),
         )
     # Piped output keeps whole values on one line (no truncation to 80 columns).
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
@@ -56,13 +68,18 @@ def show(
     ref: str = typer.Argument(..., help=REF_HELP),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Show one deployment: source, steps, parameters and outputs."""
+    """Show one deployment: source, steps, parameters, outputs and code files."""
     from zserve.store import Store
 
     with Store(Settings.from_env().store_url) as store:
         record = store.get_deployment(ref)
+        files = (
+            store.get_code_archive(record.code_archive, data=False).files
+            if record.code_archive
+            else None
+        )
     if json_:
-        print_json({"deployment": record.to_dict()})
+        print_json({"deployment": record.to_dict(), "files": files})
         return
     spec = record.spec
     typer.echo(f"{record.ref}  id {record.id}")
@@ -81,18 +98,56 @@ def show(
         after = f" after {', '.join(s['upstream'])}" if s.get("upstream") else ""
         typer.echo(f"    {s['name']} [{s.get('kind')}]{after}")
     typer.echo(f"  outputs:   {', '.join(spec.get('outputs', [])) or '(none)'}")
+    if files is None:
+        typer.echo("  code:      no snapshot (made before snapshots): served from its source path")
+        return
+    env = record.environment
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()) or "(none)"
+    typer.echo(f"  code:      snapshot {record.code_archive}, Python {env.get('python')}")
+    typer.echo(f"  packages:  {packages}")
+    typer.echo("  files:")
+    for f in files:
+        typer.echo(f"    {f['path']}  {f['size']} bytes  {f['sha256'][:12]}")
+
+
+@app.command("diff")
+def diff(
+    a: str = typer.Argument(..., help="The old deployment: " + REF_HELP),
+    b: str = typer.Argument(..., help="The new deployment (a bare version: of A's name)."),
+    json_: bool = typer.Option(False, "--json", help="Print the list of changed files as JSON."),
+) -> None:
+    """Show what changed in the code from A to B: files, then a unified diff.
+
+    Lists the files added, removed and changed, then a unified diff of each changed text
+    file."""
+    from zserve.cli._snapshots import code_diff
+
+    code_diff(a, b, json_)
 
 
 @app.command("delete")
 def delete(
-    ref: str = typer.Argument(..., help=REF_HELP + " A bare name deletes every version."),
+    ref: str = typer.Argument(
+        ..., help=REF_HELP + " A bare name: its only version, or all with --all-versions."
+    ),
+    all_versions: bool = typer.Option(
+        False, "--all-versions", help="With a bare name that has several versions: delete all."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Delete even while a running server serves it."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Delete a deployment (a bare name deletes all its versions)."""
+    """Delete a deployment, unless a running server serves it.
+
+    A bare name with several versions needs --all-versions; --force deletes even what a running
+    server serves."""
+    from zserve.cli._snapshots import check_deletable
     from zserve.store import Store
 
     settings = Settings.from_env()
     with Store(settings.store_url) as store:
+        check_deletable(settings.home, ref, store.find_deployments(ref), all_versions, force)
         deleted = store.delete_deployment(ref)
     _forget_jobs(settings.home, [r.id for r in deleted])
     if json_:
@@ -100,6 +155,22 @@ def delete(
         return
     for r in deleted:
         typer.echo(f"Deleted {r.ref} ({r.id})")
+
+
+def _drift(store: Store, record: DeploymentRecord) -> list[str]:
+    """The files of ``record`` whose working copy differs from what was deployed."""
+    from zserve.engine.deployments import drifted_files
+
+    files = (
+        store.get_code_archive(record.code_archive, data=False).files if record.code_archive else []
+    )
+    return drifted_files(record, files)
+
+
+def _drift_cell(changed: list[str]) -> str:
+    if not changed:
+        return "no"
+    return f"yes ({len(changed)} file{'s' if len(changed) > 1 else ''})"
 
 
 def _forget_jobs(home: str, deployment_ids: list[str]) -> None:

@@ -68,12 +68,19 @@ def run(
 
 
 def _source(target: str, app_dir: str | None) -> tuple[str, str | None]:
-    """A source is 'module:attr' or 'file.py:attr'; anything else names a deployment."""
+    """A source is 'module:attr' or 'file.py:attr'; anything else names a deployment, run
+    from its snapshot."""
     if ":" in target and not re.fullmatch(r"[^:]+:\d+", target):
         return target, app_dir
+    from zserve.engine.deployments import load_location
+    from zserve.server.snapshot import prepare
     from zserve.settings import Settings
     from zserve.store import Store
 
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url) as store:
         record = store.get_deployment(target)
-    return record.source, record.import_root
+    served, warnings = prepare(settings, record)  # its snapshot, not the working copy
+    for line in warnings:
+        typer.echo(line, err=True)
+    return load_location(served)

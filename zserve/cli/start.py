@@ -65,6 +65,10 @@ def start(
         raise typer.Exit(serve(settings, record))
     if warning := open_address_warning(settings):
         typer.echo(warning, err=True)
+    from zserve.server.snapshot import prepare
+
+    for line in prepare(settings, record)[1]:  # the server says them again in its log
+        typer.echo(line, err=True)
     _detach(settings, start_timeout, json_)
 
 

@@ -27,6 +27,7 @@ from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
 from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
+from zserve.server.snapshot import prepare
 from zserve.settings import SETTINGS_ENV, Settings
 
 if TYPE_CHECKING:
@@ -116,7 +117,9 @@ def serve(
     """
     if record is None:
         record = resolve_deployment(settings)
-    check_sources(record)
+    record, warnings = prepare(settings, record)
+    for line in warnings:
+        print(line, file=sys.stderr, flush=True)
     try:
         plan = load_plan(record)
     except ZServeError as err:

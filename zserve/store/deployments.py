@@ -16,7 +16,7 @@ from zserve.errors import AmbiguousDeployment, DeploymentNotFound, UsageError
 from zserve.records import DeploymentRecord
 from zserve.store.models import Deployment
 
-__all__ = ["MIN_ID_PREFIX", "NAME_VERSION", "json_value", "record", "resolve"]
+__all__ = ["MIN_ID_PREFIX", "NAME_VERSION", "check_new_name", "json_value", "record", "resolve"]
 
 #: An id prefix must have at least this many characters to be taken as an id.
 MIN_ID_PREFIX = 8
@@ -37,6 +37,20 @@ def json_value(field: str, value: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def check_new_name(name: str) -> None:
+    """UsageError unless ``name`` can name a deployment in the store."""
+    if not name.strip():
+        raise UsageError("A deployment name cannot be empty")
+    if not name.isprintable():
+        raise UsageError(f"Invalid deployment name {name!r}: use printable characters only")
+    if name != name.strip():
+        raise UsageError(f"Invalid deployment name {name!r}: remove the surrounding spaces")
+    if NAME_VERSION.match(name):
+        raise UsageError(
+            f"Invalid deployment name {name!r}: ':' followed by digits is read as a version"
+        )
+
+
 def record(row: Deployment) -> DeploymentRecord:
     return DeploymentRecord(
         id=row.id,
@@ -51,6 +65,8 @@ def record(row: Deployment) -> DeploymentRecord:
         settings=dict(row.settings),
         capture_default=row.capture_default,
         created_at=row.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        code_archive=row.code_archive,
+        environment=dict(row.environment or {}),
     )
 
 

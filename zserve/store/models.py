@@ -29,7 +29,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Artifact", "Base", "Deployment", "Run", "RunMetadata", "RunStep", "UTCDateTime"]
+__all__ = [
+    "Artifact",
+    "Base",
+    "CodeArchive",
+    "Deployment",
+    "Run",
+    "RunMetadata",
+    "RunStep",
+    "UTCDateTime",
+]
 
 #: Stable constraint and index names, so batch migrations on SQLite can refer to them.
 NAMING_CONVENTION = {
@@ -92,9 +101,30 @@ class Deployment(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     capture_default: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The ``code_archives.hash`` of its snapshot; NULL for a deployment made before snapshots.
+    code_archive: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("code_archives.hash"), nullable=True, index=True
+    )
+    #: {"python", "packages", "include"} of the snapshot; NULL without one.
+    environment: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
 
     def __repr__(self) -> str:
         return f"<Deployment {self.name}:{self.version} {self.id}>"
+
+
+class CodeArchive(Base):
+    """A deployment's code: a canonical tar (gzip), addressed by the SHA-256 of the tar."""
+
+    __tablename__ = "code_archives"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    #: [{"path", "size", "sha256"}] in path order
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 # -- recorded runs (tracked mode) ---------------------------------------------------------------

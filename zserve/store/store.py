@@ -35,6 +35,7 @@ from zserve.records import ArtifactRecord, DeploymentRecord, RunRecord
 from zserve.settings import hide_password
 from zserve.store import deployments, health, raw, runs
 from zserve.store.artifacts import ArtifactFiles, content_of
+from zserve.store.code import CodeArchives, remove_unused_archives
 from zserve.store.deployments import MIN_ID_PREFIX
 from zserve.store.models import Deployment
 from zserve.store.schema import (
@@ -55,7 +56,7 @@ __all__ = ["MIN_ID_PREFIX", "PG_CONNECT_TIMEOUT_S", "Store"]
 _ADD_ATTEMPTS = 20
 
 
-class Store:
+class Store(CodeArchives):
     """Deployments and recorded runs in a SQL database (SQLite by default, PostgreSQL by URL).
 
     ``artifact_dir`` is where values over the inline limit go; by default ``artifacts`` beside
@@ -192,22 +193,15 @@ class Store:
         spec: dict[str, Any],
         settings: dict[str, Any],
         capture_default: str,
+        code_archive: str | None = None,
+        environment: dict[str, Any] | None = None,
     ) -> tuple[DeploymentRecord, bool]:
         """Store a new version of ``name``; ``(record, created)``.
 
         When the latest version of ``name`` has the same source, code hash, settings and capture
         default, that version is returned with ``created=False`` (redeploying identical code).
         """
-        if not name.strip():
-            raise UsageError("A deployment name cannot be empty")
-        if not name.isprintable():
-            raise UsageError(f"Invalid deployment name {name!r}: use printable characters only")
-        if name != name.strip():
-            raise UsageError(f"Invalid deployment name {name!r}: remove the surrounding spaces")
-        if deployments.NAME_VERSION.match(name):
-            raise UsageError(
-                f"Invalid deployment name {name!r}: ':' followed by digits is read as a version"
-            )
+        deployments.check_new_name(name)
         file_hashes = deployments.json_value("file_hashes", file_hashes)
         spec = deployments.json_value("spec", spec)
         settings = deployments.json_value("settings", settings)
@@ -225,6 +219,9 @@ class Store:
                     and latest.code_hash == code_hash
                     and latest.settings == settings
                     and latest.capture_default == capture_default
+                    and latest.code_archive == code_archive
+                    and (latest.environment or {}).get("include")
+                    == (environment or {}).get("include")
                 ):
                     return deployments.record(latest), False
                 version = (latest.version if latest is not None else 0) + 1
@@ -241,6 +238,8 @@ class Store:
                     settings=settings,
                     capture_default=capture_default,
                     created_at=datetime.now(UTC),
+                    code_archive=code_archive,
+                    environment=environment or None,
                 )
                 session.add(row)
                 try:
@@ -281,6 +280,7 @@ class Store:
             rows = deployments.resolve(session, ref)
             records = [deployments.record(row) for row in rows]
             session.execute(delete(Deployment).where(Deployment.id.in_([r.id for r in records])))
+            remove_unused_archives(session, {r.code_archive for r in records if r.code_archive})
         return sorted(records, key=lambda r: r.version, reverse=True)
 
     def _version_taken(self, name: str, version: int) -> bool:
