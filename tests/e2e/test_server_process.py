@@ -105,7 +105,10 @@ def test_port_in_use_is_a_clear_error(deployed: Any, servers: Any) -> None:
             {"ZSERVE_DEPLOYMENT_ID": deployment["id"], "ZSERVE_PORT": str(port)}, wait=False
         )
         assert server.proc.wait(60) == 3
-    assert f"Error: Port {port} on 127.0.0.1 is already in use" in server.output()
+    assert (
+        f"Error: Port {port} on 127.0.0.1 is in use by another program (not a zserve server of "
+        "this ZSERVE_HOME): stop it, or pick a free port with --port 0\n"
+    ) in server.output()
     assert "Traceback" not in server.output()
 
 
