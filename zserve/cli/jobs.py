@@ -77,7 +77,7 @@ def list_(
         steps = job.get("steps") or []
         done = sum(1 for s in steps if s.get("status") == StepStatus.COMPLETED)
         table.add_row(
-            str(job.get("job_id")), str(job.get("status")), str(job.get("mode", "")),
+            str(job.get("job_id"))[:8], str(job.get("status")), str(job.get("mode", "")),
             when(job.get("created_at")), job_duration(job), f"{done}/{len(steps)}",
         )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
@@ -137,7 +137,7 @@ def cancel(
 ) -> None:
     """Cancel a queued or running job (a finished one is an error, exit 2)."""
     try:
-        _, doc = on_job_server(job_id, url, server, deployment, lambda c: c.cancel(job_id))
+        _, doc = on_job_server(job_id, url, server, deployment, lambda c, full: c.cancel(full))
     except ZServeError as err:
         raise (_json_failure(err) if json_ else fail(err)) from None
     if json_:
