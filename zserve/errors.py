@@ -88,7 +88,7 @@ EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "the pipeline or job failed (a step raised, or it timed out)",
     2: "usage error or bad input (invalid parameters, unknown deployment, bad source, 401)",
-    3: "a server could not start or could not be reached",
+    3: "a server could not start or could not be reached (or none is running)",
     4: "a bench threshold was missed",
     5: "the job was cancelled",
     130: "interrupted (Ctrl-C)",

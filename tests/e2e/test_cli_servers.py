@@ -105,7 +105,7 @@ def test_invoke_exit_codes(detached: Detached) -> None:
 
 def test_no_server_and_several_servers_are_clear_errors(detached: Detached) -> None:
     none = cli("invoke", check=False)
-    assert none.returncode == 2 and "No zserve server is running" in none.stderr
+    assert none.returncode == 3 and "No zserve server is running" in none.stderr
     cli("deploy", WEATHER, "--name", "a")
     cli("deploy", "zserve.examples.multi_output:multi_output_pipeline", "--name", "b")
     a = detached("--deployment", "a")

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from zserve.errors import ZServeError
+from zserve.errors import InvalidParameters, ZServeError
 
 __all__ = ["JSON_VERSION", "ZServeGroup", "fail", "print_document", "print_json", "print_outputs"]
 
@@ -43,9 +43,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
 
 
-def fail(err: ZServeError) -> typer.Exit:
-    """Show ``err`` as one line on stderr; return the Exit to raise."""
-    typer.echo(f"Error: {err}", err=True)
+def fail(err: ZServeError, schema: dict[str, dict[str, Any]] | None = None) -> typer.Exit:
+    """Show ``err`` as one line on stderr; return the Exit to raise. Invalid parameters are
+    told in the command line's terms (``--param NAME``, typed by ``schema`` when known)."""
+    message = str(err)
+    if isinstance(err, InvalidParameters) and err.errors:
+        from zserve.cli._params import param_errors
+
+        message = param_errors(err.errors, schema)
+    typer.echo(f"Error: {message}", err=True)
     return typer.Exit(err.exit_code)
 
 

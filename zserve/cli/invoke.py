@@ -10,6 +10,7 @@ import typer
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli._params import parse_params
 from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION, resolve_url
+from zserve.errors import InvalidParameters, ZServeError
 from zserve.records import CaptureMode
 from zserve.settings import Settings
 
@@ -70,14 +71,16 @@ def invoke(
         response = client.invoke_response(
             params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
         )
-    error = error_from_response(response) if response.is_error else None
+        error = error_from_response(response) if response.is_error else None
+        if error is not None and schema is None and isinstance(error, InvalidParameters):
+            schema = _schema(client)
     if json_:
         print_document(response.json() if response.content else {})
         if error is not None:
-            raise fail(error)
+            raise fail(error, schema)
         return
     if error is not None:
-        raise fail(error)
+        raise fail(error, schema)
     doc = response.json()
     print_outputs(doc["outputs"])
     if doc.get("capture_requested"):
@@ -90,6 +93,16 @@ def invoke(
         typer.echo(
             f"Recorded as run {doc['run_id']}: zserve runs show {doc['run_id'][-8:]}", err=True
         )
+
+
+def _schema(client: Client) -> dict[str, dict[str, Any]] | None:
+    """The pipeline's parameters (``GET /info``), to name their types in an error; None if the
+    server does not say."""
+    try:
+        parameters = client.info().get("parameters")
+    except ZServeError:
+        return None
+    return parameters if isinstance(parameters, dict) else None
 
 
 def _submit(
@@ -112,7 +125,8 @@ def _submit(
     if response.is_error:
         if json_:
             print_document(response.json() if response.content else {})
-        raise fail(error_from_response(response))
+        error = error_from_response(response)
+        raise fail(error, _schema(client) if isinstance(error, InvalidParameters) else None)
     accepted: dict[str, Any] = response.json()
     if not stream:
         if json_:
