@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from zserve.cli import app
@@ -89,3 +92,60 @@ def test_ps_and_stop_all_with_nothing_running(zhome: Path) -> None:
     assert runner.invoke(app, ["ps", "--json"]).stdout.strip().endswith('"servers": []\n}')
     result = runner.invoke(app, ["stop", "--all"])
     assert result.exit_code == 0 and "No servers running." in result.stdout
+
+
+def _leaf_commands() -> dict[str, Any]:
+    """Every command of the CLI (click's tree, as `zserve --help` builds it) by its path."""
+    found: dict[str, Any] = {}
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        found[" ".join(path)] = cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_top_level_help_lists_each_command_with_a_whole_sentence() -> None:
+    out = runner.invoke(app, ["--help"], terminal_width=80).stdout
+    listed = out.split("Commands:\n", 1)[1].splitlines()
+    summaries = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in listed if line.strip()}
+    assert set(summaries) >= {"deploy", "start", "invoke", "stream", "jobs", "bench"}
+    for name, summary in summaries.items():
+        assert summary.endswith(".") and not summary.endswith("..."), (name, summary)
+    for group in ("jobs", "runs", "deployments"):
+        out = runner.invoke(app, [group, "--help"], terminal_width=80).stdout
+        for line in out.split("Commands:\n", 1)[1].splitlines():
+            assert line.rstrip().endswith(".") and not line.rstrip().endswith("..."), line
+
+
+def test_dash_n_always_means_how_many_and_name_has_no_short_form() -> None:
+    meanings = {}
+    for path, cmd in _leaf_commands().items():
+        for param in cmd.params:
+            opts = set(getattr(param, "opts", ())) | set(getattr(param, "secondary_opts", ()))
+            if "-n" in opts:
+                meanings[path] = param.name
+            if "--name" in opts:
+                assert opts == {"--name"}, (path, opts)
+    assert meanings == {"jobs list": "limit", "runs list": "limit", "logs": "tail",
+                        "bench": "requests"}  # fmt: skip
+
+
+def test_every_placeholder_is_written_one_way() -> None:
+    for path, cmd in _leaf_commands().items():
+        if getattr(cmd, "commands", None):
+            continue
+        out = runner.invoke(app, [*path.split(), "--help"], terminal_width=200).stdout
+        usage = out.splitlines()[0]
+        assert "{" not in usage and "<" not in usage, usage
+        for line in out.splitlines():
+            assert not re.search(r"<(str|int|float|path|list\[)", line), (path, line)
+    out = runner.invoke(app, ["invoke", "--help"], terminal_width=200).stdout
+    assert "-p, --param NAME=VALUE " in out and "--limit" not in out
+    assert "--capture [none|metadata|full|sampled|errors_only]" in out
+    jobs = runner.invoke(app, ["jobs", "show", "--help"], terminal_width=200).stdout
+    assert jobs.splitlines()[0].endswith("jobs show [OPTIONS] JOB_ID")
+    stop = runner.invoke(app, ["stop", "--help"], terminal_width=200).stdout
+    assert stop.splitlines()[0].endswith("stop [OPTIONS] [SERVER]")

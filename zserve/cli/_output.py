@@ -57,7 +57,14 @@ def fail(err: ZServeError, schema: dict[str, dict[str, Any]] | None = None) -> t
 
 class ZServeGroup(TyperGroup):
     """The root command group: a ZServeError from any command becomes one ``Error: ...``
-    line on stderr and the error's exit code (typer turns Ctrl-C into 130 itself)."""
+    line on stderr and the error's exit code (typer turns Ctrl-C into 130 itself); every
+    placeholder in help and usage is written one way (``zserve.cli._placeholders``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from zserve.cli._placeholders import name_placeholders
+
+        name_placeholders(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -94,7 +94,9 @@ def show(
     deployment: str | None = DEPLOYMENT_OPTION,
     json_: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show one job: its status, each step's status and duration, and its outputs or error."""
+    """Show one job: status, steps, outputs or error.
+
+    Each step's status and duration; JOB_ID is the job's id or a unique prefix of it."""
     try:
         target, job = locate_job(job_id, url, server, deployment)
     except ZServeError as err:
@@ -135,7 +137,9 @@ def cancel(
     deployment: str | None = DEPLOYMENT_OPTION,
     json_: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Cancel a queued or running job (a finished one is an error, exit 2)."""
+    """Cancel a queued or running job.
+
+    A finished one is an error (exit 2)."""
     try:
         _, doc = on_job_server(job_id, url, server, deployment, lambda c, full: c.cancel(full))
     except ZServeError as err:
