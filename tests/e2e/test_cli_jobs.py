@@ -250,6 +250,38 @@ def test_with_several_servers_a_job_id_is_looked_up_on_each(
     assert several.returncode == 2 and "2 servers are running" in several.stderr
 
 
+def test_stream_jsonl_prints_each_event_as_it_arrives(
+    detached: Detached, running: Callable[..., Running]
+) -> None:
+    serve(detached, SLOW, "slow")
+    job_id = submit("-p", "delay=60")
+    follower = running("stream", job_id[:8], "--jsonl")
+    # the job is still running: this line came out before the job's end
+    started = json.loads(follower.wait_line(r'"event": "step.started"'))
+    assert started["job_id"] == job_id and started["step"] == "wait"
+    assert show(job_id)["status"] == "running"
+    cli("jobs", "cancel", job_id)
+    code, stderr = follower.finish()
+    assert code == 5 and stderr.splitlines() == [f"Error: job {job_id} was cancelled"]
+    events = [json.loads(line) for line in follower.lines]  # every line is one JSON document
+    assert [e["event"] for e in events][:3] == ["job.queued", "job.started", "step.started"]
+    assert events[-1]["event"] == "job.cancelled"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_invoke_stream_jsonl_is_one_json_line_per_event(detached: Detached) -> None:
+    serve(detached, STREAMING, "streaming")
+    proc = cli("invoke", "--stream", "--jsonl", "-p", "words=3", "-p", "delay=0", "-p",
+               "prompt=tok")  # fmt: skip
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "job.queued" and kinds[-1] == "job.completed"
+    assert [e["chunk"] for e in events if e["event"] == "step.chunk"][:3] == [
+        "tok-0", "tok-1", "tok-2"
+    ]  # fmt: skip
+    assert events[-1]["outputs"]["summary"]["tokens"] == 3
+
+
 def test_a_job_is_named_by_a_unique_prefix_of_its_id(detached: Detached) -> None:
     serve(detached, SLOW, "slow")
     job_id = submit("-p", "delay=60")
