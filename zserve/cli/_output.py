@@ -63,8 +63,10 @@ class ZServeGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from zserve.cli._placeholders import name_placeholders
+        from zserve.cli._suggest import attach
 
         name_placeholders(self)
+        attach(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from zserve.cli._suggest import running_deployments, server_ids
 from zserve.errors import (
     JobNotFound,
     NotFound,
@@ -41,9 +42,19 @@ __all__ = [
 T = TypeVar("T")
 
 URL_OPTION = typer.Option(None, "--url", help="The server's URL (default: ZSERVE_URL).")
-SERVER_OPTION = typer.Option(None, "--server", "-s", help="A running server: id, port or name.")
+SERVER_OPTION = typer.Option(
+    None,
+    "--server",
+    "-s",
+    help="A running server: id, port or name.",
+    autocompletion=server_ids,
+)
 DEPLOYMENT_OPTION = typer.Option(
-    None, "--deployment", "-d", help="The running server of this deployment."
+    None,
+    "--deployment",
+    "-d",
+    help="The running server of this deployment.",
+    autocompletion=running_deployments,
 )
 
 #: A job id prefix must have at least this many characters (like a run id's).

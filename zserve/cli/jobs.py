@@ -12,6 +12,7 @@ import typer
 
 from zserve.cli._format import compact, format_ms, job_duration, when
 from zserve.cli._output import fail, print_document
+from zserve.cli._suggest import job_ids
 from zserve.cli._target import (
     DEPLOYMENT_OPTION,
     SERVER_OPTION,
@@ -28,7 +29,7 @@ __all__ = ["app"]
 
 app = typer.Typer(help="List, show and cancel background jobs.", no_args_is_help=True)
 
-JOB_ID_HELP = "The job's id (as `zserve invoke --async` prints it)."
+JOB_ID_HELP = "The job's id (as `zserve invoke --async` prints it) or a unique prefix."
 JSON_HELP = "Print the server's JSON answer as it is."
 
 
@@ -88,7 +89,7 @@ def list_(
 
 @app.command("show")
 def show(
-    job_id: str = typer.Argument(..., help=JOB_ID_HELP),
+    job_id: str = typer.Argument(..., help=JOB_ID_HELP, autocompletion=job_ids),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,
@@ -131,7 +132,7 @@ def show(
 
 @app.command("cancel")
 def cancel(
-    job_id: str = typer.Argument(..., help=JOB_ID_HELP),
+    job_id: str = typer.Argument(..., help=JOB_ID_HELP, autocompletion=job_ids),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,

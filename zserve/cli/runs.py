@@ -12,6 +12,7 @@ import typer
 
 from zserve.cli._format import when
 from zserve.cli._output import print_json
+from zserve.cli._suggest import deployment_names
 from zserve.errors import NotFound, UsageError
 from zserve.records import RunRecord, StepRun
 from zserve.settings import Settings, parse_duration
@@ -35,7 +36,9 @@ def _store() -> Store:
 
 @app.command("list")
 def list_(
-    deployment: str | None = typer.Option(None, "--deployment", "-d", help=DEPLOYMENT_HELP),
+    deployment: str | None = typer.Option(
+        None, "--deployment", "-d", help=DEPLOYMENT_HELP, autocompletion=deployment_names
+    ),
     status: str | None = typer.Option(None, "--status", help="completed, failed or cancelled."),
     limit: int = typer.Option(20, "--limit", "-n", help="At most this many (1-500)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -196,7 +199,9 @@ def artifact(
 @app.command("prune")
 def prune(
     older_than: str = typer.Option(..., "--older-than", help="An age: 90s, 15m, 12h, 7d, 2w."),
-    deployment: str | None = typer.Option(None, "--deployment", "-d", help=DEPLOYMENT_HELP),
+    deployment: str | None = typer.Option(
+        None, "--deployment", "-d", help=DEPLOYMENT_HELP, autocompletion=deployment_names
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

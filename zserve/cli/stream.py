@@ -29,6 +29,7 @@ from zserve.cli._format import (
     step_error,
 )
 from zserve.cli._output import print_json, print_outputs
+from zserve.cli._suggest import job_ids
 from zserve.cli._target import (
     DEPLOYMENT_OPTION,
     SERVER_OPTION,
@@ -292,7 +293,9 @@ def interrupted(client: Client, job_id: str, *, cancel: bool) -> None:
 
 def stream(
     job_id: str = typer.Argument(
-        ..., help="The job's id (as `zserve invoke --async` prints it) or a unique prefix."
+        ...,
+        help="The job's id (as `zserve invoke --async` prints it) or a unique prefix.",
+        autocompletion=job_ids,
     ),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
