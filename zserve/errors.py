@@ -261,33 +261,25 @@ class DeploymentNotFound(NotFound):
 
 
 class JobNotFound(NotFound):
-    """A well-formed job id this server does not know: it cannot tell one that never existed
-    from one that finished more than its retention (``ZSERVE_JOB_TTL_S``) ago."""
+    """A well-formed job id a server does not know: it cannot tell one that never existed from
+    one that finished more than its retention (``ZSERVE_JOB_TTL_S``) ago."""
 
     title = "Job not found"
 
-    def __init__(self, job_id: str, retention_s: float | None, *, message: str | None = None):
-        self.job_id = job_id
-        if message is None:
-            ago = "" if retention_s is None else f" more than {_duration_text(retention_s)} ago"
-            message = (
-                f"No job {job_id!r} on this server: it never existed, or it finished{ago} "
-                "and was forgotten (ZSERVE_JOB_TTL_S)"
-            )
-        super().__init__(message)
-
     @classmethod
-    def _from_document(cls, message: str, doc: dict[str, Any]) -> Self:
-        return cls(str(doc.get("job_id") or ""), None, message=message)
+    def unknown(cls, job_id: str, retention_s: float | None) -> Self:
+        ago = "" if retention_s is None else f" more than {_duration_text(retention_s)} ago"
+        return cls(
+            f"No job {job_id!r} on this server: it never existed, or it finished{ago} and was "
+            "forgotten (ZSERVE_JOB_TTL_S)"
+        )
 
 
 def _duration_text(seconds: float) -> str:
     """3600 -> 1h, 5400 -> 1h30m, 90 -> 1m30s, 45 -> 45s, 0.5 -> 0.5s."""
-    if seconds < 60:
-        return f"{seconds:g}s"
     s = int(seconds)
-    parts = ((s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s"))
-    return "".join(f"{n}{unit}" for n, unit in parts if n)
+    units = ((s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s"))
+    return f"{seconds:g}s" if s < 60 else "".join(f"{n}{u}" for n, u in units if n)
 
 
 class RunNotFound(NotFound):

@@ -45,7 +45,8 @@ def _name(param: TyperArgument | TyperOption) -> None:
     if isinstance(param, TyperOption) and (param.is_flag or param.count):
         return
     if param.metavar is None:
-        choices = param.type_descriptor.choices
+        described = getattr(param, "type_descriptor", None)  # Typer 0.2x; older: click's type
+        choices = getattr(described or getattr(param, "type", None), "choices", None)
         if choices:
             param.metavar = "[" + "|".join(str(getattr(c, "value", c)) for c in choices) + "]"
         else:

@@ -148,8 +148,10 @@ ATTACHED: dict[tuple[str, str], Callable[[Any, list[str], str], Suggestions]] = 
 
 def attach(command: Any, path: str = "") -> None:
     """Give the parameters ``ATTACHED`` names their callbacks (``command``: the root group)."""
-    from typer.core import _typer_param_setup_autocompletion_compat
-
+    try:
+        from typer.core import _typer_param_setup_autocompletion_compat
+    except ImportError:  # a Typer without it: those parameters complete file names, as before
+        return
     for param in command.params:
         callback = ATTACHED.get((path, param.name))
         if callback is not None and getattr(param, "_custom_shell_complete", None) is None:

@@ -142,7 +142,7 @@ def resolve_job(client: Client, ref: str) -> str:
             f"Job id prefix {ref!r} matches {'more than ' if len(found) > _SHOWN else ''}"
             f"{min(len(found), _SHOWN)} jobs: {shown}. Give more characters or the full id"
         )
-    raise JobNotFound(ref, _retention(client))
+    raise JobNotFound.unknown(ref, _retention(client))
 
 
 def _retention(client: Client) -> float | None:

@@ -108,7 +108,7 @@ def unknown_job(job_id: str, retention_s: float) -> NotFound:
             f"No job {job_id!r}: that is not a job id (job ids are UUIDs such as "
             "0b7c2f9e-5d1a-4c3e-9f8b-2a6d4e1c7b90, as POST /invoke?mode=async answers)"
         )
-    return JobNotFound(job_id, retention_s)
+    return JobNotFound.unknown(job_id, retention_s)
 
 
 def _newest(job: JobRecord) -> tuple[float, str]:
