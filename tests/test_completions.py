@@ -322,8 +322,8 @@ def test_bash_completes_options(env: dict[str, str]) -> None:
     opts = bash_complete(env, "zserve invoke --")
     assert {"--param", "--params-json", "--capture", "--async", "--json", "--help"} <= set(opts)
     assert all(o.startswith("--") for o in opts)
-    # the value of -n is skipped: still options of deploy afterwards
-    assert "--json" in bash_complete(env, "zserve deploy -n my-name --")
+    # the value of --name is skipped: still options of deploy afterwards
+    assert "--json" in bash_complete(env, "zserve deploy --name my-name --")
     assert {"--version", "--install-completion", "--help"} <= set(bash_complete(env, "zserve -"))
 
 
@@ -433,3 +433,58 @@ def test_fish_completes(install: str, env: dict[str, str], workdir: Path, tmp_pa
     assert "--json" in complete("zserve deploy -n x --")
     # nothing to offer: file names
     assert set(complete("zserve deploy --app-dir ")) == {"src/", "pipe.py"}
+
+
+# --------------------------------------------------------------------------- names and ids
+
+#: Every parameter that completes names or ids, as COMP_WORDS up to its value.
+DYNAMIC = [
+    "zserve jobs show ",
+    "zserve jobs cancel ",
+    "zserve stream ",
+    "zserve logs ",
+    "zserve stop ",
+    "zserve invoke --server ",
+    "zserve invoke --deployment ",
+    "zserve start --deployment ",
+    "zserve deployments show ",
+    "zserve deployments delete ",
+    "zserve run ",
+    "zserve runs list --deployment ",
+    "zserve bench --start ",
+]
+
+
+def test_names_and_ids_complete_to_nothing_without_a_server_or_store(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """No server running, no store, and a ZSERVE_URL nothing answers at: every dynamic
+    completion answers nothing (bash then offers file names), at once, without an error."""
+    empty = {**env, "ZSERVE_HOME": str(tmp_path / "nothing-here")}
+    for line in DYNAMIC:
+        assert bash_complete(empty, line) == [], line
+    unreachable = {**empty, "ZSERVE_URL": "http://127.0.0.1:9"}
+    for line in ("zserve jobs show ", "zserve stream ab"):
+        assert bash_complete(unreachable, line) == [], line
+    broken = tmp_path / "broken"
+    (broken / "servers").mkdir(parents=True)
+    (broken / "servers" / "x.json").write_text("{not json")
+    (broken / "zserve.db").write_text("not a database")
+    for line in DYNAMIC:
+        assert bash_complete({**env, "ZSERVE_HOME": str(broken)}, line) == [], line
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_readme_one_liners_print_the_shipped_script(env: dict[str, str], shell: str) -> None:
+    """README's per-shell one-liners (`_ZSERVE_COMPLETE=source_SHELL zserve`) print the same
+    script as completions/ ships, less its header."""
+    readme = (ROOT / "README.md").read_text()
+    assert f"_ZSERVE_COMPLETE=source_{shell} zserve" in readme
+    result = subprocess.run(
+        ["zserve"], capture_output=True, text=True, timeout=30,
+        env={**env, COMPLETE_VAR: f"source_{shell}"},
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == ""
+    shipped = (COMPLETIONS / FILES[shell]).read_text()
+    body = [line for line in result.stdout.strip().splitlines() if line.strip()]
+    assert body and all(line in shipped for line in body)

@@ -46,3 +46,15 @@ def test_plain_errors_rebuild_with_the_servers_detail(cls: type[errors.ZServeErr
     back = cls.from_problem({"detail": "what the server said"}, status_code=cls.http_status)
     assert type(back) is cls and str(back) == "what the server said"
     assert errors.ZServeError("here").problem_doc is None
+
+
+def test_an_unknown_job_says_it_never_existed_or_was_forgotten_after_the_retention() -> None:
+    err = errors.JobNotFound.unknown("abcd", 5400)
+    assert str(err) == (
+        "No job 'abcd' on this server: it never existed, or it finished more than 1h30m ago "
+        "and was forgotten (ZSERVE_JOB_TTL_S)"
+    )
+    assert "finished and was forgotten" in str(errors.JobNotFound.unknown("abcd", None))
+    assert "more than 45s ago" in str(errors.JobNotFound.unknown("abcd", 45))
+    back = round_trip(err, 404)
+    assert isinstance(back, errors.JobNotFound) and str(back) == str(err)

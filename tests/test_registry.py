@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zserve import registry
-from zserve.errors import NotFound, UsageError
+from zserve.errors import NotFound, ServerUnreachable, UsageError
 
 
 def entry(server_id: str, port: int, deployment: str) -> registry.ServerEntry:
@@ -45,7 +45,7 @@ def test_lookup_order_id_port_deployment_prefix(home: str) -> None:
 def test_no_ref_needs_exactly_one_server(home: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="3 servers are running"):
         registry.find_server(home, None)
-    with pytest.raises(NotFound, match="No zserve server is running"):
+    with pytest.raises(ServerUnreachable, match="No zserve server is running"):
         registry.find_server(str(tmp_path / "empty"), None)
 
 

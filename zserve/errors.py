@@ -20,6 +20,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   └── JobFinished              exit 2   http 409   cancel of a job that already ended
     ├── NotFound                     exit 2   http 404
     │   ├── DeploymentNotFound       exit 2   http 404
+    │   ├── JobNotFound              exit 2   http 404   never existed, or finished and forgotten
     │   └── RunNotFound              exit 2   http 404
     ├── Unauthorized                 exit 2   http 401
     ├── ForbiddenOrigin              exit 2   http 403   a browser page of a foreign origin
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidParameters",
     "JobCancelled",
     "JobFinished",
+    "JobNotFound",
     "NotAcceptable",
     "NotFound",
     "NotSupported",
@@ -89,7 +91,7 @@ EXIT_CODES: dict[int, str] = {
     1: "the pipeline or job failed (a step raised, or it timed out)",
     2: "usage error, bad input or a conflict (invalid parameters, unknown deployment, bad source, "
     "401, deleting a deployment a server serves)",
-    3: "a server could not start or could not be reached",
+    3: "a server could not start or could not be reached (or none is running)",
     4: "a bench threshold was missed",
     5: "the job was cancelled",
     130: "interrupted (Ctrl-C)",
@@ -267,6 +269,28 @@ class NotFound(ZServeError):
 
 class DeploymentNotFound(NotFound):
     title = "Deployment not found"
+
+
+class JobNotFound(NotFound):
+    """A well-formed job id a server does not know: it cannot tell one that never existed from
+    one that finished more than its retention (``ZSERVE_JOB_TTL_S``) ago."""
+
+    title = "Job not found"
+
+    @classmethod
+    def unknown(cls, job_id: str, retention_s: float | None) -> Self:
+        ago = "" if retention_s is None else f" more than {_duration_text(retention_s)} ago"
+        return cls(
+            f"No job {job_id!r} on this server: it never existed, or it finished{ago} and was "
+            "forgotten (ZSERVE_JOB_TTL_S)"
+        )
+
+
+def _duration_text(seconds: float) -> str:
+    """3600 -> 1h, 5400 -> 1h30m, 90 -> 1m30s, 45 -> 45s, 0.5 -> 0.5s."""
+    s = int(seconds)
+    units = ((s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s"))
+    return f"{seconds:g}s" if s < 60 else "".join(f"{n}{u}" for n, u in units if n)
 
 
 class RunNotFound(NotFound):

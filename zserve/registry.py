@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from zserve.errors import NotFound, UsageError
+from zserve.errors import NotFound, ServerUnreachable, UsageError
 from zserve.paths import private_dir
 
 __all__ = [
@@ -208,7 +208,7 @@ def find_server(
         if len(servers) == 1:
             return servers[0]
         if not servers:
-            raise NotFound(
+            raise ServerUnreachable(  # exit 3, like a --url nothing answers at
                 "No zserve server is running: start one with "
                 "`zserve start --deployment NAME --detach`"
             )

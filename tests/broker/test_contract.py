@@ -301,6 +301,37 @@ async def test_list_jobs_newest_first_with_status_filter_and_limit(brokers: Harn
     }
 
 
+async def test_list_jobs_by_id_prefix_is_exact_and_case_sensitive(brokers: Harness) -> None:
+    async def scenario(b: Broker) -> dict[str, list[str]]:
+        for i, job_id in enumerate(("abc1", "abc2", "abd3", "ABC4", "a%c5", "a_c6")):
+            await b.create(job(job_id, created_at=1000.0 + i), event(JOB_QUEUED, job_id))
+
+        async def ids(prefix: str, status: str | None = None) -> list[str]:
+            return [j.job_id for j in await b.list_jobs(status, 100, prefix=prefix)]
+
+        return {
+            "abc": await ids("abc"),
+            "ab": await ids("ab"),
+            "abc2": await ids("abc2"),
+            "wild": await ids("a%"),
+            "under": await ids("a_"),
+            "none": await ids("x"),
+            "queued": await ids("ab", "queued"),
+            "running": await ids("ab", "running"),
+        }
+
+    assert await brokers.run(scenario) == {
+        "abc": ["abc2", "abc1"],
+        "ab": ["abd3", "abc2", "abc1"],
+        "abc2": ["abc2"],
+        "wild": ["a%c5"],
+        "under": ["a_c6"],
+        "none": [],
+        "queued": ["abd3", "abc2", "abc1"],
+        "running": [],
+    }
+
+
 async def test_list_jobs_pages_by_time_then_id_and_gives_summaries(brokers: Harness) -> None:
     async def scenario(b: Broker) -> tuple[list[list[str]], list[str], Any]:
         for name in ("a", "b", "c", "d"):  # same time: the id orders them

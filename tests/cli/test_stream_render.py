@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from zserve.cli._format import chunk_text, format_ms, plain_line, progress_text
+from zserve.cli._format import chunk_text, format_ms, plain_line, progress_text, when
 from zserve.cli.stream import StreamView
 
 JOB = "6c1f0000-0000-4000-8000-000000000000"
@@ -193,3 +194,18 @@ def test_format_ms() -> None:
         "151 ms",
         "1.50 s",
     ]
+
+
+def test_times_for_people_are_local_and_json_times_stay_iso(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving
+    time.tzset()
+    try:
+        assert when("2026-01-02T03:04:05.678+00:00") == "2026-01-02 08:34:05"
+        assert when("2026-01-02T03:04:05") == "2026-01-02 08:34:05"  # no offset: UTC
+        assert when(1767323045.5) == "2026-01-02 08:34:05"  # a Unix time
+        assert when(None) == when("not a time") == "-"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -6,14 +6,21 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from tests.e2e.conftest import Detached, Running, cli, wait_for
+from zserve import events as ev
+from zserve.broker.sqlite import SQLiteBroker
 from zserve.client import AsyncClient, Client
+from zserve.events import Event
+from zserve.records import JobRecord, JobStatus
 
 STREAMING = "zserve.examples.streaming:streaming_pipeline"
 SLOW = "zserve.examples.slow:slow_pipeline"
@@ -71,7 +78,9 @@ def test_invoke_async_prints_the_job_id_then_jobs_show_and_list(
     assert [j["job_id"] for j in one] == [accepted["job_id"]]  # newest first
 
     table = cli("jobs", "list", "--server", server["server_id"]).stdout
-    assert re.search(rf"{job_id}\s+completed\s+async\s+\S+ \S+\s+\d+ ms\s+1/1", table), table
+    short = job_id[:8]  # the table shows short ids, --json the whole ones
+    assert re.search(rf"^ ?{short}\s+completed\s+async\s+\S+ \S+\s+\d+ ms\s+1/1", table, re.M)
+    assert job_id not in table
     assert "No failed jobs" in cli("jobs", "list", "--status", "failed").stdout
 
 
@@ -164,11 +173,22 @@ def test_cancel_of_a_finished_or_unknown_job_is_exit_2(detached: Detached) -> No
     as_json = cli("jobs", "cancel", job_id, "--json", check=False)
     assert as_json.returncode == 2 and json.loads(as_json.stdout)["status"] == 409
 
+    never = "0" * 8 + job_id[8:]  # well formed, but no job has it
     for command in (["jobs", "show"], ["jobs", "cancel"], ["stream"]):
-        unknown = cli(*command, "no-such-job", check=False)
+        malformed = cli(*command, "no-such-job", check=False)
+        assert malformed.returncode == 2, command
+        assert malformed.stderr.splitlines() == [
+            "Error: 'no-such-job' is not a job id: job ids are UUIDs such as "
+            "0b7c2f9e-5d1a-4c3e-9f8b-2a6d4e1c7b90 (or a unique prefix of one, 4+ characters); "
+            "`zserve jobs list` shows them"
+        ]
+        unknown = cli(*command, never, check=False)
         assert unknown.returncode == 2, command
-        assert unknown.stderr.startswith("Error: No job 'no-such-job'"), unknown.stderr
-    problem = cli("jobs", "show", "no-such-job", "--json", check=False)
+        assert unknown.stderr.splitlines() == [
+            f"Error: No job '{never}' on this server: it never existed, or it finished more "
+            "than 1h ago and was forgotten (ZSERVE_JOB_TTL_S)"
+        ]
+    problem = cli("jobs", "show", never, "--json", check=False)
     assert problem.returncode == 2 and json.loads(problem.stdout)["status"] == 404
     unreachable = cli("jobs", "list", "--url", "http://127.0.0.1:9", check=False)
     assert unreachable.returncode == 3
@@ -214,9 +234,13 @@ def test_with_several_servers_a_job_id_is_looked_up_on_each(
     assert f"(async, {streaming['url']})" in cli("jobs", "show", job_id).stdout
     streamed = cli("stream", job_id)
     assert streamed.stdout.splitlines()[-1].split()[1] == "job.completed"
-    gone = cli("jobs", "show", "no-such-job", check=False)
+    never = "0" * 8 + job_id[8:]
+    gone = cli("jobs", "show", never, check=False)
     assert gone.returncode == 2
-    assert "No running server knows job 'no-such-job' (asked 2" in gone.stderr
+    assert f"No running server knows job '{never}' (asked 2" in gone.stderr
+    assert "it never existed, or it finished and was forgotten" in gone.stderr
+    # a prefix is looked up on each server too
+    assert f"(async, {streaming['url']})" in cli("jobs", "show", job_id[:8]).stdout
     assert slow["url"] in gone.stderr and streaming["url"] in gone.stderr
     # the wrong server named explicitly does not know it
     wrong = cli("jobs", "show", job_id, "--server", slow["server_id"], check=False)
@@ -224,6 +248,97 @@ def test_with_several_servers_a_job_id_is_looked_up_on_each(
     # listing needs one server
     several = cli("jobs", "list", check=False)
     assert several.returncode == 2 and "2 servers are running" in several.stderr
+
+
+def test_stream_jsonl_prints_each_event_as_it_arrives(
+    detached: Detached, running: Callable[..., Running]
+) -> None:
+    serve(detached, SLOW, "slow")
+    job_id = submit("-p", "delay=60")
+    follower = running("stream", job_id[:8], "--jsonl")
+    # the job is still running: this line came out before the job's end
+    started = json.loads(follower.wait_line(r'"event": "step.started"'))
+    assert started["job_id"] == job_id and started["step"] == "wait"
+    assert show(job_id)["status"] == "running"
+    cli("jobs", "cancel", job_id)
+    code, stderr = follower.finish()
+    assert code == 5 and stderr.splitlines() == [f"Error: job {job_id} was cancelled"]
+    events = [json.loads(line) for line in follower.lines]  # every line is one JSON document
+    assert [e["event"] for e in events][:3] == ["job.queued", "job.started", "step.started"]
+    assert events[-1]["event"] == "job.cancelled"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_invoke_stream_jsonl_is_one_json_line_per_event(detached: Detached) -> None:
+    serve(detached, STREAMING, "streaming")
+    proc = cli("invoke", "--stream", "--jsonl", "-p", "words=3", "-p", "delay=0", "-p",
+               "prompt=tok")  # fmt: skip
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "job.queued" and kinds[-1] == "job.completed"
+    assert [e["chunk"] for e in events if e["event"] == "step.chunk"][:3] == [
+        "tok-0", "tok-1", "tok-2"
+    ]  # fmt: skip
+    assert events[-1]["outputs"]["summary"]["tokens"] == 3
+
+
+def test_a_job_is_named_by_a_unique_prefix_of_its_id(detached: Detached) -> None:
+    serve(detached, SLOW, "slow")
+    job_id = submit("-p", "delay=60")
+    prefix = job_id[:6].upper()  # ids are lower case: any case is taken
+    assert show(prefix)["job_id"] == job_id
+    assert cli("jobs", "show", job_id[:4]).stdout.startswith(f"job {job_id}  ")
+    assert cli("jobs", "cancel", prefix).stdout == f"Cancelled job {job_id}\n"
+    streamed = cli("stream", job_id[:8], check=False)
+    assert streamed.returncode == 5
+    assert streamed.stdout.splitlines()[-1].split()[1] == "job.cancelled"
+
+    short = cli("jobs", "show", job_id[:3], check=False)
+    assert short.returncode == 2
+    assert short.stderr.splitlines() == [
+        f"Error: Job id prefix '{job_id[:3]}' is too short: give at least 4 characters"
+    ]
+    other = next(c for c in "0123456789abcdef" if c != job_id[0]) + job_id[1:8]
+    none = cli("jobs", "show", other, check=False)
+    assert none.returncode == 2
+    assert none.stderr.splitlines() == [
+        f"Error: No job '{other}' on this server: it never existed, or it finished more than "
+        "1h ago and was forgotten (ZSERVE_JOB_TTL_S)"
+    ]
+
+
+def test_an_ambiguous_job_prefix_is_an_error_listing_the_matches(
+    detached: Detached, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = ["abcd0001-0000-4000-8000-000000000001", "abcd0002-0000-4000-8000-000000000002"]
+    broker = tmp_path / "broker.db"
+    anyio.run(_finished_jobs, str(broker), ids)
+    monkeypatch.setenv("ZSERVE_BROKER_URL", f"sqlite://{broker}")
+    serve(detached, SLOW, "slow")
+    listed = json.loads(cli("jobs", "list", "--json").stdout)["jobs"]
+    assert [j["job_id"] for j in listed] == ids[::-1]
+    for command in (["jobs", "show"], ["jobs", "cancel"], ["stream"]):
+        both = cli(*command, "ABCD", check=False)
+        assert both.returncode == 2, command
+        assert both.stderr.splitlines() == [
+            f"Error: Job id prefix 'ABCD' matches 2 jobs: {ids[1]}, {ids[0]}. "
+            "Give more characters or the full id"
+        ]
+    assert show("abcd0001")["job_id"] == ids[0]
+
+
+async def _finished_jobs(path: str, ids: list[str]) -> None:
+    """Completed jobs with these ids in a SQLite broker file (a server then lists them)."""
+    broker = SQLiteBroker(path)
+    await broker.start()
+    try:
+        for n, job_id in enumerate(ids):
+            now = time.time() + n
+            record = JobRecord(job_id, now, status=JobStatus.COMPLETED, finished_at=now,
+                               outputs={"tag": "old"})  # fmt: skip
+            await broker.create(record, Event(ev.JOB_COMPLETED, job_id, now, None, {}))
+    finally:
+        await broker.close()
 
 
 class _Dropping(httpx.BaseTransport):

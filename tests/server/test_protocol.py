@@ -132,9 +132,50 @@ def test_jobs_are_listed_a_page_at_a_time_without_outputs(make_client: Any) -> N
     assert [len(page) for page in pages] == [2, 2, 1]
 
 
+def test_jobs_are_listed_by_id_prefix_and_a_job_by_its_exact_id(make_client: Any) -> None:
+    client = make_client(WEATHER)
+    made = [
+        client.post("/invoke", json={"parameters": {"city": f"c{i}"}}).json() for i in range(17)
+    ]
+    ids = [m["job_id"] for m in reversed(made)]  # newest first
+    first = ids[0]
+    for prefix in (first, first[:8], first[:1]):
+        listed = client.get("/jobs", params={"prefix": prefix}).json()["jobs"]
+        assert [j["job_id"] for j in listed] == [i for i in ids if i.startswith(prefix)]
+    assert client.get("/jobs", params={"prefix": "zz"}).json()["jobs"] == []
+    # 17 ids, 16 hex digits: two at least share their first character
+    shared = next(i[:1] for i in ids if sum(j.startswith(i[:1]) for j in ids) > 1)
+    assert len(client.get("/jobs", params={"prefix": shared}).json()["jobs"]) > 1
+    assert "prefix" in {
+        p["name"] for p in client.get("/openapi.json").json()["paths"]["/jobs"]["get"]["parameters"]
+    }
+
+    short = client.get(f"/jobs/{first[:8]}")  # /jobs/{id} takes the whole id only
+    assert short.status_code == 404
+    assert short.json()["detail"] == (
+        f"No job '{first[:8]}': that is not a job id (job ids are UUIDs such as "
+        "0b7c2f9e-5d1a-4c3e-9f8b-2a6d4e1c7b90, as POST /invoke?mode=async answers)"
+    )
+    unknown = "0" * 8 + first[8:]
+    gone = client.get(f"/jobs/{unknown}")
+    assert gone.status_code == 404
+    assert gone.json()["detail"] == (
+        f"No job '{unknown}' on this server: it never existed, or it finished more than 1h ago "
+        "and was forgotten (ZSERVE_JOB_TTL_S)"
+    )
+    assert client.get("/status").json()["jobs"] == {"ttl_s": 3600.0, "max_count": 10000}
+
+
 @pytest.mark.parametrize(
     ("query", "status"),
-    [("limit=501", 422), ("limit=0", 422), ("status=bogus", 422), ("cursor=%%%", 400)],
+    [
+        ("limit=501", 422),
+        ("limit=0", 422),
+        ("status=bogus", 422),
+        ("cursor=%%%", 400),
+        ("prefix=", 422),
+        ("prefix=" + "a" * 37, 422),
+    ],
 )
 def test_bad_job_listings_are_refused(make_client: Any, query: str, status: int) -> None:
     client = make_client(WEATHER)

@@ -70,9 +70,12 @@ class Broker(abc.ABC):
         status: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        *,
+        prefix: str | None = None,
     ) -> list[JobRecord]:
         """Summaries (no ``outputs``) newest first, by (``created_at``, ``job_id``); with
-        ``before``, only the jobs that come after it in that order (strictly older)."""
+        ``before``, only the jobs that come after it in that order (strictly older); with
+        ``prefix``, only the jobs whose id starts with it."""
 
     @abc.abstractmethod
     async def count_by_status(self) -> dict[str, int]:

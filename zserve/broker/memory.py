@@ -79,12 +79,15 @@ class MemoryBroker(Broker):
         status: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        *,
+        prefix: str | None = None,
     ) -> list[JobRecord]:
         jobs = (
             j
             for j in self._jobs.values()
             if (status is None or j.status == status)
             and (before is None or (j.created_at, j.job_id) < before)
+            and (prefix is None or j.job_id.startswith(prefix))
         )
         newest = heapq.nlargest(limit, jobs, key=lambda j: (j.created_at, j.job_id))
         return [j.summary() for j in newest]

@@ -325,8 +325,10 @@ class SQLiteBroker(Broker):
         status: str | None = None,
         limit: int = 100,
         before: tuple[float, str] | None = None,
+        *,
+        prefix: str | None = None,
     ) -> list[JobRecord]:
-        sql, args = listing(status, before, limit)
+        sql, args = listing(status, before, limit, prefix)
         return await self._read(self._summaries, sql, *args)
 
     def _summaries(self, sql: str, *args: Any) -> list[JobRecord]:

@@ -104,14 +104,18 @@ def replaced(path: str, file_id: str) -> str | None:
 
 
 def listing(
-    status: str | None, before: tuple[float, str] | None, limit: int
+    status: str | None, before: tuple[float, str] | None, limit: int, prefix: str | None = None
 ) -> tuple[str, list[Any]]:
-    """The query of a page of jobs newest first (by created_at, then job_id), after ``before``."""
+    """The query of a page of jobs newest first (by created_at, then job_id), after ``before``,
+    of the ids that start with ``prefix``."""
     where: list[str] = []
     args: list[Any] = []
     if status is not None:
         where.append("status = ?")
         args.append(status)
+    if prefix is not None:  # not LIKE: that ignores case and reads % and _ as wildcards
+        where.append("substr(job_id, 1, ?) = ?")
+        args += [len(prefix), prefix]
     if before is not None:
         where.append("(created_at < ? OR (created_at = ? AND job_id < ?))")
         args += [before[0], before[0], before[1]]

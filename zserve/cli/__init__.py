@@ -47,18 +47,20 @@ def root(
     """Serve Python pipelines over HTTP with millisecond-class latency."""
 
 
-app.command("deploy")(deploy.deploy)
+# What `zserve --help` lists for each command: one short, complete sentence (a docstring's first
+# sentence is cut to fit the terminal; `zserve COMMAND --help` shows the whole docstring).
+app.command("deploy", short_help="Store a pipeline as a deployment.")(deploy.deploy)
 app.add_typer(deployments.app, name="deployments")
-app.command("start")(start.start)
-app.command("ps")(servers.ps)
-app.command("logs")(servers.logs)
-app.command("stop")(servers.stop)
-app.command("invoke")(invoke.invoke)
+app.command("start", short_help="Serve a deployment over HTTP.")(start.start)
+app.command("ps", short_help="List running servers.")(servers.ps)
+app.command("logs", short_help="Print a detached server's log.")(servers.logs)
+app.command("stop", short_help="Stop a server, or all of them.")(servers.stop)
+app.command("invoke", short_help="Run the pipeline on a server.")(invoke.invoke)
 app.add_typer(jobs.app, name="jobs")
-app.command("stream")(stream.stream)
-app.command("run")(run.run)
+app.command("stream", short_help="Follow a job's events until it ends.")(stream.stream)
+app.command("run", short_help="Run a pipeline here, without a server.")(run.run)
 app.add_typer(runs.app, name="runs")
-app.command("bench")(bench.bench)
+app.command("bench", short_help="Measure a server's latency and throughput.")(bench.bench)
 
 
 def main() -> None:

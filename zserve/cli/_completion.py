@@ -4,7 +4,8 @@ The scripts are Typer's own (``typer._completion_shared.get_completion_script``,
 ``zserve --show-completion`` prints), so they hold no command tree: at each TAB the shell runs
 ``zserve`` with ``_ZSERVE_COMPLETE=complete_<shell>`` and the words typed so far, and the live
 CLI answers through click's completion (commands, options, choices, and whatever
-``autocompletion=`` callbacks parameters declare). ``add_completion=True`` on the app registers
+``autocompletion=`` callbacks parameters declare: ``zserve.cli._suggest`` for deployment names,
+server ids and job ids). ``add_completion=True`` on the app registers
 Typer's completion classes, which that protocol needs. Words nothing completes fall back to file
 names (bash ``-o default``, zsh ``_files``, fish's own).
 

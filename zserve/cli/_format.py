@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from zserve import events as ev
@@ -112,8 +112,17 @@ def parse_time(ts: Any) -> datetime | None:
 
 
 def when(ts: Any) -> str:
-    """An ISO 8601 time as ``YYYY-MM-DD HH:MM:SS``; ``-`` when there is none."""
-    return ts[:19].replace("T", " ") if isinstance(ts, str) else "-"
+    """A time for people: ``YYYY-MM-DD HH:MM:SS`` in local time, from ISO 8601 (what ``--json``
+    prints; without an offset it is taken as UTC) or a Unix time; ``-`` when there is none."""
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        moment: datetime | None = datetime.fromtimestamp(ts, UTC)
+    else:
+        moment = parse_time(ts)
+    if moment is None:
+        return "-"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def job_duration(job: dict[str, Any]) -> str:

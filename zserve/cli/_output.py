@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from zserve.errors import ZServeError
+from zserve.errors import InvalidParameters, ZServeError
 
 __all__ = ["JSON_VERSION", "ZServeGroup", "fail", "print_document", "print_json", "print_outputs"]
 
@@ -43,15 +43,30 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
 
 
-def fail(err: ZServeError) -> typer.Exit:
-    """Show ``err`` as one line on stderr; return the Exit to raise."""
-    typer.echo(f"Error: {err}", err=True)
+def fail(err: ZServeError, schema: dict[str, dict[str, Any]] | None = None) -> typer.Exit:
+    """Show ``err`` as one line on stderr; return the Exit to raise. Invalid parameters are
+    told in the command line's terms (``--param NAME``, typed by ``schema`` when known)."""
+    message = str(err)
+    if isinstance(err, InvalidParameters) and err.errors:
+        from zserve.cli._params import param_errors
+
+        message = param_errors(err.errors, schema)
+    typer.echo(f"Error: {message}", err=True)
     return typer.Exit(err.exit_code)
 
 
 class ZServeGroup(TyperGroup):
     """The root command group: a ZServeError from any command becomes one ``Error: ...``
-    line on stderr and the error's exit code (typer turns Ctrl-C into 130 itself)."""
+    line on stderr and the error's exit code (typer turns Ctrl-C into 130 itself); every
+    placeholder in help and usage is written one way (``zserve.cli._placeholders``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from zserve.cli._placeholders import name_placeholders
+        from zserve.cli._suggest import attach
+
+        name_placeholders(self)
+        attach(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:

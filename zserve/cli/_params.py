@@ -60,3 +60,49 @@ def _load_json(value: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise UsageError(f'{source} must be a JSON object such as {{"city": "Paris"}}')
     return doc
+
+
+#: What pydantic puts before a validator's own message.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def param_errors(
+    errors: list[dict[str, Any]], schema: dict[str, dict[str, Any]] | None = None
+) -> str:
+    """Field errors (``InvalidParameters.errors``) in the command line's terms: ``--param
+    items (list[str]) is required``, with a JSON hint for list and dict parameters."""
+    parts: list[str] = []
+    json_hint: str | None = None
+    for error in errors:
+        loc = [str(p) for p in error.get("loc") or ()]
+        msg = str(error.get("msg") or "is not valid")
+        for prefix in _PYDANTIC_PREFIXES:
+            msg = msg.removeprefix(prefix)
+        if len(loc) < 2 or loc[0] != "parameters":  # not a parameter: capture_override...
+            parts.append(f"{'.'.join(loc) or 'request'}: {msg}")
+            continue
+        name, inner = loc[1], loc[2:]
+        type_name = (schema or {}).get(name, {}).get("type")
+        flag = f"--param {name}" + (f" ({type_name})" if type_name else "")
+        if msg == "Field required" and not inner:
+            parts.append(f"{flag} is required")
+        elif msg == "Extra inputs are not permitted":
+            known = f" (its parameters: {', '.join(schema)})" if schema else ""
+            parts.append(f"--param {name} is not a parameter of this pipeline{known}")
+            continue
+        else:
+            where = f"at {'.'.join(inner)}: " if inner else ""
+            parts.append(f"{flag}: {where}{msg}")
+        if json_hint is None and type_name:
+            json_hint = _json_example(name, type_name)
+    hint = f" (list and dict values are JSON: {json_hint})" if json_hint else ""
+    return "; ".join(parts) + hint
+
+
+def _json_example(name: str, type_name: str) -> str | None:
+    base = type_name.split("[", 1)[0].strip().lower()
+    if base in ("list", "tuple", "set", "frozenset", "sequence"):
+        return f'--param {name}=\'["a","b"]\''
+    if base in ("dict", "mapping"):
+        return f"--param {name}='{{\"key\": 1}}'"
+    return None

@@ -18,6 +18,7 @@ import typer
 
 from zserve._version import __version__
 from zserve.cli._output import print_document
+from zserve.cli._suggest import deployment_names, running_deployments
 from zserve.cli._target import SERVER_OPTION, URL_OPTION
 from zserve.errors import ServerError, UsageError
 from zserve.settings import Settings
@@ -54,9 +55,11 @@ def bench(
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = typer.Option(None, "--deployment",
-                                          help="The running server of this deployment."),
+                                          help="The running server of this deployment.",
+                                          autocompletion=running_deployments),
     start: str | None = typer.Option(None, "--start", help="Start a server of this deployment "
-                                     "(name or id) for the run, and stop it after."),
+                                     "(name or id) for the run, and stop it after.",
+                                     autocompletion=deployment_names),
     workers: str = typer.Option("1", "--workers", "-w",
                                 help="With --start: worker processes; a list (1,2) sweeps."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),

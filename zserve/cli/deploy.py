@@ -21,7 +21,7 @@ def deploy(
         ..., help="The pipeline: 'package.module:pipeline' or 'path/to/file.py:pipeline'."
     ),
     name: str | None = typer.Option(
-        None, "--name", "-n", help="Deployment name (default: the pipeline's name)."
+        None, "--name", help="Deployment name (default: the pipeline's name)."
     ),
     capture: CaptureMode | None = typer.Option(None, "--capture", help="Default capture mode."),
     app_dir: str | None = typer.Option(

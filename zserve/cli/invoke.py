@@ -10,6 +10,7 @@ import typer
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli._params import parse_params
 from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION, resolve_url
+from zserve.errors import InvalidParameters, UsageError, ZServeError
 from zserve.records import CaptureMode
 from zserve.settings import Settings
 
@@ -53,11 +54,18 @@ def invoke(
         help="Print the server's JSON answer as it is (with --stream: every event, as one "
         "document when the job ends).",
     ),
+    jsonl: bool = typer.Option(
+        False, "--jsonl", help="With --stream: each event as one JSON line as it arrives."
+    ),
 ) -> None:
     """Invoke the pipeline on a running server and print its outputs; with --async or --stream
     run it as a background job. Exit 0 completed, 1 failed, 5 cancelled."""
     from zserve.client import Client, error_from_response
 
+    if jsonl and not stream:
+        raise UsageError("--jsonl prints a job's events as they come: give it with --stream")
+    if jsonl and json_:
+        raise UsageError("Give --json (one document at the end) or --jsonl (a line per event)")
     target = resolve_url(url, server, deployment)
     settings = Settings.from_env()
     timeout_client = None if timeout is None else timeout + 30
@@ -65,19 +73,22 @@ def invoke(
         schema = client.info()["parameters"] if param else None
         params = parse_params(param, params_json, schema)
         if async_ or stream:
-            _submit(client, params, capture, sample_rate, timeout, stream=stream, json_=json_)
+            _submit(client, params, capture, sample_rate, timeout, stream=stream, json_=json_,
+                    jsonl=jsonl)  # fmt: skip
             return
         response = client.invoke_response(
             params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
         )
-    error = error_from_response(response) if response.is_error else None
+        error = error_from_response(response) if response.is_error else None
+        if error is not None and schema is None and isinstance(error, InvalidParameters):
+            schema = _schema(client)
     if json_:
         print_document(response.json() if response.content else {})
         if error is not None:
-            raise fail(error)
+            raise fail(error, schema)
         return
     if error is not None:
-        raise fail(error)
+        raise fail(error, schema)
     doc = response.json()
     print_outputs(doc["outputs"])
     if doc.get("capture_requested"):
@@ -92,6 +103,16 @@ def invoke(
         )
 
 
+def _schema(client: Client) -> dict[str, dict[str, Any]] | None:
+    """The pipeline's parameters (``GET /info``), to name their types in an error; None if the
+    server does not say."""
+    try:
+        parameters = client.info().get("parameters")
+    except ZServeError:
+        return None
+    return parameters if isinstance(parameters, dict) else None
+
+
 def _submit(
     client: Client,
     params: dict[str, Any],
@@ -101,6 +122,7 @@ def _submit(
     *,
     stream: bool,
     json_: bool,
+    jsonl: bool = False,
 ) -> None:
     """``POST /invoke?mode=async``; print the job id (or the 202 document), or follow it."""
     from zserve.cli.stream import follow, interrupted
@@ -112,7 +134,8 @@ def _submit(
     if response.is_error:
         if json_:
             print_document(response.json() if response.content else {})
-        raise fail(error_from_response(response))
+        error = error_from_response(response)
+        raise fail(error, _schema(client) if isinstance(error, InvalidParameters) else None)
     accepted: dict[str, Any] = response.json()
     if not stream:
         if json_:
@@ -126,4 +149,4 @@ def _submit(
     except KeyboardInterrupt:
         interrupted(client, job_id, cancel=True)
         raise typer.Exit(130) from None
-    follow(client, job, as_json=json_, cancel_on_interrupt=True)
+    follow(client, job, as_json=json_, as_jsonl=jsonl, cancel_on_interrupt=True)

@@ -12,6 +12,7 @@ import typer
 
 from zserve.cli._format import compact, format_ms, job_duration, when
 from zserve.cli._output import fail, print_document
+from zserve.cli._suggest import job_ids
 from zserve.cli._target import (
     DEPLOYMENT_OPTION,
     SERVER_OPTION,
@@ -28,7 +29,7 @@ __all__ = ["app"]
 
 app = typer.Typer(help="List, show and cancel background jobs.", no_args_is_help=True)
 
-JOB_ID_HELP = "The job's id (as `zserve invoke --async` prints it)."
+JOB_ID_HELP = "The job's id (as `zserve invoke --async` prints it) or a unique prefix."
 JSON_HELP = "Print the server's JSON answer as it is."
 
 
@@ -77,7 +78,7 @@ def list_(
         steps = job.get("steps") or []
         done = sum(1 for s in steps if s.get("status") == StepStatus.COMPLETED)
         table.add_row(
-            str(job.get("job_id")), str(job.get("status")), str(job.get("mode", "")),
+            str(job.get("job_id"))[:8], str(job.get("status")), str(job.get("mode", "")),
             when(job.get("created_at")), job_duration(job), f"{done}/{len(steps)}",
         )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
@@ -88,13 +89,15 @@ def list_(
 
 @app.command("show")
 def show(
-    job_id: str = typer.Argument(..., help=JOB_ID_HELP),
+    job_id: str = typer.Argument(..., help=JOB_ID_HELP, autocompletion=job_ids),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,
     json_: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show one job: its status, each step's status and duration, and its outputs or error."""
+    """Show one job: status, steps, outputs or error.
+
+    Each step's status and duration; JOB_ID is the job's id or a unique prefix of it."""
     try:
         target, job = locate_job(job_id, url, server, deployment)
     except ZServeError as err:
@@ -129,15 +132,17 @@ def show(
 
 @app.command("cancel")
 def cancel(
-    job_id: str = typer.Argument(..., help=JOB_ID_HELP),
+    job_id: str = typer.Argument(..., help=JOB_ID_HELP, autocompletion=job_ids),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,
     json_: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Cancel a queued or running job (a finished one is an error, exit 2)."""
+    """Cancel a queued or running job.
+
+    A finished one is an error (exit 2)."""
     try:
-        _, doc = on_job_server(job_id, url, server, deployment, lambda c: c.cancel(job_id))
+        _, doc = on_job_server(job_id, url, server, deployment, lambda c, full: c.cancel(full))
     except ZServeError as err:
         raise (_json_failure(err) if json_ else fail(err)) from None
     if json_:

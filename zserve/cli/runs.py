@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from zserve.cli._format import when
 from zserve.cli._output import print_json
+from zserve.cli._suggest import deployment_names
 from zserve.errors import NotFound, UsageError
-from zserve.records import RunRecord, StepRun, iso
+from zserve.records import RunRecord, StepRun
 from zserve.settings import Settings, parse_duration
 
 if TYPE_CHECKING:
@@ -34,7 +36,9 @@ def _store() -> Store:
 
 @app.command("list")
 def list_(
-    deployment: str | None = typer.Option(None, "--deployment", "-d", help=DEPLOYMENT_HELP),
+    deployment: str | None = typer.Option(
+        None, "--deployment", "-d", help=DEPLOYMENT_HELP, autocompletion=deployment_names
+    ),
     status: str | None = typer.Option(None, "--status", help="completed, failed or cancelled."),
     limit: int = typer.Option(20, "--limit", "-n", help="At most this many (1-500)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -64,7 +68,7 @@ def list_(
     for r in runs:
         table.add_row(
             r.run_id[-8:], r.job_id[:8], escape(r.pipeline), r.capture, str(r.status),
-            (iso(r.started_at) or "")[:19].replace("T", " "), _ms(r.duration_ms),
+            when(r.started_at), _ms(r.duration_ms),
         )  # fmt: skip
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
 
@@ -74,7 +78,9 @@ def show(
     run: str = typer.Argument(..., help=RUN_HELP),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Show one run: its steps as a timeline, values as captured, and a failure's traceback."""
+    """Show one run as a timeline of its steps.
+
+    With the values as captured, and a failed step's traceback."""
     with _store() as store:
         record = store.get_run(store.resolve_run(run))
     if json_:
@@ -101,7 +107,7 @@ def _show(run: RunRecord) -> None:
     console.print(
         f"  job {run.job_id}  pipeline {escape(run.pipeline)}  deployment {run.deployment_id}"
     )
-    console.print(f"  started {iso(run.started_at)}  took {_ms(run.duration_ms)}")
+    console.print(f"  started {when(run.started_at)}  took {_ms(run.duration_ms)}")
     if run.parameters is not None:
         console.print(f"  parameters {run.parameters}", markup=False)
     if run.metadata is not None:
@@ -193,11 +199,15 @@ def artifact(
 @app.command("prune")
 def prune(
     older_than: str = typer.Option(..., "--older-than", help="An age: 90s, 15m, 12h, 7d, 2w."),
-    deployment: str | None = typer.Option(None, "--deployment", "-d", help=DEPLOYMENT_HELP),
+    deployment: str | None = typer.Option(
+        None, "--deployment", "-d", help=DEPLOYMENT_HELP, autocompletion=deployment_names
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Delete runs older than an age, with their artifacts (rows and files)."""
+    """Delete runs older than an age, with their artifacts.
+
+    Their rows and their artifact files both go."""
     cutoff = time.time() - parse_duration(older_than, what="--older-than")
     with _store() as store:
         deployment_id = store.get_deployment(deployment).id if deployment else None
@@ -207,4 +217,4 @@ def prune(
         print_json(doc)
         return
     verb = "Would delete" if dry_run else "Deleted"
-    typer.echo(f"{verb} {len(deleted)} run(s) started before {iso(cutoff)}")
+    typer.echo(f"{verb} {len(deleted)} run(s) started before {when(cutoff)}")

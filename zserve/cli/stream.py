@@ -2,7 +2,8 @@
 
 On a terminal the job is drawn live (one line per step, its streamed chunks and progress under
 it, the outputs at the end); piped, every event is one plain line (``SEQ EVENT [STEP] [DETAIL]``);
-``--json`` prints one document at the end: ``{"json_version": 1, "job_id", "status", "events"}``.
+``--json`` prints one document at the end: ``{"json_version": 1, "job_id", "status", "events"}``;
+``--jsonl`` prints each event as one JSON line as it arrives, flushed (for pipelines).
 ``StreamView`` holds the rendering and is pure: events in, lines (or a rich renderable) out.
 ``zserve invoke --stream`` uses the same ``follow``; there Ctrl-C cancels the job, here it only
 detaches.
@@ -19,8 +20,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from zserve import events as ev
-from zserve.cli._format import chunk_text, format_ms, plain_line, progress_text, step_error
+from zserve.cli._format import (
+    chunk_text,
+    compact,
+    format_ms,
+    plain_line,
+    progress_text,
+    step_error,
+)
 from zserve.cli._output import print_json, print_outputs
+from zserve.cli._suggest import job_ids
 from zserve.cli._target import (
     DEPLOYMENT_OPTION,
     SERVER_OPTION,
@@ -28,7 +37,7 @@ from zserve.cli._target import (
     locate_job,
     open_client,
 )
-from zserve.errors import ZServeError
+from zserve.errors import UsageError, ZServeError
 from zserve.records import JobStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -215,7 +224,12 @@ class StreamView:
 
 
 def follow(
-    client: Client, job: dict[str, Any], *, as_json: bool, cancel_on_interrupt: bool
+    client: Client,
+    job: dict[str, Any],
+    *,
+    as_json: bool,
+    cancel_on_interrupt: bool,
+    as_jsonl: bool = False,
 ) -> None:
     """Follow ``job`` (its ``GET /jobs/ID`` document) to its end, draw it, and exit with its
     outcome. Ctrl-C cancels the job when ``cancel_on_interrupt``, else only detaches (130)."""
@@ -228,6 +242,11 @@ def follow(
             if as_json:
                 for event in events:
                     view.feed(event)
+            elif as_jsonl:
+                for event in events:
+                    view.feed(event)
+                    sys.stdout.write(compact(event) + "\n")
+                    sys.stdout.flush()
             elif sys.stdout.isatty():
                 _live(view, events)
             else:
@@ -273,16 +292,25 @@ def interrupted(client: Client, job_id: str, *, cancel: bool) -> None:
 
 
 def stream(
-    job_id: str = typer.Argument(..., help="The job's id (as `zserve invoke --async` prints it)."),
+    job_id: str = typer.Argument(
+        ...,
+        help="The job's id (as `zserve invoke --async` prints it) or a unique prefix.",
+        autocompletion=job_ids,
+    ),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
     deployment: str | None = DEPLOYMENT_OPTION,
     json_: bool = typer.Option(
         False, "--json", help="Print every event as one JSON document when the job ends."
     ),
+    jsonl: bool = typer.Option(
+        False, "--jsonl", help="Print each event as one JSON line as it arrives (for pipes)."
+    ),
 ) -> None:
     """Follow a job's events live until it ends; exit 0 completed, 1 failed, 5 cancelled.
-    Ctrl-C detaches (the job goes on)."""
+    JOB_ID is the job's id or a unique prefix of it. Ctrl-C detaches (the job goes on)."""
+    if json_ and jsonl:
+        raise UsageError("Give --json (one document at the end) or --jsonl (a line per event)")
     target, job = locate_job(job_id, url, server, deployment)
     with open_client(target) as client:
-        follow(client, job, as_json=json_, cancel_on_interrupt=False)
+        follow(client, job, as_json=json_, as_jsonl=jsonl, cancel_on_interrupt=False)

@@ -99,9 +99,14 @@ class AsyncClient:
         return document(await self.request("GET", job_path(job_id)))
 
     async def jobs(
-        self, status: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        prefix: str | None = None,
     ) -> dict[str, Any]:
-        query = jobs_query(status, limit, cursor)
+        query = jobs_query(status, limit, cursor, prefix)
         return document(await self.request("GET", "/jobs", params=query))
 
     async def runs(

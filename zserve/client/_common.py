@@ -142,12 +142,13 @@ def stream_path(job_id: str) -> str:
     return f"/stream/{quote(job_id, safe='')}"
 
 
-def jobs_query(status: str | None, limit: int, cursor: str | None = None) -> dict[str, Any]:
+def jobs_query(
+    status: str | None, limit: int, cursor: str | None = None, prefix: str | None = None
+) -> dict[str, Any]:
     query: dict[str, Any] = {"limit": limit}
-    if status is not None:
-        query["status"] = status
-    if cursor is not None:
-        query["cursor"] = cursor
+    for name, value in (("status", status), ("cursor", cursor), ("prefix", prefix)):
+        if value is not None:
+            query[name] = value
     return query
 
 

@@ -139,11 +139,17 @@ class Client:
         return document(self.request("GET", job_path(job_id)))
 
     def jobs(
-        self, status: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        prefix: str | None = None,
     ) -> dict[str, Any]:
         """A page of jobs, newest first, without outputs: ``{"jobs": [...], "next"}``; pass
-        ``next`` back as ``cursor`` for the page after (``limit`` at most 500)."""
-        query = jobs_query(status, limit, cursor)
+        ``next`` back as ``cursor`` for the page after (``limit`` at most 500); ``prefix``:
+        only the jobs whose id starts with it."""
+        query = jobs_query(status, limit, cursor, prefix)
         return document(self.request("GET", "/jobs", params=query))
 
     def runs(

@@ -6,26 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import re
 import time
 from collections.abc import AsyncIterator
 
 from zserve import events as ev
 from zserve.broker.base import Broker
-from zserve.errors import BrokerUnavailable, NotFound
+from zserve.errors import BrokerUnavailable, JobNotFound, NotFound
 from zserve.jobs.local import LocalJobs
+from zserve.jobs.upkeep import Upkeep
 from zserve.records import JobRecord
 
-__all__ = ["JobQueries"]
+__all__ = ["JOB_ID", "JobQueries", "unknown_job"]
+
+#: What a job id looks like (``zserve.records.new_job_id``: a lower-case UUID).
+JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class JobQueries:
     broker: Broker
     _local: LocalJobs
+    _upkeep: Upkeep
 
     async def get(self, job_id: str) -> JobRecord:
         record = self._local.get(job_id) or await self.broker.get(job_id)
         if record is None:
-            raise NotFound(f"No job {job_id!r} (finished jobs are kept for a limited time)")
+            raise unknown_job(job_id, self._upkeep.retention_s)
         return record
 
     async def after_cancel(self, job_id: str, seconds: float, poll_s: float) -> JobRecord:
@@ -47,16 +53,22 @@ class JobQueries:
         return counts
 
     async def list_jobs(
-        self, status: str | None, limit: int, before: tuple[float, str] | None = None
+        self,
+        status: str | None,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        prefix: str | None = None,
     ) -> list[JobRecord]:
-        """Summaries newest first (this worker's sync jobs and the broker's), after ``before``."""
+        """Summaries newest first (this worker's sync jobs and the broker's), after ``before``,
+        of the ids that start with ``prefix``."""
         local = (
             j
             for j in self._local
             if (status is None or j.status == status)
             and (before is None or (j.created_at, j.job_id) < before)
+            and (prefix is None or j.job_id.startswith(prefix))
         )
-        shared = await self.broker.list_jobs(status, limit, before)
+        shared = await self.broker.list_jobs(status, limit, before, prefix=prefix)
         newest = heapq.nlargest(limit, local, key=_newest)
         return [j.summary() for j in heapq.nlargest(limit, [*newest, *shared], key=_newest)]
 
@@ -86,6 +98,17 @@ class JobQueries:
                 after = event.seq
                 if event.terminal:
                     return
+
+
+def unknown_job(job_id: str, retention_s: float) -> NotFound:
+    """The 404 of a job this server does not know: not a job id at all, or one it never had or
+    has forgotten (it cannot tell those two apart)."""
+    if not JOB_ID.match(job_id):
+        return NotFound(
+            f"No job {job_id!r}: that is not a job id (job ids are UUIDs such as "
+            "0b7c2f9e-5d1a-4c3e-9f8b-2a6d4e1c7b90, as POST /invoke?mode=async answers)"
+        )
+    return JobNotFound.unknown(job_id, retention_s)
 
 
 def _newest(job: JobRecord) -> tuple[float, str]:

@@ -245,6 +245,7 @@ class Service:
             "store": s.store_kind,
             "broker": self.jobs.broker.kind,
             "broker_problem": self.jobs.broker.problem,
+            "jobs": {"ttl_s": s.job_ttl_s, "max_count": s.job_max_count},
             "auth": bool(s.auth_key),
             "limits": {
                 "max_body_bytes": s.max_body_bytes,

@@ -61,9 +61,15 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
         status: JobStatus | None = Query(None),
         limit: int = Query(100, ge=1, le=MAX_PAGE),
         cursor: str | None = Query(None, description="The `next` of the previous page"),
+        prefix: str | None = Query(
+            None,
+            min_length=1,
+            max_length=36,
+            description="Only the jobs whose id starts with this (`GET /jobs/{id}` is exact)",
+        ),
     ) -> dict[str, Any]:
         before = None if cursor is None else position_of(cursor)
-        found = await jobs.list_jobs(status, limit + 1, before)
+        found = await jobs.list_jobs(status, limit + 1, before, prefix)
         page: dict[str, Any] = {"jobs": [j.to_dict() for j in found[:limit]], "next": None}
         if len(found) > limit:
             page["next"] = cursor_of(found[limit - 1].created_at, found[limit - 1].job_id)
