@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from zserve.cli._format import when
 from zserve.cli._output import print_json
 from zserve.settings import Settings
 
@@ -26,7 +27,9 @@ def list_(
     name: str | None = typer.Option(None, "--name", help="Only versions of this name."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """List deployments, newest first, and whether their working copy drifted."""
+    """List deployments, newest first.
+
+    Each row says whether the working copy has drifted from the deployed snapshot."""
     from zserve.store import Store
 
     with Store(Settings.from_env().store_url) as store:
@@ -56,7 +59,7 @@ def list_(
             str(r.version),
             r.pipeline_name,
             r.source,
-            r.created_at[:19].replace("T", " "),
+            when(r.created_at),
             _drift_cell(drift[r.id]),
         )
     # Piped output keeps whole values on one line (no truncation to 80 columns).
@@ -68,7 +71,9 @@ def show(
     ref: str = typer.Argument(..., help=REF_HELP),
     json_: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Show one deployment: source, steps, parameters, outputs and code files."""
+    """Show one deployment.
+
+    Its source, steps, parameters, outputs, and its snapshot's files."""
     from zserve.store import Store
 
     with Store(Settings.from_env().store_url) as store:
@@ -116,7 +121,9 @@ def diff(
     b: str = typer.Argument(..., help="The new deployment (a bare version: of A's name)."),
     json_: bool = typer.Option(False, "--json", help="Print the list of changed files as JSON."),
 ) -> None:
-    """Show what changed in the code from A to B: files, then a unified diff.
+    """Show what changed between two versions.
+
+    The files added, removed and changed from A to B, then a unified diff.
 
     Lists the files added, removed and changed, then a unified diff of each changed text
     file."""

@@ -13,7 +13,7 @@ import typer
 from zserve.cli._format import mib, uptime
 from zserve.cli._logfiles import logs_dir, prune_logs
 from zserve.cli._output import print_json
-from zserve.errors import NotFound, UsageError
+from zserve.errors import NotFound, ServerUnreachable, UsageError
 from zserve.settings import Settings
 
 if TYPE_CHECKING:
@@ -158,7 +158,9 @@ def logs(
 
 def stop(
     servers: list[str] | None = typer.Argument(
-        None, help=SERVER_HELP + " Several may be named; default: the only running one."
+        None,
+        metavar="SERVER",
+        help=SERVER_HELP + " Several may be named; default: the only running one.",
     ),
     all_: bool = typer.Option(False, "--all", help="Stop every running server."),
     timeout: float = typer.Option(
@@ -181,7 +183,7 @@ def stop(
     else:
         targets = registry.list_servers(home, leftovers=True)
         if not targets:
-            raise NotFound("No zserve server is running")
+            raise ServerUnreachable("No zserve server is running")  # exit 3, as for invoke
         if len(targets) > 1:
             raise UsageError(
                 f"{len(targets)} servers are running; name the ones to stop (id, port or "
