@@ -155,7 +155,8 @@ def zserve_start(env: dict[str, str], deployment: str) -> dict[str, float]:
     try:
         info = json.loads(proc.stdout)
     except ValueError:
-        raise BenchError(f"`zserve start --detach` exited {proc.returncode}: {proc.stderr}") from None
+        message = f"`zserve start --detach` exited {proc.returncode}: {proc.stderr.strip()}"
+        raise BenchError(message) from None
     try:
         wait_for_200(info["url"] + "/health", start, None)
         return {"zserve_return": returned, "zserve_health": time.perf_counter() - start}
