@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_deployment", "serve"]
 
-#: Where the parent hands the resolved deployment record to its workers.
+#: Where the parent hands the resolved deployment record to its workers (and `start --detach`
+#: to the server it starts).
 DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
 #: The supervisor's pid, for its workers: they stop when it is gone.
 SUPERVISOR_ENV = registry.SUPERVISOR_ENV
@@ -272,8 +273,12 @@ def main() -> None:
             settings = Settings.from_json(os.environ[SETTINGS_ENV])
         else:
             settings = Settings.from_env()
+        # `start --detach` hands over the deployment it read: the server skips the store
+        handed = os.environ.pop(DEPLOYMENT_ENV, None)
+        record = DeploymentRecord.from_json(handed) if handed else None
         code = serve(
             settings,
+            record,
             server_id=os.environ.get(registry.SERVER_ID_ENV),
             log_file=os.environ.get(registry.LOG_FILE_ENV),
         )
