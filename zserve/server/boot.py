@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from zserve import registry
 from zserve._version import __version__
-from zserve.engine.deployments import check_sources, load_plan
-from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
 from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
@@ -31,6 +29,8 @@ from zserve.settings import SETTINGS_ENV, Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from zserve.engine.plan import Plan
 
 __all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_deployment", "serve"]
 
@@ -103,6 +103,8 @@ def serve(
     The server is listed in the registry (``$ZSERVE_HOME/servers/``) while it runs, under
     ``server_id`` (default: a new one); ``log_file`` is recorded for ``zserve logs``.
     """
+    from zserve.engine.deployments import check_sources, load_plan
+
     if record is None:
         record = resolve_deployment(settings)
     check_sources(record)
@@ -193,7 +195,6 @@ def _run_uvicorn(
     entry: registry.ServerEntry,
 ) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from zserve.server.app import create_app
     from zserve.server.logs import log_config
@@ -227,6 +228,8 @@ def _run_uvicorn(
     os.environ[DEPLOYMENT_ENV] = record.to_json()
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     os.environ[registry.SERVER_ID_ENV] = entry.id  # how `zserve ps` finds leftover workers
+    from uvicorn.supervisors import Multiprocess  # its reloaders too: not for one worker
+
     config = uvicorn.Config(
         "zserve.server.boot:app_from_env", factory=True, workers=settings.workers, **common
     )
@@ -236,6 +239,7 @@ def _run_uvicorn(
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: everything comes from the environment."""
+    from zserve.engine.deployments import check_sources, load_plan
     from zserve.server.app import create_app
 
     die_with_supervisor(int(os.environ.get(SUPERVISOR_ENV, "0")))
