@@ -6,7 +6,19 @@ from __future__ import annotations
 import typer
 
 from zserve._version import __version__
-from zserve.cli import bench, deploy, deployments, invoke, jobs, run, runs, servers, start, stream
+from zserve.cli import (
+    bench,
+    deploy,
+    deployments,
+    dev,
+    invoke,
+    jobs,
+    run,
+    runs,
+    servers,
+    start,
+    stream,
+)
 from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
@@ -50,6 +62,7 @@ def root(
 app.command("deploy")(deploy.deploy)
 app.add_typer(deployments.app, name="deployments")
 app.command("start")(start.start)
+app.command("dev")(dev.dev)
 app.command("ps")(servers.ps)
 app.command("logs")(servers.logs)
 app.command("stop")(servers.stop)
