@@ -71,6 +71,9 @@ def build_app(settings: Settings, source: str, import_root: str) -> tuple[Any, s
     from zserve.engine.plan import compile_plan
     from zserve.sdk.loader import load_pipeline
 
+    # No .pyc for the user's code: an edit within the same second that keeps the file's size
+    # would otherwise load the bytecode of the previous version.
+    sys.dont_write_bytecode = True
     try:
         loaded = load_pipeline(source, import_root)
         plan = compile_plan(loaded.pipeline)
