@@ -6,7 +6,19 @@ from __future__ import annotations
 import typer
 
 from zserve._version import __version__
-from zserve.cli import bench, deploy, deployments, invoke, jobs, run, runs, servers, start, stream
+from zserve.cli import (
+    bench,
+    deploy,
+    deployments,
+    dev,
+    invoke,
+    jobs,
+    run,
+    runs,
+    servers,
+    start,
+    stream,
+)
 from zserve.cli._output import ZServeGroup
 
 __all__ = ["app", "main"]
@@ -52,6 +64,7 @@ def root(
 app.command("deploy", short_help="Store a pipeline as a deployment.")(deploy.deploy)
 app.add_typer(deployments.app, name="deployments")
 app.command("start", short_help="Serve a deployment over HTTP.")(start.start)
+app.command("dev", short_help="Serve a working copy, reloading on edits.")(dev.dev)
 app.command("ps", short_help="List running servers.")(servers.ps)
 app.command("logs", short_help="Print a detached server's log.")(servers.logs)
 app.command("stop", short_help="Stop a server, or all of them.")(servers.stop)

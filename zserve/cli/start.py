@@ -18,10 +18,13 @@ from zserve.records import CaptureMode
 from zserve.settings import LogLevel, Settings
 
 if TYPE_CHECKING:
+    from zserve.records import DeploymentRecord
     from zserve.registry import ServerEntry
 
 #: How long `start --detach` waits for /health before giving up (seconds).
 DEFAULT_START_TIMEOUT = 60.0
+#: How often `start --detach` looks for the server's registry entry while it starts (seconds).
+POLL_S = 0.01
 
 
 def start(
@@ -67,13 +70,18 @@ def start(
         typer.echo(warning, err=True)
     from zserve.server.snapshot import prepare
 
-    for line in prepare(settings, record)[1]:  # the server says them again in its log
+    # the snapshot is extracted here, and the server is handed the record it serves: it need
+    # not open the store (nor import SQLAlchemy) to start
+    served, lines = prepare(settings, record)
+    for line in lines:
         typer.echo(line, err=True)
-    _detach(settings, start_timeout, json_)
+    _detach(settings, start_timeout, json_, served)
 
 
-def _detach(settings: Settings, start_timeout: float, json_: bool) -> None:
-    entry, log_file = launch(settings, start_timeout)
+def _detach(
+    settings: Settings, start_timeout: float, json_: bool, record: DeploymentRecord
+) -> None:
+    entry, log_file = launch(settings, start_timeout, record)
     worker_pids = sorted(p.pid for p in entry.worker_processes())
     if json_:
         print_json({
@@ -87,15 +95,17 @@ def _detach(settings: Settings, start_timeout: float, json_: bool) -> None:
     typer.echo(f"  logs: zserve logs {entry.id}    stop: zserve stop {entry.id}")
 
 
-def launch(settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]:
+def launch(
+    settings: Settings, start_timeout: float, record: DeploymentRecord | None = None
+) -> tuple[ServerEntry, Path]:
     """Start a detached server for ``settings`` (its deployment id set) and return once its
     workers are up and ``/health`` answers: (its registry entry, its log file). ServerError
-    (with the server's own error line) when it fails or is not ready in time."""
-    import httpx
-
+    (with the server's own error line) when it fails or is not ready in time. ``record``, the
+    deployment already read, is handed to the server, which then need not open the store."""
     from zserve import registry
     from zserve.paths import private_dir, private_file
     from zserve.registry import LOG_FILE_ENV, SERVER_ID_ENV
+    from zserve.server.boot import DEPLOYMENT_ENV
     from zserve.settings import SETTINGS_ENV
 
     server_id = registry.new_server_id()
@@ -105,6 +115,8 @@ def launch(settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]
     log_file = private_file(logs / f"{server_id}.log")
     env = {**os.environ, SETTINGS_ENV: settings.to_json(), SERVER_ID_ENV: server_id,
            LOG_FILE_ENV: str(log_file)}  # fmt: skip
+    if record is not None:
+        env[DEPLOYMENT_ENV] = record.to_json()
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "zserve.server.app"],
@@ -117,13 +129,16 @@ def launch(settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]
         if proc.poll() is not None:
             raise ServerError(_startup_failure(log_file, proc.returncode))
         entry = next((s for s in registry.list_servers(settings.home) if s.id == server_id), None)
-        if entry is not None and len(entry.worker_processes()) >= settings.workers:
-            try:
-                if httpx.get(entry.url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
+        # The server registers once its socket listens: from then on a request waits in the
+        # socket's queue until the app answers it, so one long request replaces fast polling.
+        wait_s = min(2.0, max(deadline - time.monotonic(), 0.01))
+        if (
+            entry is not None
+            and len(entry.worker_processes()) >= settings.workers
+            and _health_status(entry, wait_s) == 200
+        ):
+            break
+        time.sleep(POLL_S)
     else:
         registry.stop_tree(proc.pid, timeout=0)
         raise ServerError(
@@ -132,6 +147,21 @@ def launch(settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]
         )
     assert entry is not None
     return entry, log_file
+
+
+def _health_status(entry: ServerEntry, timeout: float) -> int | None:
+    """The status of ``GET /health`` (None when there is no answer in ``timeout`` seconds).
+    The standard library's client: httpx would take longer to import than the wait."""
+    import http.client
+
+    conn = http.client.HTTPConnection(entry.host, entry.port, timeout=timeout)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
 
 
 def _startup_failure(log_file: Path, code: int) -> str:

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from zserve import registry
 from zserve._version import __version__
-from zserve.engine.deployments import check_sources, load_plan
-from zserve.engine.plan import Plan
 from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
 from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
@@ -33,9 +31,12 @@ from zserve.settings import SETTINGS_ENV, Settings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from zserve.engine.plan import Plan
+
 __all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_deployment", "serve"]
 
-#: Where the parent hands the resolved deployment record to its workers.
+#: Where the parent hands the resolved deployment record to its workers (and `start --detach`
+#: to the server it starts).
 DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
 #: The supervisor's pid, for its workers: they stop when it is gone.
 SUPERVISOR_ENV = registry.SUPERVISOR_ENV
@@ -115,11 +116,14 @@ def serve(
     The server is listed in the registry (``$ZSERVE_HOME/servers/``) while it runs, under
     ``server_id`` (default: a new one); ``log_file`` is recorded for ``zserve logs``.
     """
+    from zserve.engine.deployments import load_plan
+
     if record is None:
         record = resolve_deployment(settings)
-    record, warnings = prepare(settings, record)
-    for line in warnings:
-        print(line, file=sys.stderr, flush=True)
+    if not (record.code_dir and os.path.isdir(record.code_dir)):  # else `start` prepared it
+        record, warnings = prepare(settings, record)
+        for line in warnings:
+            print(line, file=sys.stderr, flush=True)
     try:
         plan = load_plan(record)
     except ZServeError as err:
@@ -207,7 +211,6 @@ def _run_uvicorn(
     entry: registry.ServerEntry,
 ) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from zserve.server.app import create_app
     from zserve.server.logs import log_config
@@ -241,6 +244,8 @@ def _run_uvicorn(
     os.environ[DEPLOYMENT_ENV] = record.to_json()
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     os.environ[registry.SERVER_ID_ENV] = entry.id  # how `zserve ps` finds leftover workers
+    from uvicorn.supervisors import Multiprocess  # its reloaders too: not for one worker
+
     config = uvicorn.Config(
         "zserve.server.boot:app_from_env", factory=True, workers=settings.workers, **common
     )
@@ -250,6 +255,7 @@ def _run_uvicorn(
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: everything comes from the environment."""
+    from zserve.engine.deployments import check_sources, load_plan
     from zserve.server.app import create_app
 
     die_with_supervisor(int(os.environ.get(SUPERVISOR_ENV, "0")))
@@ -287,8 +293,12 @@ def main() -> None:
             settings = Settings.from_json(os.environ[SETTINGS_ENV])
         else:
             settings = Settings.from_env()
+        # `start --detach` hands over the deployment it read: the server skips the store
+        handed = os.environ.pop(DEPLOYMENT_ENV, None)
+        record = DeploymentRecord.from_json(handed) if handed else None
         code = serve(
             settings,
+            record,
             server_id=os.environ.get(registry.SERVER_ID_ENV),
             log_file=os.environ.get(registry.LOG_FILE_ENV),
         )

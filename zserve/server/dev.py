@@ -1,0 +1,121 @@
+"""The server process of ``zserve dev``: serves a pipeline's working copy on a socket its parent
+bound (``ZSERVE_DEV_FD``), from a deployment record made on the fly (nothing is stored).
+
+The parent (``zserve.cli.dev``) watches the files and starts a fresh process on every change.
+When the source does not import or compile, this process says why on stderr (one ``Error:``
+line) and answers every request with 503 problem+json naming the error, until the next change.
+
+``python -m zserve.server.dev SOURCE IMPORT_ROOT``, with ``ZSERVE_SETTINGS_JSON`` set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from zserve.errors import PROBLEM_BASE, ZServeError
+from zserve.records import DeploymentRecord
+from zserve.settings import SETTINGS_ENV, Settings
+
+__all__ = ["DEV_FD_ENV", "dev_record", "error_app", "main"]
+
+#: The file descriptor of the listening socket the parent hands over.
+DEV_FD_ENV = "ZSERVE_DEV_FD"
+#: The problem type of the 503 that stands in for a pipeline that does not load.
+NOT_LOADED = f"{PROBLEM_BASE}pipeline-not-loaded"
+
+
+def dev_record(source: str, import_root: str, name: str, spec: dict[str, Any]) -> DeploymentRecord:
+    """A deployment record for the working copy: never stored, no file hashes to check."""
+    return DeploymentRecord(
+        id=str(uuid.uuid4()),
+        name=name,
+        version=0,
+        source=source,
+        import_root=import_root,
+        pipeline_name=name,
+        code_hash="dev",
+        spec=spec,
+        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+    )
+
+
+def error_app(message: str) -> Any:
+    """An ASGI app that answers every request 503 problem+json with ``message``."""
+    from zserve.server.problems import problem
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return  # a WebSocket: refused by the server when the app does not accept it
+        response = problem(
+            503, f"{message}; fix it and save: zserve dev reloads",
+            type_=NOT_LOADED, title="Pipeline not loaded",
+        )  # fmt: skip
+        await response(scope, receive, send)
+
+    return app
+
+
+def build_app(settings: Settings, source: str, import_root: str) -> tuple[Any, str]:
+    """(the app, what it serves): the pipeline's app, or ``error_app`` when it does not load."""
+    from zserve.engine.plan import compile_plan
+    from zserve.sdk.loader import load_pipeline
+
+    # No .pyc for the user's code: an edit within the same second that keeps the file's size
+    # would otherwise load the bytecode of the previous version.
+    sys.dont_write_bytecode = True
+    try:
+        loaded = load_pipeline(source, import_root)
+        plan = compile_plan(loaded.pipeline)
+    except ZServeError as err:
+        print(f"Error: {err}", file=sys.stderr, flush=True)
+        return error_app(str(err)), "an error"
+    from zserve.server.app import create_app
+
+    record = dev_record(loaded.source, loaded.import_root, plan.name, plan.spec)
+    return create_app(settings, record, plan), f"pipeline '{plan.name}'"
+
+
+def main() -> None:
+    import uvicorn
+
+    from zserve.server.boot import die_with_supervisor
+    from zserve.server.logs import log_config
+    from zserve.server.protocol import GuardedHttpTools
+
+    source, import_root = sys.argv[1], sys.argv[2]
+    die_with_supervisor(os.getppid())
+    settings = Settings.from_json(os.environ[SETTINGS_ENV])
+    sock = socket.socket(fileno=int(os.environ.pop(DEV_FD_ENV)))
+    app, what = build_app(settings, source, import_root)
+    options: dict[str, Any] = {  # as boot.py serves a deployment
+        "log_level": settings.log_level,
+        "log_config": log_config(settings.log_level, settings.log_format),
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": settings.grace_s,
+        "server_header": False,
+        "ws_max_size": settings.max_body_bytes,
+        "http": GuardedHttpTools,
+    }
+    config = uvicorn.Config(app, **options)
+    print(f"zserve dev: serving {what} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has drained: a clean stop (boot.py)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    server.run(sockets=[sock])
+    sys.exit(0 if server.started else 3)
+
+
+if __name__ == "__main__":
+    main()
