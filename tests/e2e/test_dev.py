@@ -152,6 +152,6 @@ def test_dev_on_a_port_in_use_is_one_error_line(dev: Any, tmp_path: Path) -> Non
         code = proc.proc.wait(30)
     assert code == PortInUse.exit_code
     assert proc.rest() == [
-        f"Error: Port {port} on 127.0.0.1 is already in use: stop what is using it, or pick "
-        "another port with --port / ZSERVE_PORT (0 picks a free one)"
+        f"Error: Port {port} on 127.0.0.1 is in use by another program (not a zserve server of "
+        "this ZSERVE_HOME): stop it, or pick a free port with --port 0"
     ]
