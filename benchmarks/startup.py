@@ -87,6 +87,9 @@ def run(rounds: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="zserve-bench-startup-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZSERVE_", "ZENML_"))}
     env["ZSERVE_HOME"] = str(tmp / "home")
+    # as on a user's machine, where imported modules keep their bytecode (__pycache__): a shell
+    # with PYTHONDONTWRITEBYTECODE would compile every changed module on every start
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     samples: dict[str, list[float]] = {"fastapi": [], "zserve_return": [], "zserve_health": []}
     try:

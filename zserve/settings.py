@@ -33,6 +33,9 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 #: Where the parent process hands resolved settings to its workers.
 SETTINGS_ENV = "ZSERVE_SETTINGS_JSON"
+#: Set by `zserve start --detach` for the server it spawns: its settings and deployment come on
+#: its stdin (``zserve.server.boot.handover``), not from the environment and the store.
+HANDED_ENV = "ZSERVE_HANDED_ON_STDIN"
 
 #: field name -> (environment variable, spec aliases in the order they are read)
 ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -53,35 +53,41 @@ def start(
     json_: bool = typer.Option(False, "--json", help="With --detach: print one JSON document."),
 ) -> None:
     """Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach."""
-    from zserve.store import Store
-
     settings = Settings.from_env(
         host=host, port=port, workers=workers, capture_default=capture_default,
         log_level=log_level,
     )  # fmt: skip
-    with Store(settings.store_url) as store:
-        record = store.get_deployment(deployment)
-    settings = settings.replace(deployment_id=record.id)
-    from zserve.server.boot import open_address_warning, serve
+    # Detached, the server process starts first and imports what it serves with while this
+    # one imports the store (SQLAlchemy alone takes 0.2 s), reads it and extracts the snapshot;
+    # then it is handed the settings and the record it serves on its stdin: it never opens the
+    # store. Nothing heavy is imported here before it is spawned.
+    spawned = spawn(settings, handed=True) if detach else None
+    try:
+        from zserve.server.boot import open_address_warning, serve
+        from zserve.store import Store
 
-    if not detach:  # serve() prints the open-address warning itself
-        raise typer.Exit(serve(settings, record))
-    if warning := open_address_warning(settings):
-        typer.echo(warning, err=True)
-    from zserve.server.snapshot import prepare
+        with Store(settings.store_url) as store:
+            record = store.get_deployment(deployment)
+        settings = settings.replace(deployment_id=record.id)
+        if spawned is None:  # serve() prints the open-address warning itself
+            raise typer.Exit(serve(settings, record))
+        if warning := open_address_warning(settings):
+            typer.echo(warning, err=True)
+        from zserve.server.snapshot import prepare
 
-    # the snapshot is extracted here, and the server is handed the record it serves: it need
-    # not open the store (nor import SQLAlchemy) to start
-    served, lines = prepare(settings, record)
-    for line in lines:
-        typer.echo(line, err=True)
-    _detach(settings, start_timeout, json_, served)
+        served, lines = prepare(settings, record)
+        for line in lines:
+            typer.echo(line, err=True)
+        spawned.hand(settings, served)
+    except BaseException:
+        if spawned is not None:
+            spawned.abandon()
+        raise
+    assert spawned is not None
+    _report(settings, *spawned.wait_ready(settings, start_timeout), json_)
 
 
-def _detach(
-    settings: Settings, start_timeout: float, json_: bool, record: DeploymentRecord
-) -> None:
-    entry, log_file = launch(settings, start_timeout, record)
+def _report(settings: Settings, entry: ServerEntry, log_file: Path, json_: bool) -> None:
     worker_pids = sorted(p.pid for p in entry.worker_processes())
     if json_:
         print_json({
@@ -102,51 +108,95 @@ def launch(
     workers are up and ``/health`` answers: (its registry entry, its log file). ServerError
     (with the server's own error line) when it fails or is not ready in time. ``record``, the
     deployment already read, is handed to the server, which then need not open the store."""
+    spawned = spawn(settings, handed=record is not None)
+    if record is not None:
+        spawned.hand(settings, record)
+    return spawned.wait_ready(settings, start_timeout)
+
+
+class Spawned:
+    """A detached server process that is starting: ``hand`` it what it serves (when it was
+    spawned ``handed``), then ``wait_ready``; ``abandon`` it if the start fails before."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], server_id: str, log_file: Path) -> None:
+        self.proc, self.server_id, self.log_file = proc, server_id, log_file
+
+    def hand(self, settings: Settings, record: DeploymentRecord) -> None:
+        from zserve.server.boot import handover
+
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(handover(settings, record))
+            self.proc.stdin.close()
+        except OSError:
+            pass  # it died already: wait_ready reports its own error
+
+    def abandon(self) -> None:
+        from zserve import registry
+
+        registry.stop_tree(self.proc.pid, timeout=0)
+        self.log_file.unlink(missing_ok=True)
+
+    def wait_ready(self, settings: Settings, start_timeout: float) -> tuple[ServerEntry, Path]:
+        from zserve import registry
+
+        proc, log_file = self.proc, self.log_file
+        deadline = time.monotonic() + start_timeout
+        entry = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServerError(_startup_failure(log_file, proc.returncode))
+            entry = next(
+                (s for s in registry.list_servers(settings.home) if s.id == self.server_id), None
+            )
+            # The server registers once its socket listens: from then on a request waits in
+            # the socket's queue until the app answers it, so one long request replaces polls.
+            wait_s = min(2.0, max(deadline - time.monotonic(), 0.01))
+            if (
+                entry is not None
+                and len(entry.worker_processes()) >= settings.workers
+                and _health_status(entry, wait_s) == 200
+            ):
+                break
+            time.sleep(POLL_S)
+        else:
+            registry.stop_tree(proc.pid, timeout=0)
+            raise ServerError(
+                f"The server did not answer /health within {start_timeout:g} s and was stopped; "
+                f"its log: {log_file}"
+            )
+        assert entry is not None
+        return entry, log_file
+
+
+def spawn(settings: Settings, handed: bool) -> Spawned:
+    """Start ``python -m zserve.server.app`` detached, its output in a new log file. ``handed``:
+    it waits for its settings and deployment on stdin (``Spawned.hand``) instead of reading
+    ``settings``' deployment from the store."""
     from zserve import registry
     from zserve.paths import private_dir, private_file
     from zserve.registry import LOG_FILE_ENV, SERVER_ID_ENV
-    from zserve.server.boot import DEPLOYMENT_ENV
-    from zserve.settings import SETTINGS_ENV
+    from zserve.settings import HANDED_ENV, SETTINGS_ENV
 
     server_id = registry.new_server_id()
     private_dir(settings.home)
-    prune_logs(settings.home, keep=KEEP_LOGS)  # of servers not running: the newest are kept
     logs = private_dir(logs_dir(settings.home))
     log_file = private_file(logs / f"{server_id}.log")
     env = {**os.environ, SETTINGS_ENV: settings.to_json(), SERVER_ID_ENV: server_id,
            LOG_FILE_ENV: str(log_file)}  # fmt: skip
-    if record is not None:
-        env[DEPLOYMENT_ENV] = record.to_json()
+    if handed:
+        env[HANDED_ENV] = "1"
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "zserve.server.app"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.PIPE if handed else subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C in this terminal must not reach the server
         )  # fmt: skip
-    deadline = time.monotonic() + start_timeout
-    entry = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerError(_startup_failure(log_file, proc.returncode))
-        entry = next((s for s in registry.list_servers(settings.home) if s.id == server_id), None)
-        # The server registers once its socket listens: from then on a request waits in the
-        # socket's queue until the app answers it, so one long request replaces fast polling.
-        wait_s = min(2.0, max(deadline - time.monotonic(), 0.01))
-        if (
-            entry is not None
-            and len(entry.worker_processes()) >= settings.workers
-            and _health_status(entry, wait_s) == 200
-        ):
-            break
-        time.sleep(POLL_S)
-    else:
-        registry.stop_tree(proc.pid, timeout=0)
-        raise ServerError(
-            f"The server did not answer /health within {start_timeout:g} s and was stopped; "
-            f"its log: {log_file}"
-        )
-    assert entry is not None
-    return entry, log_file
+    spawned = Spawned(proc, server_id, log_file)
+    # of servers not running, the newest are kept (this one's is the newest): while it starts
+    prune_logs(settings.home, keep=KEEP_LOGS)
+    return spawned
 
 
 def _health_status(entry: ServerEntry, timeout: float) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import shutil
@@ -26,17 +27,24 @@ from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZSe
 from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
 from zserve.server.snapshot import prepare
-from zserve.settings import SETTINGS_ENV, Settings
+from zserve.settings import HANDED_ENV, SETTINGS_ENV, Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from zserve.engine.plan import Plan
 
-__all__ = ["DEPLOYMENT_ENV", "app_from_env", "bind_socket", "main", "resolve_deployment", "serve"]
+__all__ = [
+    "DEPLOYMENT_ENV",
+    "app_from_env",
+    "bind_socket",
+    "handover",
+    "main",
+    "resolve_deployment",
+    "serve",
+]
 
-#: Where the parent hands the resolved deployment record to its workers (and `start --detach`
-#: to the server it starts).
+#: Where the parent hands the resolved deployment record to its workers.
 DEPLOYMENT_ENV = "ZSERVE_DEPLOYMENT_JSON"
 #: The supervisor's pid, for its workers: they stop when it is gone.
 SUPERVISOR_ENV = registry.SUPERVISOR_ENV
@@ -285,17 +293,35 @@ def die_with_supervisor(supervisor: int) -> None:
         raise SystemExit(3)
 
 
+def handover(settings: Settings, record: DeploymentRecord) -> bytes:
+    """What `zserve start --detach` writes to the stdin of a server it spawned ``HANDED_ENV``."""
+    return json.dumps({"settings": settings.to_json(), "deployment": record.to_json()}).encode()
+
+
+def _handed() -> tuple[Settings, DeploymentRecord]:
+    """Import what serving takes while `zserve start` reads the store, then read what it hands
+    over: the settings and the deployment as it is served (its snapshot extracted)."""
+    import uvicorn  # noqa: F401
+
+    import zserve.server.app  # noqa: F401
+    from zserve.engine import deployments  # noqa: F401
+
+    doc = json.loads(sys.stdin.buffer.read() or b"null")
+    if not isinstance(doc, dict):
+        raise UsageError("`zserve start` stopped before it handed over the deployment to serve")
+    return Settings.from_json(doc["settings"]), DeploymentRecord.from_json(doc["deployment"])
+
+
 def main() -> None:
     """``python -m zserve.server.app``: serve the deployment named by the environment."""
     try:
-        # `zserve start --detach` hands over its resolved settings; otherwise the environment
-        if SETTINGS_ENV in os.environ:
+        record = None
+        if os.environ.pop(HANDED_ENV, None):
+            settings, record = _handed()
+        elif SETTINGS_ENV in os.environ:  # as `zserve bench --start` hands them over
             settings = Settings.from_json(os.environ[SETTINGS_ENV])
         else:
             settings = Settings.from_env()
-        # `start --detach` hands over the deployment it read: the server skips the store
-        handed = os.environ.pop(DEPLOYMENT_ENV, None)
-        record = DeploymentRecord.from_json(handed) if handed else None
         code = serve(
             settings,
             record,
