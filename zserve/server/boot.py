@@ -42,6 +42,7 @@ __all__ = [
     "main",
     "resolve_deployment",
     "serve",
+    "uvicorn_options",
 ]
 
 #: Where the parent hands the resolved deployment record to its workers.
@@ -211,6 +212,22 @@ def _remove_dead_metrics_dirs(base: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings of every zserve server (``zserve dev``'s too)."""
+    from zserve.server.logs import log_config
+    from zserve.server.protocol import GuardedHttpTools
+
+    return {
+        "log_level": settings.log_level,
+        "log_config": log_config(settings.log_level, settings.log_format),
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": settings.grace_s,
+        "server_header": False,
+        "ws_max_size": settings.max_body_bytes,
+        "http": GuardedHttpTools,  # header limits, slow-head timeout, connection cap
+    }
+
+
 def _run_uvicorn(
     settings: Settings,
     record: DeploymentRecord,
@@ -221,18 +238,8 @@ def _run_uvicorn(
     import uvicorn
 
     from zserve.server.app import create_app
-    from zserve.server.logs import log_config
-    from zserve.server.protocol import GuardedHttpTools
 
-    common: dict[str, Any] = {
-        "log_level": settings.log_level,
-        "log_config": log_config(settings.log_level, settings.log_format),
-        "access_log": settings.access_log,
-        "timeout_graceful_shutdown": settings.grace_s,
-        "server_header": False,
-        "ws_max_size": settings.max_body_bytes,
-        "http": GuardedHttpTools,  # header limits, slow-head timeout, connection cap
-    }
+    common = uvicorn_options(settings)
     print(
         f"zserve: serving deployment {record.ref} ({record.id}) at {entry.url} with "
         f"{settings.workers} worker(s), server {entry.id}, pid {entry.pid}",

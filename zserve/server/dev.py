@@ -89,24 +89,14 @@ def build_app(settings: Settings, source: str, import_root: str) -> tuple[Any, s
 def main() -> None:
     import uvicorn
 
-    from zserve.server.boot import die_with_supervisor
-    from zserve.server.logs import log_config
-    from zserve.server.protocol import GuardedHttpTools
+    from zserve.server.boot import die_with_supervisor, uvicorn_options
 
     source, import_root = sys.argv[1], sys.argv[2]
     die_with_supervisor(os.getppid())
     settings = Settings.from_json(os.environ[SETTINGS_ENV])
     sock = socket.socket(fileno=int(os.environ.pop(DEV_FD_ENV)))
     app, what = build_app(settings, source, import_root)
-    options: dict[str, Any] = {  # as boot.py serves a deployment
-        "log_level": settings.log_level,
-        "log_config": log_config(settings.log_level, settings.log_format),
-        "access_log": settings.access_log,
-        "timeout_graceful_shutdown": settings.grace_s,
-        "server_header": False,
-        "ws_max_size": settings.max_body_bytes,
-        "http": GuardedHttpTools,
-    }
+    options = uvicorn_options(settings)  # as boot.py serves a deployment
     config = uvicorn.Config(app, **options)
     print(f"zserve dev: serving {what} (pid {os.getpid()})", file=sys.stderr, flush=True)
     server = uvicorn.Server(config)
