@@ -85,10 +85,11 @@ def test_parameter_errors_of_run_are_in_cli_terms_without_pydantic_wording(
     source = tmp_path / "checked.py"
     source.write_text(CHECKED)
     for params, line in (
-        (["-p", "n=-1"], "Error: --param n: must be positive"),
-        ([], "Error: --param n is required"),
+        (["-p", "n=-1"], "Error: --param n (int): must be positive"),
+        ([], "Error: --param n (int) is required"),
         (["-p", "n=1", "-p", "tags=a"],
-         "Error: --param tags: Input should be a valid list"),
+         "Error: --param tags (list[str]): Input should be a valid list (list and dict values "
+         "are JSON: --param tags='[\"a\",\"b\"]')"),
     ):  # fmt: skip
         result = runner.invoke(app, ["run", f"{source}:checked", *params])
         assert result.exit_code == 2, result.output

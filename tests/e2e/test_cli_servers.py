@@ -200,7 +200,7 @@ def test_run_in_process(zhome: Path, tmp_path: Path) -> None:
     invalid = cli("run", WEATHER, "-p", "days=many", check=False)
     assert invalid.returncode == 2
     assert invalid.stderr.splitlines() == [
-        "Error: --param city is required; --param days: Input should be a valid integer"
+        "Error: --param city (str) is required; --param days (int): Input should be a valid integer"
     ]
     slow = cli(
         "run",

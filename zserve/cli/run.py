@@ -60,7 +60,7 @@ def run(
         if json_:
             extra: dict[str, Any] = {"job_id": job_id, "run_id": None}
             print_document(err.to_problem(**extra))
-        raise fail(err) from None
+        raise fail(err, plan.schema) from None
     if json_:
         print_document(success_body(outputs, job_id, "none", elapsed))
         return
