@@ -69,8 +69,14 @@ def test_extract_is_once_read_only_and_refuses_entries_that_climb_out(tmp_path: 
     assert target == tmp_path / "code" / digest
     assert (target / "data" / "a.csv").read_bytes() == b"1"
     assert not (target / "flow.py").stat().st_mode & 0o222
-    assert extract(tmp_path, digest, pack({"other.py": b""})[1]) == target  # already there
+    assert extract(tmp_path, digest, data) == target  # already there
     assert sorted(p.name for p in (tmp_path / "code").iterdir()) == [digest]  # no temp left
+    # the owner's only: the deployed code is nobody else's to read
+    for path in (tmp_path / "code", target, target / "data", target / "flow.py"):
+        assert not path.stat().st_mode & 0o077, path
+    for bad_digest, bad_data in (("../../etc", data), (digest, pack({"other.py": b""})[1])):
+        with pytest.raises(UsageError, match="does not match its address"):
+            extract(tmp_path, bad_digest, bad_data)
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -79,3 +85,34 @@ def test_extract_is_once_read_only_and_refuses_entries_that_climb_out(tmp_path: 
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(UsageError, match="not a plain relative file"):
         unpack(gzip.compress(buf.getvalue()))
+
+
+def test_local_modules_imported_only_when_a_step_runs_are_captured(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    loaded = _tree(root, {
+        "flow.py": "def step():\n    import lazy\n    from pkg.sub import thing\n",
+        "lazy.py": "V = 1\n",
+        "pkg/__init__.py": "",
+        "pkg/sub.py": "from .deeper import x\nfrom .. import nothing_above\n",
+        "pkg/deeper.py": "x = 1\n",
+        "unused.py": "",
+    })[:1]  # fmt: skip
+    snap = capture(root, loaded)
+    assert sorted(snap.files) == [
+        "flow.py", "lazy.py", "pkg/__init__.py", "pkg/deeper.py", "pkg/sub.py",
+    ]  # fmt: skip
+
+
+def test_a_linked_module_keeps_its_name_and_an_include_may_not_leave_the_root(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "proj"
+    _tree(root, {"flow.py": "import helpers\n", "lib/real.py": "X = 1\n"})
+    (root / "helpers.py").symlink_to(root / "lib" / "real.py")
+    snap = capture(root, [str(root / "flow.py"), str(root / "helpers.py")])
+    assert sorted(snap.files) == ["flow.py", "helpers.py"]  # imported as helpers
+    _tree(tmp_path / "secrets", {"key.txt": "s3cret"})
+    (root / "data").mkdir()
+    (root / "data" / "key.txt").symlink_to(tmp_path / "secrets" / "key.txt")
+    with pytest.raises(UsageError, match="a link to a file outside"):
+        capture(root, [str(root / "flow.py")], ["data/*"])

@@ -67,6 +67,17 @@ def test_a_deployment_records_its_archive_and_environment(store: Store) -> None:
     assert store.code_archive_count() == 2
 
 
+def test_the_same_code_against_other_packages_is_a_new_version(store: Store) -> None:
+    """Else the "deployed with httpx 0.27.0" warning could never be cleared by redeploying."""
+    digest = _archive(store)
+    first, _ = _deploy(store, digest)
+    env = {"python": "3.11.7", "packages": {"httpx": "0.28.1"}, "include": ["data/*.csv"]}
+    args = deployment_args(code_hash=digest)
+    upgraded, created = store.add_deployment(**args, code_archive=digest, environment=env)
+    assert created and upgraded.version == first.version + 1
+    assert store.get_deployment(upgraded.id).environment["packages"] == {"httpx": "0.28.1"}
+
+
 def test_deleting_the_last_user_of_an_archive_deletes_it(store: Store) -> None:
     digest = _archive(store)
     _deploy(store, digest)

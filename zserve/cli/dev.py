@@ -109,10 +109,11 @@ class _Child:
     """The server process: one at a time, on the socket this process bound."""
 
     def __init__(self, source: str, root: str, settings: Settings, fd: int) -> None:
-        from zserve.server.dev import DEV_FD_ENV
+        from zserve.server.dev import DEV_FD_ENV, DEV_PARENT_ENV
 
         self.argv = [sys.executable, "-m", "zserve.server.dev", source, root]
-        self.env = {**os.environ, SETTINGS_ENV: settings.to_json(), DEV_FD_ENV: str(fd)}
+        self.env = {**os.environ, SETTINGS_ENV: settings.to_json(), DEV_FD_ENV: str(fd),
+                    DEV_PARENT_ENV: str(os.getpid())}  # fmt: skip
         self.fd = fd
         self.grace_s = settings.grace_s
         self.proc: subprocess.Popen[bytes] | None = None

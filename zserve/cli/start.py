@@ -188,7 +188,9 @@ def spawn(settings: Settings, handed: bool) -> Spawned:
         env[HANDED_ENV] = "1"
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zserve.server.app"],
+            # -P: the working directory is not on sys.path, so a module missing from the
+            # snapshot fails loudly instead of being imported from the working copy
+            [sys.executable, "-P", "-m", "zserve.server.app"],
             stdin=subprocess.PIPE if handed else subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C in this terminal must not reach the server

@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import io
 import os
+import re
 import shutil
 import site
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from zserve.errors import UsageError
+from zserve.paths import private_dir
 
 __all__ = [
     "Snapshot",
@@ -85,27 +87,86 @@ def _local(path: Path, root: Path, excluded: list[Path]) -> bool:
 
 def capture(root: Path, loaded_files: Iterable[str], include: Iterable[str] = ()) -> Snapshot:
     """The snapshot of ``loaded_files`` (absolute paths the import loaded) that are local code
-    under ``root``, plus the files ``include`` globs (relative to ``root``) match."""
+    under ``root``, the local modules those import (also the ones a step imports only when it
+    runs), and the files ``include`` globs (relative to ``root``) match. A file is named by the
+    path the import saw: a link keeps its own name."""
+    given_root = Path(os.path.abspath(root))
     root = root.resolve()
     excluded = _excluded_dirs()
-    paths: set[Path] = set()
+    paths: dict[str, Path] = {}
     for name in loaded_files:
-        path = Path(name).resolve()
-        if _local(path, root, excluded):
-            paths.add(path)
+        path = Path(os.path.abspath(name))
+        rel = _named(path, given_root, root)
+        if rel is not None and _local(path.resolve(), root, excluded):
+            paths[rel] = path
+    _add_local_imports(paths, given_root, root, excluded)
     patterns = list(include)
     for pattern in patterns:
         if Path(pattern).is_absolute() or ".." in PurePosixPath(pattern).parts:
             raise UsageError(
                 f"--include {pattern!r} must be a glob relative to {root} (no '..', not absolute)"
             )
-        matched = [p for p in root.glob(pattern) if p.is_file()]
+        matched = [p for p in given_root.glob(pattern) if p.is_file()]
         if not matched:
             raise UsageError(f"--include {pattern!r} matches no file under {root}: check the glob")
-        paths.update(p.resolve() for p in matched)
-    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(paths)}
+        for path in matched:
+            rel = _named(path, given_root, root)
+            if rel is None or not path.resolve().is_relative_to(root):
+                raise UsageError(
+                    f"--include {pattern!r} matches {path}, a link to a file outside {root}: "
+                    "copy the file under the import root, or leave it out of the glob"
+                )
+            paths[rel] = path
+    files = {rel: paths[rel].read_bytes() for rel in sorted(paths)}
     version = ".".join(str(v) for v in sys.version_info[:3])
     return Snapshot(files, version, _packages(files), patterns)
+
+
+def _named(path: Path, given_root: Path, root: Path) -> str | None:
+    """``path`` relative to the root as the user named it (or as it resolves), or None."""
+    for base in (given_root, root):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return None
+
+
+def _add_local_imports(
+    paths: dict[str, Path], given_root: Path, root: Path, excluded: list[Path]
+) -> None:
+    """Add to ``paths`` the local modules its Python files import, wherever the import is
+    (a function body too), and theirs in turn: a module only a step imports is served from
+    the snapshot like the others, not from the working copy."""
+    todo = [rel for rel in paths if rel.endswith(".py")]
+    while todo:
+        rel = todo.pop()
+        try:
+            tree = ast.parse(paths[rel].read_bytes())
+        except (SyntaxError, ValueError, OSError):
+            continue
+        package = PurePosixPath(rel).parent.parts
+        for node in ast.walk(tree):
+            dotted: list[str] = []
+            if isinstance(node, ast.Import):
+                dotted = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                up = node.level - 1 if node.level else 0
+                if up > len(package):
+                    continue  # climbs out of the root
+                base = package[: len(package) - up] if node.level else ()
+                module = (*base, *node.module.split(".")) if node.module else tuple(base)
+                dotted = [".".join(module)] if module else []
+                dotted += [".".join((*module, a.name)) for a in node.names if a.name != "*"]
+            for name in dotted:
+                parts = name.split(".")
+                for i in range(1, len(parts) + 1):  # a package's __init__ runs too
+                    for candidate in ("/".join(parts[:i]) + ".py",
+                                      "/".join(parts[:i]) + "/__init__.py"):  # fmt: skip
+                        path = given_root / candidate
+                        if candidate in paths or not path.is_file():
+                            continue
+                        if _local(path.resolve(), root, excluded):
+                            paths[candidate] = path
+                            todo.append(candidate)
 
 
 def _packages(files: dict[str, bytes]) -> dict[str, str]:
@@ -193,21 +254,24 @@ def file_list(files: dict[str, bytes]) -> list[dict[str, Any]]:
 
 
 def extract(home: str | Path, digest: str, data: bytes) -> Path:
-    """``$ZSERVE_HOME/code/<digest>/`` with the archive's files (read-only), extracted once:
-    into a temporary folder beside it, then renamed into place."""
-    base = Path(home) / "code"
+    """``$ZSERVE_HOME/code/<digest>/`` with the archive's files (read-only, the owner's only),
+    extracted once: into a temporary folder beside it, then renamed into place. The archive
+    must be what ``digest`` says."""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or (
+        hashlib.sha256(gzip.decompress(data)).hexdigest() != digest
+    ):
+        raise UsageError(f"Code archive {digest[:80]!r} does not match its address: redeploy")
+    base = private_dir(Path(home) / "code")
     target = base / digest
     if target.is_dir():
         return target
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest[:12]}-", dir=base))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest[:12]}-", dir=base))  # 0700
     try:
         for rel, content in unpack(data).items():
             path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.write_bytes(content)
-            path.chmod(0o444)
-        tmp.chmod(0o755)
+            path.chmod(0o400)
         try:
             os.rename(tmp, target)
         except OSError:

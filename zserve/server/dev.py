@@ -22,10 +22,12 @@ from zserve.errors import PROBLEM_BASE, ZServeError
 from zserve.records import DeploymentRecord
 from zserve.settings import SETTINGS_ENV, Settings
 
-__all__ = ["DEV_FD_ENV", "dev_record", "error_app", "main"]
+__all__ = ["DEV_FD_ENV", "DEV_PARENT_ENV", "dev_record", "error_app", "main"]
 
 #: The file descriptor of the listening socket the parent hands over.
 DEV_FD_ENV = "ZSERVE_DEV_FD"
+#: The pid of `zserve dev`: its server stops when that process is gone (even before it started).
+DEV_PARENT_ENV = "ZSERVE_DEV_PARENT"
 #: The problem type of the 503 that stands in for a pipeline that does not load.
 NOT_LOADED = f"{PROBLEM_BASE}pipeline-not-loaded"
 
@@ -87,12 +89,13 @@ def build_app(settings: Settings, source: str, import_root: str) -> tuple[Any, s
 
 
 def main() -> None:
-    import uvicorn
-
     from zserve.server.boot import die_with_supervisor, uvicorn_options
 
+    # the pid `zserve dev` passed, not getppid(): if it died already, that is init's
+    die_with_supervisor(int(os.environ.pop(DEV_PARENT_ENV, os.getppid())))
+    import uvicorn
+
     source, import_root = sys.argv[1], sys.argv[2]
-    die_with_supervisor(os.getppid())
     settings = Settings.from_json(os.environ[SETTINGS_ENV])
     sock = socket.socket(fileno=int(os.environ.pop(DEV_FD_ENV)))
     app, what = build_app(settings, source, import_root)

@@ -220,8 +220,7 @@ class Store(CodeArchives):
                     and latest.settings == settings
                     and latest.capture_default == capture_default
                     and latest.code_archive == code_archive
-                    and (latest.environment or {}).get("include")
-                    == (environment or {}).get("include")
+                    and (latest.environment or {}) == (environment or {})  # packages too
                 ):
                     return deployments.record(latest), False
                 version = (latest.version if latest is not None else 0) + 1
