@@ -284,9 +284,18 @@ def test_delete_refuses_a_served_deployment_and_several_versions(
         assert (refused.returncode, refused.stderr.splitlines()) == (2, [served]), args
     assert len(json.loads(cli("deployments", "list", "--json").stdout)["deployments"]) == 2
 
+    v1_hash, v2_hash = (
+        json.loads(cli("deployments", "show", ref, "--json").stdout)["deployment"]["code_archive"]
+        for ref in ("weather:1", "weather:2")
+    )
+    cli("run", "weather:2", "--param", "days=1", check=False)  # extracts v2's code
+    assert sorted(p.name for p in (zhome / "code").iterdir()) == sorted([v1_hash, v2_hash])
     assert delete("weather:2").stdout.startswith("Deleted weather:2 ")  # not served
     assert len(_archives(zhome)) == 1
+    # its extracted code went with it; v1's stays while a server serves from it
+    assert [p.name for p in (zhome / "code").iterdir()] == [v1_hash]
     forced = delete("weather:1", "--force")
     assert forced.returncode == 0 and forced.stdout.startswith("Deleted weather:1 ")
     assert _archives(zhome) == []
+    assert [p.name for p in (zhome / "code").iterdir()] == [v1_hash]
     _stop(server)

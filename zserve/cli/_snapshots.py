@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from typing import Any
 
 import typer
 
@@ -13,7 +14,7 @@ from zserve.errors import DeploymentInUse, UsageError
 from zserve.records import DeploymentRecord
 from zserve.settings import Settings
 
-__all__ = ["check_deletable", "code_diff"]
+__all__ = ["check_deletable", "code_diff", "forget_code"]
 
 
 def check_deletable(
@@ -39,6 +40,38 @@ def check_deletable(
                 f"Deployment {server.deployment} is served by server {server.id} ({server.url}): "
                 f"run `zserve stop {server.id}` first, or pass --force"
             )
+
+
+def forget_code(home: str, deleted: list[DeploymentRecord], store: Any) -> list[str]:
+    """Remove the extracted code (``$ZSERVE_HOME/code/<hash>/``) of the archives the deletion
+    took out of the store, unless a running server still serves from it (``--force``), and
+    extraction folders a killed extraction left; the hashes removed."""
+    import shutil
+    import time
+    from pathlib import Path
+
+    from zserve import registry
+
+    base = Path(home) / "code"
+    if not base.is_dir():
+        return []
+    serving = {s.deployment_id for s in registry.list_servers(home)}
+    removed = []
+    for digest in {r.code_archive for r in deleted if r.code_archive}:
+        if any(r.id in serving for r in deleted if r.code_archive == digest):
+            continue
+        try:
+            store.get_code_archive(digest, data=False)
+            continue  # another deployment still uses it
+        except UsageError:
+            pass
+        if (base / digest).is_dir():
+            shutil.rmtree(base / digest)
+            removed.append(digest)
+    for tmp in base.glob(".tmp-*"):  # left by an extraction killed midway, an hour ago or more
+        if time.time() - tmp.stat().st_mtime > 3600:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return removed
 
 
 def _resolve_pair(a: str, b: str) -> tuple[DeploymentRecord, DeploymentRecord]:

@@ -149,13 +149,14 @@ def delete(
 
     A bare name with several versions needs --all-versions; --force deletes even what a running
     server serves."""
-    from zserve.cli._snapshots import check_deletable
+    from zserve.cli._snapshots import check_deletable, forget_code
     from zserve.store import Store
 
     settings = Settings.from_env()
     with Store(settings.store_url) as store:
         check_deletable(settings.home, ref, store.find_deployments(ref), all_versions, force)
         deleted = store.delete_deployment(ref)
+        forget_code(settings.home, deleted, store)
     _forget_jobs(settings.home, [r.id for r in deleted])
     if json_:
         print_json({"deleted": [r.to_dict() for r in deleted]})
