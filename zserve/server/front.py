@@ -17,15 +17,14 @@ import hmac
 from typing import Any
 
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from zserve.errors import ZServeError
 from zserve.server.guard import HostGuard
-from zserve.server.logs import REQUEST_ID, request_id_of
-from zserve.server.middleware import GZIP_LEVEL, GZIP_MINIMUM
-from zserve.server.problems import client_gone, problem_from_error, unexpected
+from zserve.server.logs import REQUEST_ID, given_request_id, request_id_of
+from zserve.server.middleware import GZIP_LEVEL, GZIP_MINIMUM, answer
+from zserve.server.problems import unexpected
 
 __all__ = ["InvokeFront"]
 #: What ``InvokeFront.look`` finds a request to be.
@@ -57,22 +56,13 @@ class InvokeFront:
         if kind == _FULL:
             await self.full(scope, receive, send)
             return
-        given = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = value
-                break
-        request_id, header = request_id_of(given)
+        request_id, header = request_id_of(given_request_id(scope))
         token = REQUEST_ID.set(request_id)
         try:
             request = Request(scope, receive, send)
             response: Response
             try:
-                response = await self.handler(request)
-            except ZServeError as exc:
-                response = problem_from_error(exc)
-            except ClientDisconnect:
-                response = client_gone(request)
+                response = await answer(self.handler, request)
             except Exception as exc:  # the app's 500, as Starlette's ServerErrorMiddleware gives
                 response = unexpected(request, exc)
             response.raw_headers.append(header)

@@ -27,6 +27,7 @@ __all__ = [
     "RequestIdFilter",
     "RequestIdMiddleware",
     "TextFormatter",
+    "given_request_id",
     "log_config",
     "request_id_of",
 ]
@@ -47,12 +48,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = value
-                break
-        request_id, header = request_id_of(given)
+        request_id, header = request_id_of(given_request_id(scope))
         token = REQUEST_ID.set(request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -64,6 +60,14 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+
+
+def given_request_id(scope: Scope) -> bytes | None:
+    """The request's first ``X-Request-ID`` header, if any."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 def request_id_of(given: bytes | None) -> tuple[str, tuple[bytes, bytes]]:

@@ -24,6 +24,7 @@ __all__ = [
     "GzipWhenAccepted",
     "HeadMiddleware",
     "InvokeShortcut",
+    "answer",
 ]
 
 OPEN_PATHS = frozenset({"/health"})
@@ -196,12 +197,16 @@ class InvokeShortcut:
         if scope["type"] != "http" or scope["path"] != "/invoke" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive, send)
-        response: Response
-        try:
-            response = await self.handler(request)
-        except ZServeError as exc:
-            response = problem_from_error(exc)
-        except ClientDisconnect:
-            response = client_gone(request)
+        response = await answer(self.handler, Request(scope, receive, send))
         await response(scope, receive, send)
+
+
+async def answer(handler: Any, request: Request) -> Response:
+    """``handler``'s answer to ``request``, its errors answered as the app answers them: a
+    ZServeError its problem document, a client gone 400 (and a log line)."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except ZServeError as exc:
+        return problem_from_error(exc)
+    except ClientDisconnect:
+        return client_gone(request)
