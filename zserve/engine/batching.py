@@ -89,6 +89,16 @@ class Batcher:
         self._context = contextvars.Context()
         self._context.run(current_step.set, step)
 
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a batch (not those of the batch in flight)."""
+        return len(self._queue)
+
+    @property
+    def running(self) -> bool:
+        """Whether a batch is in flight."""
+        return self._running
+
     def expect(self) -> None:
         """A run that will reach this step has started."""
         self.expected += 1

@@ -9,7 +9,7 @@ worker (or an in-process test) keeps a private in-memory registry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -117,26 +117,27 @@ class Metrics:
             for r in DROP_REASONS
         }
 
-        #: the batched steps (their node names): a histogram of batch sizes and waits each
-        self.batch_size = Histogram(
-            "zserve_batch_size",
-            "Calls gathered into one call of a batched step, by step.",
-            ["step"],
-            buckets=BATCH_SIZES,
-            registry=self.registry,
-        )
-        self.batch_wait = Histogram(
-            "zserve_batch_wait_seconds",
-            "How long the oldest call of a batch waited for the batch to start, by step.",
-            ["step"],
-            buckets=BATCH_WAITS,
-            registry=self.registry,
-        )
-        self._batch = {
-            step: (self.batch_size.labels(step=step).observe,
-                   self.batch_wait.labels(step=step).observe)
-            for step in batched
-        }  # fmt: skip
+        #: per batched step (its node's name): its observers of batch sizes and waits; the
+        #: histograms exist only in a server with batched steps
+        self._batch: dict[str, tuple[Callable[[float], None], Callable[[float], None]]] = {}
+        if batched:
+            sizes = Histogram(
+                "zserve_batch_size",
+                "Calls gathered into one call of a batched step, by step.",
+                ["step"],
+                buckets=BATCH_SIZES,
+                registry=self.registry,
+            )
+            waits = Histogram(
+                "zserve_batch_wait_seconds",
+                "How long the oldest call of a batch waited for the batch to start, by step.",
+                ["step"],
+                buckets=BATCH_WAITS,
+                registry=self.registry,
+            )
+            for step in batched:
+                self._batch[step] = (sizes.labels(step=step).observe,
+                                     waits.labels(step=step).observe)  # fmt: skip
 
     def batch(self, step: str, size: int, wait_s: float) -> None:
         """A batch of ``size`` calls of ``step`` started; its oldest call waited ``wait_s``
