@@ -59,5 +59,10 @@ def get_context() -> RunContext:
     """The context of the run being executed. Only valid inside a step."""
     ctx = _current.get()
     if ctx is None:
+        if current_step.get() is not None:  # only a batched step runs without a run context
+            raise RuntimeError(
+                "zserve.get_context() is not available in a batched step: its call serves "
+                "several runs at once"
+            )
         raise RuntimeError("zserve.get_context() is only available while a pipeline step runs")
     return ctx

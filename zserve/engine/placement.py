@@ -7,9 +7,10 @@ took under ``SHORT_S``, the stage runs on the event loop instead; the first run 
 ``LONG_S`` or more sends it back to threads for good (in that worker). So one call per stage per
 worker may hold the loop before the demotion: at most the one that showed it was long.
 
-Never for ``@step(blocking=True)`` (a step that says it blocks), generator steps, fan-out plans,
-or with ``ZSERVE_ADAPTIVE_STEPS=false``. Counts are plain attributes: threads of concurrent runs
-may update them at once, and a lost update only delays a promotion.
+Never for ``@step(blocking=True)`` (a step that says it blocks), generator steps, batched steps
+(a stage of their own: engine/batching.py), fan-out plans, or with
+``ZSERVE_ADAPTIVE_STEPS=false``. Counts are plain attributes: threads of concurrent runs may
+update them at once, and a lost update only delays a promotion.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from zserve.engine.batching import Batcher, BatchHook, BatchSpec, describe_batching
 from zserve.engine.placement import Placement
 from zserve.engine.policies import StepPolicy, compile_policies, describe_policy
 from zserve.engine.values import jsonable
@@ -105,6 +106,8 @@ class CompiledStep:
     adaptive: bool
     args: list[tuple[str, Getter]]
     upstream: list[str]
+    #: a batched step (``@step(batch=N)``): the queue its runs' calls go through
+    batcher: Batcher | None = None
 
     def kwargs(self, params: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         return {name: get(params, results) for name, get in self.args}
@@ -116,9 +119,10 @@ class Stage:
 
     ``"thread"``: consecutive blocking sync steps, run one after the other in one thread hop.
     ``"loop"``: async steps and non-blocking sync steps, run on the event loop.
+    ``"batch"``: one batched step (engine/batching.py), never merged with others.
     """
 
-    where: Literal["thread", "loop"]
+    where: Literal["thread", "loop", "batch"]
     steps: list[CompiledStep]
     #: a thread stage of plain ``@step`` sync steps: may move to the loop (engine/placement.py)
     placement: Placement | None = None
@@ -152,10 +156,22 @@ class Plan:
     #: whether thread stages of plain ``@step`` steps may move to the loop
     #: (``ZSERVE_ADAPTIVE_STEPS``; engine/placement.py)
     adaptive: bool = True
+    #: the queues of its batched steps; empty for most plans, which then pay nothing for them
+    batchers: tuple[Batcher, ...] = ()
 
     @property
     def linear(self) -> bool:
         return self.stages is not None
+
+    @property
+    def on_batch(self) -> BatchHook | None:
+        """Told (step, size, seconds its oldest call waited) of every batch (server metrics)."""
+        return self.batchers[0].on_batch if self.batchers else None
+
+    @on_batch.setter
+    def on_batch(self, hook: BatchHook | None) -> None:
+        for batcher in self.batchers:
+            batcher.on_batch = hook
 
     def validate_parameters(self, values: dict[str, Any]) -> dict[str, Any]:
         """Validate a parameters dict; raises InvalidParameters naming every bad field."""
@@ -241,7 +257,12 @@ def _check_parameter(pipeline: str, name: str, annotation: Any) -> None:
 def _compile_step(node: Node) -> CompiledStep:
     step = node.step
     fn = step.fn
-    if node.arity is not None and not step.is_generator:
+    batcher = None
+    if step.batch is not None:  # each element's arity is checked by the batcher
+        spec = BatchSpec(step.batch, step.batch_wait_ms)
+        batcher = Batcher(node.id, fn, spec, is_async=step.is_async, on_loop=not step.blocking,
+                          arity=node.arity)  # fmt: skip
+    elif node.arity is not None and not step.is_generator:
         fn = _returning(fn, node.arity, step.is_async)
     return CompiledStep(
         id=node.id,
@@ -253,6 +274,7 @@ def _compile_step(node: Node) -> CompiledStep:
         adaptive=step.adaptive,
         args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
         upstream=node.upstream,
+        batcher=batcher,
     )
 
 
@@ -292,6 +314,9 @@ def _stages(steps: list[CompiledStep]) -> list[Stage] | None:
             return None
     stages: list[Stage] = []
     for s in steps:
+        if s.batcher is not None:
+            stages.append(Stage("batch", [s]))
+            continue
         where: Literal["thread", "loop"] = "thread" if s.blocking else "loop"
         if stages and stages[-1].where == where:
             stages[-1].steps.append(s)
@@ -331,11 +356,15 @@ def compile_plan(pipe: Pipeline) -> Plan:
         private_outputs=policies.private_outputs,
         redact=policies.redact,
         capture_flush=policies.capture_flush,
+        batchers=tuple(s.batcher for s in steps if s.batcher is not None),
     )
     plan.spec = describe(plan)
+    batching = describe_batching(plan.batchers)
     for entry in plan.spec["steps"]:
         if entry["name"] in plan.policies:
             entry["capture_policy"] = describe_policy(plan.policies[entry["name"]])
+        if entry["name"] in batching:
+            entry["batch"] = batching[entry["name"]]
     return plan
 
 

@@ -9,6 +9,11 @@ finished, chunks, progress); they are how jobs record their steps' states and pu
 how tracked mode will record runs. Cancelling the task that runs ``execute`` stops
 the run: async steps at once, a sync step when it returns (its result is discarded), a generator
 step between two items; no further step starts.
+
+A batched step (``@step(batch=N)``) hands its call to the step's ``Batcher``
+(``zserve.engine.batching``) and waits for its own result; the observers hear about it on the
+loop, with this run's own value. Runs of a plan with batched steps are counted by each batcher
+until they reach its step, so that a batch starts at once when no other run can join it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
+from zserve.engine.batching import Batcher
 from zserve.engine.context import RunContext, bind_context, current_step, unbind_context
 from zserve.engine.observer import SILENT, Observer, observe
 from zserve.engine.placement import Placement
@@ -35,7 +41,7 @@ class _Stopped(Exception):
 class _Run:
     """What one execution carries: values, the observer, and the stop flag for threads."""
 
-    __slots__ = ("_stop", "deadline", "observer", "params", "results")
+    __slots__ = ("_stop", "deadline", "observer", "params", "results", "unreached")
 
     def __init__(self, params: dict[str, Any], observer: Observer) -> None:
         self.params = params
@@ -44,6 +50,8 @@ class _Run:
         self._stop: threading.Event | None = None
         #: The loop time by which the run must end (``timeout_s``), or None.
         self.deadline: float | None = None
+        #: The batched steps this run has yet to reach (set only when the plan has some).
+        self.unreached: set[Batcher]
 
     def check_deadline(self) -> None:
         """A step on the event loop cannot be interrupted: the time is checked between them
@@ -80,6 +88,10 @@ async def execute(
     """
     observer = observe(*observers)
     run = _Run(params, observer)
+    if plan.batchers:
+        run.unreached = set(plan.batchers)
+        for batcher in plan.batchers:
+            batcher.expect()
     ctx = RunContext(job_id=job_id, pipeline=plan.name, capture=capture, parameters=params,
                      on_progress=None if observer is SILENT else observer.progress)  # fmt: skip
     token = bind_context(ctx)
@@ -100,6 +112,9 @@ async def execute(
         outputs = _outputs(plan, params, run.results)
     except BaseException as exc:
         run.halt()  # a step still running in a thread starts nothing more
+        if plan.batchers:  # (a run that succeeds reached every step)
+            for batcher in run.unreached:
+                batcher.forget()
         observer.run_finished(ctx, None, exc)
         raise
     finally:
@@ -128,6 +143,10 @@ async def _run(plan: Plan, run: _Run) -> None:
                 continue
             _ = run.stop  # made here, on the loop, before the thread can look at it
             await asyncio.to_thread(_run_sync_steps, stage.steps, run, placement)
+        elif stage.where == "batch":
+            s = stage.steps[0]
+            run.check_deadline()
+            run.results[s.id] = await _run_batched(s, run)
         else:
             for s in stage.steps:
                 run.check_deadline()
@@ -220,7 +239,35 @@ async def _drain_async(s: CompiledStep, agen: AsyncIterator[Any], run: _Run) -> 
     return items
 
 
+async def _run_batched(s: CompiledStep, run: _Run) -> Any:
+    """A batched step: this run's call joins the step's next batch; its own result back."""
+    batcher = s.batcher
+    assert batcher is not None
+    observer = run.observer
+    observer.step_started(s.id)
+    start = time.perf_counter()
+    try:
+        kwargs = s.kwargs(run.params, run.results)
+        run.unreached.discard(batcher)
+        value, error = await batcher.call(kwargs)
+    except asyncio.CancelledError as exc:
+        observer.step_finished(s.id, time.perf_counter() - start, exc)
+        raise
+    except Exception as exc:  # reading its arguments
+        observer.step_finished(s.id, time.perf_counter() - start, exc)
+        raise StepFailed(s.id, exc) from exc
+    if error is not None:
+        observer.step_finished(s.id, time.perf_counter() - start, error)
+        raise StepFailed(s.id, error) from error
+    elapsed = time.perf_counter() - start
+    observer.step_output(s.id, value)
+    observer.step_finished(s.id, elapsed, None)
+    return value
+
+
 async def _run_step(s: CompiledStep, run: _Run) -> Any:
+    if s.batcher is not None:
+        return await _run_batched(s, run)
     if s.blocking:
         _ = run.stop
         return await asyncio.to_thread(_call_sync, s, run)

@@ -7,10 +7,14 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from zserve.errors import PipelineDefinitionError
 from zserve.sdk import tracing
 from zserve.sdk.capture import check_step_settings
 
-__all__ = ["Step", "step"]
+__all__ = ["DEFAULT_BATCH_WAIT_MS", "Step", "step"]
+
+#: How long the first call of a batch waits for others, unless ``batch_wait_ms`` says.
+DEFAULT_BATCH_WAIT_MS = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,11 +34,16 @@ class Step(Generic[P, R]):
         name: str | None = None,
         blocking: bool | None = None,
         settings: dict[str, Any] | None = None,
+        batch: int | None = None,
+        batch_wait_ms: float | None = None,
     ):
         self.fn = fn
         self.name = name or fn.__name__
         self.signature = inspect.signature(fn)
         check_step_settings(self.name, self.signature, {} if settings is None else settings)
+        #: a batched step (``batch=``): the most calls of concurrent runs gathered into one call
+        #: of ``fn`` with a list per input, and how long the first of them may wait for others
+        self.batch, self.batch_wait_ms = _check_batch(self.name, fn, batch, batch_wait_ms)
         #: capture settings (``zserve.sdk.capture``): capture, artifacts, inputs, outputs, redact
         self.settings: dict[str, Any] = dict(settings or {})
         #: an ``async def`` or ``async def ... yield`` step: runs on the event loop
@@ -46,7 +55,9 @@ class Step(Generic[P, R]):
         self.blocking = blocking is not False and not self.is_async
         #: ``blocking`` not said, on a plain sync function: it runs in a thread until its
         #: durations show it is short (``zserve.engine.placement``)
-        self.adaptive = blocking is None and not self.is_async and not self.is_generator
+        self.adaptive = (
+            blocking is None and not self.is_async and not self.is_generator and batch is None
+        )
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -60,15 +71,54 @@ class Step(Generic[P, R]):
         return f"<Step {self.name}>"
 
 
+def _check_batch(
+    name: str, fn: Callable[..., Any], batch: int | None, wait_ms: float | None
+) -> tuple[int | None, float]:
+    """``batch`` and ``batch_wait_ms`` as given, checked; the wait defaults to 5 ms."""
+    if batch is None:
+        if wait_ms is not None:
+            raise PipelineDefinitionError(
+                f"step '{name}': batch_wait_ms applies to a batched step only; add batch=N "
+                "(the most calls in one batch)"
+            )
+        return None, DEFAULT_BATCH_WAIT_MS
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise PipelineDefinitionError(
+            f"step '{name}': batch must be a whole number of calls, 1 or more (got {batch!r})"
+        )
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise PipelineDefinitionError(
+            f"step '{name}': a generator step cannot be batched (each run streams its own "
+            "items); remove batch=, or make it return a list"
+        )
+    if wait_ms is None:
+        return batch, DEFAULT_BATCH_WAIT_MS
+    if isinstance(wait_ms, bool) or not isinstance(wait_ms, int | float) or not wait_ms >= 0:
+        raise PipelineDefinitionError(
+            f"step '{name}': batch_wait_ms must be a number of milliseconds, 0 or more "
+            f"(got {wait_ms!r})"
+        )
+    if wait_ms == float("inf"):
+        raise PipelineDefinitionError(f"step '{name}': batch_wait_ms must be finite")
+    return batch, float(wait_ms)
+
+
 class _StepDecorator:
     """What ``@step(...)`` with options returns."""
 
     def __init__(
-        self, name: str | None, blocking: bool | None, settings: dict[str, Any] | None
+        self,
+        name: str | None,
+        blocking: bool | None,
+        settings: dict[str, Any] | None,
+        batch: int | None = None,
+        batch_wait_ms: float | None = None,
     ) -> None:
         self.name = name
         self.blocking = blocking
         self.settings = settings
+        self.batch = batch
+        self.batch_wait_ms = batch_wait_ms
 
     @overload
     def __call__(self, fn: Callable[P, AsyncIterator[R]], /) -> Step[P, list[R]]: ...
@@ -79,7 +129,8 @@ class _StepDecorator:
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Step[P, R]: ...
     def __call__(self, fn: Callable[P, Any], /) -> Step[P, Any]:
-        return Step(fn, name=self.name, blocking=self.blocking, settings=self.settings)
+        return Step(fn, name=self.name, blocking=self.blocking, settings=self.settings,
+                    batch=self.batch, batch_wait_ms=self.batch_wait_ms)  # fmt: skip
 
 
 @overload
@@ -92,7 +143,12 @@ def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Step[P, R]: ...
 def step(fn: Callable[P, R], /) -> Step[P, R]: ...
 @overload
 def step(
-    *, name: str | None = None, blocking: bool | None = None, settings: dict[str, Any] | None = None
+    *,
+    name: str | None = None,
+    blocking: bool | None = None,
+    settings: dict[str, Any] | None = None,
+    batch: int | None = None,
+    batch_wait_ms: float | None = None,
 ) -> _StepDecorator: ...
 
 
@@ -103,6 +159,8 @@ def step(
     name: str | None = None,
     blocking: bool | None = None,
     settings: dict[str, Any] | None = None,
+    batch: int | None = None,
+    batch_wait_ms: float | None = None,
 ) -> Step[P, Any] | _StepDecorator:
     """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False,
     settings={...})``.
@@ -124,6 +182,16 @@ def step(
     it), ``artifacts``, ``inputs`` (``{param: mode | {"mode": ..., "artifacts": ...}}``),
     ``outputs`` (the same, for its output as a whole) and ``redact`` (key words). A value's
     policy can also be written in the signature: ``token: Annotated[str, Capture("none")]``.
+
+    ``batch=N`` makes a batched step: the engine gathers the calls of concurrent runs in a
+    worker into one call of the function, up to ``N`` of them, the first waiting at most
+    ``batch_wait_ms`` (default 5) for others, and none when no other run can still reach the
+    step. The function receives a list for each of its inputs and returns a list (or tuple) of
+    the same length, one result per call, in order; an element that is an exception fails only
+    that call's run. The pipeline body calls the step with single values, like any other step.
+    A sync batched function runs in a worker thread (on the loop with ``blocking=False``), one
+    batch at a time; generator steps cannot be batched. Inside it ``get_context()`` is not
+    available (its call serves several runs).
     """
-    decorator = _StepDecorator(name, blocking, settings)
+    decorator = _StepDecorator(name, blocking, settings, batch, batch_wait_ms)
     return decorator if fn is None else decorator(fn)

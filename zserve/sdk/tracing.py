@@ -46,6 +46,9 @@ class TracedStep(Protocol):
     is_generator: bool
     blocking: bool
     adaptive: bool
+    #: a batched step: the most calls in one batch (None: not batched), and the longest wait
+    batch: int | None
+    batch_wait_ms: float
     #: capture settings, checked (``zserve.sdk.capture``)
     settings: dict[str, Any]
 
@@ -286,7 +289,7 @@ class Tracer:
         so that the run checks it; unknown, a definition error saying how to annotate it."""
         node = next(n for n in self.graph.nodes if n.id == node_id)
         if node.arity is None:
-            count = step_arity(node.step.fn, node.step.is_generator)
+            count = step_arity(node.step.fn, node.step.is_generator, node.step.batch is not None)
             if isinstance(count, str):
                 raise PipelineDefinitionError(
                     f"{self.where()}: cannot {verb} the output of step '{node.step.name}': "

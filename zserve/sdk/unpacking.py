@@ -7,6 +7,7 @@ values each such step returns (``zserve.engine.plan``).
 
 from __future__ import annotations
 
+import collections.abc
 import dis
 import inspect
 import typing
@@ -28,12 +29,18 @@ def fixed_arity(annotation: Any) -> int | None:
     return None
 
 
-def step_arity(fn: Callable[..., Any], is_generator: bool) -> int | str:
+def step_arity(fn: Callable[..., Any], is_generator: bool, batched: bool = False) -> int | str:
     """How many values a step returns, by its return annotation (``tuple[A, B]``, or a
-    ``typing.NamedTuple`` class); when that is unknown, why, in words."""
+    ``typing.NamedTuple`` class; for a batched step, the items of its ``list[...]``); when
+    that is unknown, why, in words."""
     if is_generator:
         return "it is a generator step, whose output is the list of the items it yields"
     annotation = type_hints(fn, extras=False).get("return", inspect.Signature.empty)
+    if batched:
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) not in (list, collections.abc.Sequence) or not args:
+            return "it is a batched step whose return annotation is not list[tuple[A, B]]"
+        annotation = args[0]
     if isinstance(annotation, type) and issubclass(annotation, tuple):
         fields = getattr(annotation, "_fields", None)
         if isinstance(fields, tuple) and fields:

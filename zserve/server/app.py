@@ -83,6 +83,7 @@ class DirectRoute(APIRoute):
 
 def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> FastAPI:
     service = Service(settings, record, plan)
+    plan.on_batch = service.metrics.batch  # batch sizes and waits, when it has batched steps
     protocol.configure(settings.max_header_bytes, settings.max_headers,
                        settings.header_timeout_s, settings.max_connections)  # fmt: skip
 

@@ -9,7 +9,7 @@ worker (or an in-process test) keeps a private in-memory registry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -53,6 +53,10 @@ DROP_REASONS = ("store_unavailable", "queue_full")
 #: Seconds one group commit of recorded runs takes.
 WRITE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                  5.0, 10.0, float("inf"))  # fmt: skip
+#: Calls in one batch of a batched step; seconds its oldest call waited for the batch to start.
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, float("inf"))
+BATCH_WAITS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+               0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))  # fmt: skip
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
 #: ``?format=`` values and the media types they stand for.
@@ -60,7 +64,7 @@ FORMATS = {"json": "application/json", "prometheus": CONTENT_TYPE, "openmetrics"
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, batched: Sequence[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # prometheus_client chose multiprocess values when it was imported (boot.py decides)
         self.multiprocess = values.ValueClass is not values.MutexValue
@@ -113,6 +117,35 @@ class Metrics:
             for r in DROP_REASONS
         }
 
+        #: per batched step (its node's name): its observers of batch sizes and waits; the
+        #: histograms exist only in a server with batched steps
+        self._batch: dict[str, tuple[Callable[[float], None], Callable[[float], None]]] = {}
+        if batched:
+            sizes = Histogram(
+                "zserve_batch_size",
+                "Calls gathered into one call of a batched step, by step.",
+                ["step"],
+                buckets=BATCH_SIZES,
+                registry=self.registry,
+            )
+            waits = Histogram(
+                "zserve_batch_wait_seconds",
+                "How long the oldest call of a batch waited for the batch to start, by step.",
+                ["step"],
+                buckets=BATCH_WAITS,
+                registry=self.registry,
+            )
+            for step in batched:
+                self._batch[step] = (sizes.labels(step=step).observe,
+                                     waits.labels(step=step).observe)  # fmt: skip
+
+    def batch(self, step: str, size: int, wait_s: float) -> None:
+        """A batch of ``size`` calls of ``step`` started; its oldest call waited ``wait_s``
+        (``Plan.on_batch``: on the event loop)."""
+        sizes, waits = self._batch[step]
+        sizes(size)
+        waits(wait_s)
+
     def runs_committed(self, records: Sequence[RunRecord], seconds: float) -> None:
         """The writer committed ``records`` in one transaction of ``seconds``."""
         self.store_write.observe(seconds)
@@ -160,11 +193,12 @@ class Metrics:
                 elif sample.name == "zserve_invoke_duration_seconds_count":
                     total_count += sample.value
         totals: dict[str, int] = {}
+        batching = _batching(self._collect_registry()) if self._batch else None
         for per_capture in counts.values():
             for status, value in per_capture.items():
                 totals[status] = totals.get(status, 0) + int(value)
         cumulative = sorted(buckets.items())
-        return {
+        summary: dict[str, Any] = {
             "invocations": {
                 "total": sum(totals.values()),
                 "by_status": totals,
@@ -180,6 +214,35 @@ class Metrics:
                 "this (null when it lies beyond the largest bucket)",
             },
         }
+        if batching is not None:
+            summary["batching"] = batching
+        return summary
+
+
+def _batching(registry: CollectorRegistry) -> dict[str, Any]:
+    """Per batched step: batches, calls, mean size and the wait's p50/p99 (bucket bounds)."""
+    found: dict[str, dict[str, Any]] = {}
+    waits: dict[str, dict[float, float]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            step = sample.labels.get("step")
+            if step is None or not sample.name.startswith("zserve_batch_"):
+                continue
+            entry = found.setdefault(step, {"batches": 0, "calls": 0})
+            if sample.name == "zserve_batch_size_count":
+                entry["batches"] += int(sample.value)
+            elif sample.name == "zserve_batch_size_sum":
+                entry["calls"] += int(sample.value)
+            elif sample.name == "zserve_batch_wait_seconds_bucket":
+                le = float(sample.labels["le"])
+                by_le = waits.setdefault(step, {})
+                by_le[le] = by_le.get(le, 0.0) + sample.value
+    for step, entry in found.items():
+        batches = entry["batches"]
+        entry["mean_size"] = round(entry["calls"] / batches, 2) if batches else None
+        cumulative = sorted(waits.get(step, {}).items())
+        entry["wait_ms"] = {"p50": _quantile(cumulative, 0.50), "p99": _quantile(cumulative, 0.99)}
+    return found
 
 
 def _quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:

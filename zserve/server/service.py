@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from zserve._version import __version__
 from zserve.broker import open_broker
+from zserve.engine.batching import describe_batching
 from zserve.engine.capture import RequestCapture
 from zserve.engine.plan import Plan
 from zserve.engine.tracking import Tracking
@@ -64,7 +65,7 @@ class Service:
         #: The capture mode of a request that does not override it.
         self.capture = self.tracking.usual.mode
         self._usual = self.tracking.usual
-        self.metrics = Metrics()
+        self.metrics = Metrics([b.step for b in plan.batchers])
         #: Stream tokens for browsers, when the server has an auth key.
         self.tokens = StreamTokens(settings.auth_key) if settings.auth_key else None
         flush = plan.capture_flush or settings.capture_flush
@@ -254,6 +255,7 @@ class Service:
                 "max_queue": s.max_queue,
                 "timeout_s": s.timeout_s,
             },
+            "batching": describe_batching(self.plan.batchers),
             "log_level": s.log_level,
             "pid": os.getpid(),
             "started_at": self.started_at,
