@@ -23,6 +23,7 @@ from pydantic import (
 
 from zserve.engine.placement import Placement
 from zserve.engine.policies import StepPolicy, compile_policies, describe_policy
+from zserve.engine.resources import ResourceSlot, resource_slots
 from zserve.engine.values import jsonable
 from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError, describe_fields
 from zserve.records import CaptureMode
@@ -30,7 +31,14 @@ from zserve.sdk.pipeline import Pipeline
 from zserve.sdk.schema import parameter_schema
 from zserve.sdk.tracing import Node, Ref
 
-__all__ = ["CaptureOverride", "CompiledStep", "InvokeRequest", "Plan", "Stage", "compile_plan"]
+__all__ = [
+    "CaptureOverride",
+    "CompiledStep",
+    "InvokeRequest",
+    "Plan",
+    "Stage",
+    "compile_plan",
+]
 
 #: Reads one argument's value from (parameters, step results).
 Getter = Callable[[dict[str, Any], dict[str, Any]], Any]
@@ -68,7 +76,11 @@ class InvokeRequest(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
 
 
-def _getter(ref: Ref) -> Getter:
+def _getter(ref: Ref, slots: dict[str, ResourceSlot] | None = None) -> Getter:
+    if ref.kind == "resource":
+        assert slots is not None
+        slot = slots[ref.name]
+        return lambda params, results: slot.value
     if ref.kind == "param":
         key = ref.name
         return lambda params, results: params[key]
@@ -152,6 +164,9 @@ class Plan:
     #: whether thread stages of plain ``@step`` steps may move to the loop
     #: (``ZSERVE_ADAPTIVE_STEPS``; engine/placement.py)
     adaptive: bool = True
+    #: the resources its steps ask for, by name, in the order they are first asked for: one
+    #: slot each, filled by ``zserve.engine.worker.Worker``
+    resources: dict[str, ResourceSlot] = field(default_factory=dict)
 
     @property
     def linear(self) -> bool:
@@ -200,7 +215,8 @@ def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[InvokeRequest],
     hints = pipe.annotations(extras=True)  # Field(...) constraints and settings count
     fields: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
-    for name, param in pipe.signature.parameters.items():
+    request_parameters = pipe.request_parameters
+    for name, param in request_parameters.items():
         annotation = hints.get(name, Any)
         _check_parameter(pipe.name, name, annotation)
         if param.default is inspect.Parameter.empty:
@@ -210,7 +226,7 @@ def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[InvokeRequest],
             defaults[name] = param.default
     model_name = "".join(p.title() for p in pipe.name.split("_")) + "Parameters"
     params_model: type[BaseModel] = create_model(model_name, __config__=PARAMETERS_CONFIG, **fields)
-    required = any(p.default is inspect.Parameter.empty for p in pipe.signature.parameters.values())
+    required = any(p.default is inspect.Parameter.empty for p in request_parameters.values())
     parameters_field: Any = (
         (params_model, ...) if required else (params_model, Field(default_factory=params_model))
     )
@@ -238,7 +254,7 @@ def _check_parameter(pipeline: str, name: str, annotation: Any) -> None:
         ) from None
 
 
-def _compile_step(node: Node) -> CompiledStep:
+def _compile_step(node: Node, slots: dict[str, ResourceSlot]) -> CompiledStep:
     step = node.step
     fn = step.fn
     if node.arity is not None and not step.is_generator:
@@ -251,7 +267,7 @@ def _compile_step(node: Node) -> CompiledStep:
         is_generator=step.is_generator,
         blocking=step.blocking,
         adaptive=step.adaptive,
-        args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
+        args=[(arg, _getter(ref, slots)) for arg, ref in node.inputs.items()],
         upstream=node.upstream,
     )
 
@@ -306,7 +322,8 @@ def _stages(steps: list[CompiledStep]) -> list[Stage] | None:
 def compile_plan(pipe: Pipeline) -> Plan:
     """Trace (once) and compile ``pipe``. Raises PipelineDefinitionError for a bad body."""
     graph = pipe.graph
-    steps = [_compile_step(n) for n in graph.nodes]
+    slots = resource_slots(graph.nodes)
+    steps = [_compile_step(n, slots) for n in graph.nodes]
     dependents: dict[str, list[str]] = {s.id: [] for s in steps}
     for s in steps:
         for u in s.upstream:
@@ -331,6 +348,7 @@ def compile_plan(pipe: Pipeline) -> Plan:
         private_outputs=policies.private_outputs,
         redact=policies.redact,
         capture_flush=policies.capture_flush,
+        resources=slots,
     )
     plan.spec = describe(plan)
     for entry in plan.spec["steps"]:
@@ -342,7 +360,7 @@ def compile_plan(pipe: Pipeline) -> Plan:
 def describe(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-able data: stored with the deployment, served by ``/info``."""
     nodes = {n.id: n for n in plan.pipeline.graph.nodes}
-    return {
+    spec: dict[str, Any] = {
         "pipeline": plan.name,
         "steps": [
             {
@@ -362,3 +380,13 @@ def describe(plan: Plan) -> dict[str, Any]:
         "execution": "linear" if plan.linear else "graph",
         "capture": plan.pipeline.capture,
     }
+    for entry in spec["steps"]:
+        used = [r.name for r in nodes[entry["name"]].inputs.values() if r.kind == "resource"]
+        if used:
+            entry["resources"] = used
+    if plan.resources:
+        spec["resources"] = [
+            {"name": name, "factory": slot.spec.label, "kind": slot.spec.kind}
+            for name, slot in plan.resources.items()
+        ]
+    return spec
