@@ -6,9 +6,9 @@ serve: an async factory is awaited there (a client pool binds to that loop), a s
 thread (``asyncio.to_thread``), so the loop keeps answering ``/health`` while a model loads. Each
 value fills its ``ResourceSlot``, which the steps' argument getters read. A factory that raises
 stops the build: what was built is closed, in reverse order, and ``ResourceFailed`` names the
-resource, its factory and the error. ``aclose`` runs the teardowns (the code after ``yield``, a
-context's exit) in reverse order, a sync one in a thread; one that raises is logged and the
-others still run.
+resource, its factory and the error (the factory's exception is its ``__cause__``). ``aclose``
+runs the teardowns (the code after ``yield``, a context's exit) in reverse order, a sync one in
+a thread; one that raises is logged and the others still run.
 
 ``run_once`` is ``zserve run``: build, run the plan once, tear down (also when the run fails).
 """
@@ -84,8 +84,6 @@ class Worker:
                 await self.aclose()
                 if not isinstance(exc, Exception):
                     raise  # cancelled (the server stops while it starts), Ctrl-C
-                logger.error("Resource '%s' (%s) failed to build", spec.name, spec.label,
-                             exc_info=exc)  # fmt: skip
                 detail = f": {exc}" if str(exc) else ""
                 raise ResourceFailed(
                     f"resource '{spec.name}' ({spec.label}) failed to build: "
@@ -147,8 +145,10 @@ def _teardown(spec: ResourceSpec, exit_fn: ExitFn, *, in_thread: bool) -> Callab
                 await asyncio.to_thread(exit_fn, *exc)
             else:
                 await exit_fn(*exc)
-        except Exception:
-            logger.exception("The teardown of resource '%s' (%s) raised", spec.name, spec.label)
+        except Exception as exc:
+            logger.warning("The teardown of resource '%s' (%s) raised %s: %s", spec.name,
+                           spec.label, type(exc).__name__, exc)  # fmt: skip
+            logger.debug("The teardown's traceback", exc_info=exc)
         return False
 
     return teardown
