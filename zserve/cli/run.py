@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import traceback
 from typing import Any
 
@@ -53,10 +52,8 @@ def run(
             capture, fix="`zserve run` records nothing; serve it and use `zserve invoke --capture`"
         )
         values = plan.validate_parameters(parse_params(param, params_json, plan.schema))
-        start = time.perf_counter()
         # its resources are built for this one run, and torn down after it (also on failure)
-        outputs = asyncio.run(run_once(plan, values, job_id=job_id, timeout_s=timeout))
-        elapsed = time.perf_counter() - start
+        outputs, elapsed = asyncio.run(run_once(plan, values, job_id=job_id, timeout_s=timeout))
     except ZServeError as err:
         if (
             show_traceback

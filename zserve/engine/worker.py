@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -161,11 +162,13 @@ async def run_once(
     job_id: str,
     timeout_s: float | None = None,
     observers: Sequence[Observer] = (),
-) -> dict[str, Any]:
-    """Build the plan's resources, run it once, tear them down (also when the run fails)."""
-    if not plan.resources:
-        return await execute(plan, params, job_id=job_id, timeout_s=timeout_s,
-                             observers=observers)  # fmt: skip
-    async with Worker(plan):
-        return await execute(plan, params, job_id=job_id, timeout_s=timeout_s,
-                             observers=observers)  # fmt: skip
+) -> tuple[dict[str, Any], float]:
+    """Build the plan's resources, run it once, tear them down (also when the run fails):
+    (its outputs, the seconds the run took, the build and the teardown left out)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if plan.resources:
+            await stack.enter_async_context(Worker(plan))
+        start = time.perf_counter()
+        outputs = await execute(plan, params, job_id=job_id, timeout_s=timeout_s,
+                                observers=observers)  # fmt: skip
+        return outputs, time.perf_counter() - start
