@@ -3,7 +3,8 @@ before it serves and closed once it has drained.
 
 ``start`` builds them in the order the steps first ask for them, on the event loop that will
 serve: an async factory is awaited there (a client pool binds to that loop), a sync one runs in a
-thread (``asyncio.to_thread``), so the loop keeps answering ``/health`` while a model loads. Each
+thread of its own, so the loop keeps answering ``/health`` while a model loads (and a server
+stopped meanwhile exits without waiting for the load). Each
 value fills its ``ResourceSlot``, which the steps' argument getters read. A factory that raises
 stops the build: what was built is closed, in reverse order, and ``ResourceFailed`` names the
 resource, its factory and the error (the factory's exception is its ``__cause__``). ``aclose``
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -99,7 +102,7 @@ class Worker:
         if kind == "async":
             return await factory()
         if kind == "sync":
-            return await asyncio.to_thread(factory)
+            return await _in_daemon_thread(factory)
         if kind in ("async-generator", "async-context-manager"):
             acm = factory() if kind == "async-context-manager" else _async_cm(factory)
             value = await acm.__aenter__()
@@ -107,10 +110,10 @@ class Worker:
             return value
         # a sync generator or context manager: entered in a thread, exited in one
         if kind == "context-manager":
-            cm = await asyncio.to_thread(factory)
+            cm = await _in_daemon_thread(factory)
         else:
             cm = contextlib.contextmanager(factory)()
-        value = await asyncio.to_thread(cm.__enter__)
+        value = await _in_daemon_thread(cm.__enter__)
         self._stack.push_async_exit(_teardown(spec, cm.__exit__, in_thread=True))
         return value
 
@@ -130,6 +133,30 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``fn()`` in a thread of its own, which a process that stops while a model loads does not
+    wait for (the loop's executor would be joined at exit). A result that comes after the
+    caller stopped waiting is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, context.run(fn))
+        except BaseException as exc:  # handed to the waiting task, which raises it
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=target, name="zserve-resource", daemon=True).start()
+    return future
 
 
 def _async_cm(factory: Callable[[], Any]) -> contextlib.AbstractAsyncContextManager[Any]:
