@@ -4,6 +4,7 @@ down at stop, and a factory that fails stops the start with exit 3 (no restart l
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import httpx
 import pytest
 
 from tests import resource_pipelines as rp
-from tests.e2e.conftest import READY, ServerProcess, cli, wait_for
+from tests.e2e.conftest import READY, ServerProcess, cli, kill_tree, wait_for
+from tests.e2e.test_dev import Dev
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +122,49 @@ def test_zserve_run_with_the_iris_example() -> None:
                "-p", "sepal_width=3.5", "-p", "petal_length=1.4", "-p", "petal_width=0.2",
                env={**os.environ})  # fmt: skip
     assert '"species": "setosa"' in proc.stdout
+
+
+DEV_PIPELINE = """import os
+
+from zserve import Resource, pipeline, step
+
+
+def load_model() -> str:
+    raise OSError("no model file")
+
+
+@step
+def predict(x: int, model: str = Resource(load_model)) -> str:
+    return model
+
+
+@pipeline
+def guess(x: int) -> str:
+    return predict(x)
+"""
+
+
+def test_dev_reports_a_failing_factory_and_answers_503(zhome: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "guess.py").write_text(DEV_PIPELINE)
+    proc = Dev(project, "guess.py:guess", "--port", "0")
+    try:
+        dev_fails_softly(proc)
+    finally:
+        kill_tree(proc.proc.pid)
+        proc.proc.wait(10)
+
+
+def dev_fails_softly(proc: Dev) -> None:
+    url = re.search(r" at (http://\S+?);", proc.wait_line(r"^zserve dev: ")).group(1)
+    line = proc.wait_line(r"^Error: resource 'load_model'")
+    assert "failed to build: OSError: no model file" in line
+    health = wait_for(
+        lambda: (h := httpx.get(url + "/health", timeout=10)).json()["status"] == "failed" and h,
+        "a failed /health",
+    )
+    assert health.status_code == 503
+    refused = httpx.post(url + "/invoke", json={"parameters": {"x": 1}}, timeout=10)
+    assert refused.status_code == 503
+    assert "OSError: no model file" in refused.json()["detail"]
