@@ -10,6 +10,7 @@ def test_top_level_exports() -> None:
     assert zserve.__all__ == [
         "Capture",
         "Pipeline",
+        "Resource",
         "RunContext",
         "Step",
         "__version__",

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from zserve.sdk.capture import Capture
     from zserve.sdk.materializers import register_materializer
     from zserve.sdk.pipeline import Pipeline, pipeline
+    from zserve.sdk.resources import Resource
     from zserve.sdk.step import Step, step
 
 __all__ = [
     "Capture",
     "Pipeline",
+    "Resource",
     "RunContext",
     "Step",
     "__version__",
@@ -38,6 +40,7 @@ _LAZY = {
     "Step": "zserve.sdk.step",
     "pipeline": "zserve.sdk.pipeline",
     "Pipeline": "zserve.sdk.pipeline",
+    "Resource": "zserve.sdk.resources",
     "get_context": "zserve.engine.context",
     "RunContext": "zserve.engine.context",
     "register_materializer": "zserve.sdk.materializers",

@@ -30,6 +30,8 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     │   └── JobCancelled             exit 5   http 409   cancelled while the caller waited
     └── ServerError                  exit 3   http 503   cannot start or cannot be reached
         ├── SourceChanged            exit 3              code (no snapshot) changed: redeploy
+        ├── ResourceFailed           exit 3   http 503   a resource's factory raised at start
+        ├── ServerStarting           exit 3   http 503   resources still building: retry later
         ├── PortInUse                exit 3
         ├── ServerUnreachable        exit 3              no server answers at that address
         ├── StoreUnavailable         exit 3   http 503   the store cannot be written or read
@@ -67,8 +69,10 @@ __all__ = [
     "PayloadTooLarge",
     "PipelineDefinitionError",
     "PortInUse",
+    "ResourceFailed",
     "RunNotFound",
     "ServerError",
+    "ServerStarting",
     "ServerUnreachable",
     "SourceChanged",
     "SourceError",
@@ -366,6 +370,26 @@ class ServerError(ZServeError):
 class SourceChanged(ServerError):
     problem = "source-changed"
     title = "Pipeline source changed since deploy"
+
+
+class ResourceFailed(ServerError):
+    """A resource's factory raised while a worker built it: the server does not start (or,
+    under ``zserve dev``, answers 503 until the next change); ``zserve run`` does not run."""
+
+    problem = "resource-failed"
+    title = "Resource failed to build"
+
+
+class ServerStarting(ServerError):
+    """The worker is still building its resources: nothing runs until they are built."""
+
+    problem = "starting"
+    title = "Server starting"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds a client should wait before it tries again (the ``Retry-After`` header).
+        self.retry_after = retry_after
 
 
 class PortInUse(ServerError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import traceback
 from typing import Any
 
@@ -11,7 +10,7 @@ import typer
 
 from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli.invoke import CAPTURE_OPTION, PARAM_OPTION, PARAMS_JSON_OPTION
-from zserve.errors import StepFailed, ZServeError
+from zserve.errors import ResourceFailed, StepFailed, ZServeError
 from zserve.records import CaptureMode, new_job_id
 
 
@@ -29,7 +28,9 @@ def run(
         None, "--app-dir", help="Directory to import a source from (default: the current one)."
     ),
     show_traceback: bool = typer.Option(
-        False, "--traceback", help="When a step raises, also print its traceback."
+        False,
+        "--traceback",
+        help="When a step or a resource's factory raises, also print its traceback.",
     ),
     json_: bool = typer.Option(False, "--json", help="Print the same JSON a server answers."),
 ) -> None:
@@ -39,8 +40,8 @@ def run(
     from zserve.cli._params import parse_params
     from zserve.engine.capture import require_run_only
     from zserve.engine.plan import compile_plan
-    from zserve.engine.runner import execute
     from zserve.engine.values import success_body
+    from zserve.engine.worker import run_once
     from zserve.sdk.loader import load_pipeline
 
     source, root = _source(target, app_dir)
@@ -51,11 +52,14 @@ def run(
             capture, fix="`zserve run` records nothing; serve it and use `zserve invoke --capture`"
         )
         values = plan.validate_parameters(parse_params(param, params_json, plan.schema))
-        start = time.perf_counter()
-        outputs = asyncio.run(execute(plan, values, job_id=job_id, timeout_s=timeout))
-        elapsed = time.perf_counter() - start
+        # its resources are built for this one run, and torn down after it (also on failure)
+        outputs, elapsed = asyncio.run(run_once(plan, values, job_id=job_id, timeout_s=timeout))
     except ZServeError as err:
-        if show_traceback and isinstance(err, StepFailed) and err.__cause__ is not None:
+        if (
+            show_traceback
+            and isinstance(err, StepFailed | ResourceFailed)
+            and err.__cause__ is not None
+        ):
             traceback.print_exception(err.__cause__)
         if json_:
             extra: dict[str, Any] = {"job_id": job_id, "run_id": None}

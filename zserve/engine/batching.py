@@ -68,6 +68,7 @@ class Batcher:
         is_async: bool,
         on_loop: bool = False,
         arity: int | None = None,
+        shared: frozenset[str] = frozenset(),
     ) -> None:
         self.step = step
         self.fn = fn
@@ -77,6 +78,8 @@ class Batcher:
         self.on_loop = on_loop and not is_async
         #: each element must be a tuple of this many values (the body takes it apart)
         self.arity = arity
+        #: arguments passed once, not as a list (its resources: the same for every call)
+        self.shared = shared
         self.on_batch: BatchHook | None = None
         #: runs under way that have not reached this step yet (may be stale across loops, so
         #: it is only ever a reason to start sooner: at <= 0)
@@ -163,7 +166,7 @@ class Batcher:
         assert loop is not None
         if self.on_batch is not None:
             self.on_batch(self.step, len(items), loop.time() - items[0].enqueued)
-        lists = {name: [item.kwargs[name] for item in items] for name in items[0].kwargs}
+        lists = self._lists([item.kwargs for item in items])
         context = self._context.copy()
         self._running = True
         running: asyncio.Future[Any]
@@ -180,6 +183,12 @@ class Batcher:
         else:
             running = loop.run_in_executor(None, functools.partial(context.run, self.fn, **lists))
         running.add_done_callback(functools.partial(self._finished, items))
+
+    def _lists(self, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        """The function's arguments for these calls: a list per input, a resource once."""
+        shared = self.shared
+        return {name: value if name in shared else [call[name] for call in calls]
+                for name, value in calls[0].items()}  # fmt: skip
 
     def _finished(self, items: list[_Item], running: asyncio.Future[Any]) -> None:
         if running.cancelled():  # the loop is shutting down
@@ -227,7 +236,7 @@ class Batcher:
 
     async def _alone(self, loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> Outcome:
         """One call as a batch of one, outside the queue (which serves another loop)."""
-        lists = {name: [value] for name, value in kwargs.items()}
+        lists = self._lists([kwargs])
         context = self._context.copy()
         if self.on_batch is not None:
             self.on_batch(self.step, 1, 0.0)

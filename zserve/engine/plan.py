@@ -1,75 +1,47 @@
 """Compile a pipeline once into a ``Plan``: the order of its steps, how each step's arguments
-are bound, how its work is grouped onto the event loop and worker threads, and the pydantic
-models that validate a request."""
+are bound, how its work is grouped onto the event loop and worker threads, its resources' slots
+and batched steps' queues, and the pydantic models that validate a request
+(``zserve.engine.requests``)."""
 
 from __future__ import annotations
 
 import copy
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    create_model,
-    model_validator,
-)
+from pydantic import BaseModel, ValidationError
 
 from zserve.engine.batching import Batcher, BatchHook, BatchSpec, describe_batching
 from zserve.engine.placement import Placement
 from zserve.engine.policies import StepPolicy, compile_policies, describe_policy
+from zserve.engine.requests import CaptureOverride, InvokeRequest, build_models, request_error
+from zserve.engine.resources import ResourceSlot, resource_slots
 from zserve.engine.values import jsonable
-from zserve.errors import InvalidParameters, PipelineDefinitionError, UsageError, describe_fields
-from zserve.records import CaptureMode
+from zserve.errors import InvalidParameters
 from zserve.sdk.pipeline import Pipeline
 from zserve.sdk.schema import parameter_schema
 from zserve.sdk.tracing import Node, Ref
 
-__all__ = ["CaptureOverride", "CompiledStep", "InvokeRequest", "Plan", "Stage", "compile_plan"]
+__all__ = [
+    "CaptureOverride",
+    "CompiledStep",
+    "InvokeRequest",
+    "Plan",
+    "Stage",
+    "compile_plan",
+]
 
 #: Reads one argument's value from (parameters, step results).
 Getter = Callable[[dict[str, Any], dict[str, Any]], Any]
 
 
-class CaptureOverride(BaseModel):
-    # the schema says what the validator below checks: sample_rate goes with mode sampled only
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "if": {"properties": {"mode": {"not": {"const": "sampled"}}}},
-            "then": {"properties": {"sample_rate": {"type": "null"}}},
-        },
-    )
-
-    mode: CaptureMode
-    sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _rate_for_sampled(self) -> CaptureOverride:
-        if self.sample_rate is not None and self.mode != "sampled":
-            raise ValueError(f"sample_rate applies to mode 'sampled' only, not {self.mode!r}")
-        return self
-
-
-class InvokeRequest(BaseModel):
-    """The body of ``POST /invoke``. Each plan subclasses it with its own ``parameters``
-    model, so one pass of pydantic-core validates the whole request."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    parameters: BaseModel
-    capture_override: CaptureOverride | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
-
-
-def _getter(ref: Ref) -> Getter:
+def _getter(ref: Ref, slots: dict[str, ResourceSlot] | None = None) -> Getter:
+    if ref.kind == "resource":
+        assert slots is not None
+        slot = slots[ref.name]
+        return lambda params, results: slot.value
     if ref.kind == "param":
         key = ref.name
         return lambda params, results: params[key]
@@ -158,6 +130,9 @@ class Plan:
     adaptive: bool = True
     #: the queues of its batched steps; empty for most plans, which then pay nothing for them
     batchers: tuple[Batcher, ...] = ()
+    #: the resources its steps ask for, by name, in the order they are first asked for: one
+    #: slot each, filled by ``zserve.engine.worker.Worker``
+    resources: dict[str, ResourceSlot] = field(default_factory=dict)
 
     @property
     def linear(self) -> bool:
@@ -186,82 +161,18 @@ class Plan:
         try:
             return self.request_model.model_validate_json(body)
         except ValidationError as exc:
-            raise _request_error(exc) from None
+            raise request_error(exc) from None
 
 
-def _request_error(exc: ValidationError) -> UsageError:
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    if any(e["type"] == "json_invalid" for e in errors):
-        return UsageError(
-            "The request body is not valid JSON: send an object such as "
-            '{"parameters": {...}} with Content-Type: application/json'
-        )
-    if any(e["type"] in ("model_type", "model_attributes_type") and not e["loc"] for e in errors):
-        return UsageError('The request body must be a JSON object: {"parameters": {...}}')
-    invalid = InvalidParameters.from_field_errors(errors)
-    fields = {str(e["loc"][0]) for e in invalid.errors if e["loc"]}
-    if "parameters" not in fields and len(fields) == 1:  # capture_override, timeout_s...
-        return InvalidParameters(
-            invalid.errors, f"Invalid {fields.pop()}: " + describe_fields(invalid.errors)
-        )
-    return invalid
-
-
-#: Parameters are validated as the published schema says: no "3" or true for an int, no 3.0 for
-#: an int, no NaN or infinities. ``Annotated[int, Field(strict=False)]`` relaxes one parameter.
-PARAMETERS_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-def _build_models(pipe: Pipeline) -> tuple[type[BaseModel], type[InvokeRequest], dict[str, Any]]:
-    hints = pipe.annotations(extras=True)  # Field(...) constraints and settings count
-    fields: dict[str, Any] = {}
-    defaults: dict[str, Any] = {}
-    for name, param in pipe.signature.parameters.items():
-        annotation = hints.get(name, Any)
-        _check_parameter(pipe.name, name, annotation)
-        if param.default is inspect.Parameter.empty:
-            fields[name] = (annotation, ...)
-        else:
-            fields[name] = (annotation, param.default)
-            defaults[name] = param.default
-    model_name = "".join(p.title() for p in pipe.name.split("_")) + "Parameters"
-    params_model: type[BaseModel] = create_model(model_name, __config__=PARAMETERS_CONFIG, **fields)
-    required = any(p.default is inspect.Parameter.empty for p in pipe.signature.parameters.values())
-    parameters_field: Any = (
-        (params_model, ...) if required else (params_model, Field(default_factory=params_model))
-    )
-    request_model = create_model(
-        "InvokeRequest", __base__=InvokeRequest, parameters=parameters_field
-    )
-    return params_model, request_model, defaults
-
-
-def _check_parameter(pipeline: str, name: str, annotation: Any) -> None:
-    """A parameter must be a request field: a plain name and a type pydantic reads from JSON."""
-    if name.startswith(("_", "model_")):
-        raise PipelineDefinitionError(
-            f"pipeline '{pipeline}': parameter '{name}' cannot be a request field (names "
-            "starting with '_' or 'model_' are reserved by pydantic); rename it"
-        )
-    try:
-        TypeAdapter(annotation).json_schema()
-    except Exception as exc:
-        kind = getattr(annotation, "__name__", repr(annotation))
-        raise PipelineDefinitionError(
-            f"pipeline '{pipeline}': parameter '{name}' has type {kind}, which cannot be read "
-            "from a JSON request; use JSON-friendly types (str, int, float, bool, list, dict, "
-            f"pydantic models, dataclasses) ({type(exc).__name__})"
-        ) from None
-
-
-def _compile_step(node: Node) -> CompiledStep:
+def _compile_step(node: Node, slots: dict[str, ResourceSlot]) -> CompiledStep:
     step = node.step
     fn = step.fn
     batcher = None
     if step.batch is not None:  # each element's arity is checked by the batcher
         spec = BatchSpec(step.batch, step.batch_wait_ms)
+        shared = frozenset(a for a, ref in node.inputs.items() if ref.kind == "resource")
         batcher = Batcher(node.id, fn, spec, is_async=step.is_async, on_loop=not step.blocking,
-                          arity=node.arity)  # fmt: skip
+                          arity=node.arity, shared=shared)  # fmt: skip
     elif node.arity is not None and not step.is_generator:
         fn = _returning(fn, node.arity, step.is_async)
     return CompiledStep(
@@ -272,7 +183,7 @@ def _compile_step(node: Node) -> CompiledStep:
         is_generator=step.is_generator,
         blocking=step.blocking,
         adaptive=step.adaptive,
-        args=[(arg, _getter(ref)) for arg, ref in node.inputs.items()],
+        args=[(arg, _getter(ref, slots)) for arg, ref in node.inputs.items()],
         upstream=node.upstream,
         batcher=batcher,
     )
@@ -331,12 +242,13 @@ def _stages(steps: list[CompiledStep]) -> list[Stage] | None:
 def compile_plan(pipe: Pipeline) -> Plan:
     """Trace (once) and compile ``pipe``. Raises PipelineDefinitionError for a bad body."""
     graph = pipe.graph
-    steps = [_compile_step(n) for n in graph.nodes]
+    slots = resource_slots(graph.nodes)
+    steps = [_compile_step(n, slots) for n in graph.nodes]
     dependents: dict[str, list[str]] = {s.id: [] for s in steps}
     for s in steps:
         for u in s.upstream:
             dependents[u].append(s.id)
-    params_model, request_model, defaults = _build_models(pipe)
+    params_model, request_model, defaults = build_models(pipe)
     schema = parameter_schema(pipe)
     policies = compile_policies(pipe, graph)
     plan = Plan(
@@ -357,21 +269,16 @@ def compile_plan(pipe: Pipeline) -> Plan:
         redact=policies.redact,
         capture_flush=policies.capture_flush,
         batchers=tuple(s.batcher for s in steps if s.batcher is not None),
+        resources=slots,
     )
     plan.spec = describe(plan)
-    batching = describe_batching(plan.batchers)
-    for entry in plan.spec["steps"]:
-        if entry["name"] in plan.policies:
-            entry["capture_policy"] = describe_policy(plan.policies[entry["name"]])
-        if entry["name"] in batching:
-            entry["batch"] = batching[entry["name"]]
     return plan
 
 
 def describe(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-able data: stored with the deployment, served by ``/info``."""
     nodes = {n.id: n for n in plan.pipeline.graph.nodes}
-    return {
+    spec: dict[str, Any] = {
         "pipeline": plan.name,
         "steps": [
             {
@@ -391,3 +298,18 @@ def describe(plan: Plan) -> dict[str, Any]:
         "execution": "linear" if plan.linear else "graph",
         "capture": plan.pipeline.capture,
     }
+    batching = describe_batching(plan.batchers)
+    for entry in spec["steps"]:
+        if entry["name"] in plan.policies:
+            entry["capture_policy"] = describe_policy(plan.policies[entry["name"]])
+        if entry["name"] in batching:
+            entry["batch"] = batching[entry["name"]]
+        used = [r.name for r in nodes[entry["name"]].inputs.values() if r.kind == "resource"]
+        if used:
+            entry["resources"] = used
+    if plan.resources:
+        spec["resources"] = [
+            {"name": name, "factory": slot.spec.label, "kind": slot.spec.kind}
+            for name, slot in plan.resources.items()
+        ]
+    return spec

@@ -34,6 +34,7 @@ from typing import Any
 
 from zserve.errors import PipelineDefinitionError
 from zserve.records import CAPTURE_MODES
+from zserve.sdk.resources import resource_default
 
 __all__ = [
     "ARTIFACT_MODES",
@@ -189,6 +190,11 @@ def check_step_settings(name: str, signature: inspect.Signature, settings: objec
             raise PipelineDefinitionError(
                 f"{where}: setting 'inputs' names {key!r}, which is not a parameter of the "
                 f"step; use one of {params}"
+            )
+        if resource_default(signature.parameters[key]) is not None:
+            raise PipelineDefinitionError(
+                f"{where}: setting 'inputs' names {key!r}, a resource: a resource is never "
+                "captured, so it takes no capture setting"
             )
         check_value_setting(value, f"{where}, input '{key}'")
 

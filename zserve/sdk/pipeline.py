@@ -10,6 +10,7 @@ from typing import Any, overload
 from zserve.errors import PipelineDefinitionError
 from zserve.records import CAPTURE_MODES
 from zserve.sdk.capture import check_redact, type_hints
+from zserve.sdk.resources import ResourceSpec, resource_default
 from zserve.sdk.step import Step
 from zserve.sdk.tracing import Graph, Node, Ref, TracedStep, trace
 from zserve.sdk.unpacking import fixed_arity
@@ -61,6 +62,13 @@ class Pipeline:
                     f"pipeline '{self.name}': parameter '{pname}' must be an ordinary named "
                     "parameter (no *args, **kwargs or positional-only)"
                 )
+        #: parameters that declare a resource (``Resource(factory)`` defaults): never request
+        #: fields; only a pipeline whose body calls no step (it is its own step) may have them
+        self.resources: dict[str, ResourceSpec] = {
+            pname: spec
+            for pname, param in self.signature.parameters.items()
+            if (spec := resource_default(param)) is not None
+        }
         self._graph: Graph | None = None
         functools.update_wrapper(self, fn)
 
@@ -82,7 +90,14 @@ class Pipeline:
 
     @property
     def parameter_names(self) -> list[str]:
-        return list(self.signature.parameters)
+        """The request's parameters: the signature's, resources left out."""
+        return [p for p in self.signature.parameters if p not in self.resources]
+
+    @property
+    def request_parameters(self) -> dict[str, inspect.Parameter]:
+        """The signature's parameters that are request fields (resources left out)."""
+        params = self.signature.parameters
+        return {p: params[p] for p in params if p not in self.resources}
 
     @property
     def graph(self) -> Graph:
@@ -121,12 +136,23 @@ class Pipeline:
     def _build_graph(self) -> Graph:
         if not self._calls_steps():
             return self._implicit_graph()
+        if self.resources:
+            pname = next(iter(self.resources))
+            raise PipelineDefinitionError(
+                f"pipeline '{self.name}': parameter '{pname}' is a Resource, but this pipeline "
+                "calls steps; declare the resource on the step that uses it "
+                f"(def my_step(..., {pname}=Resource(...)))"
+            )
         return trace(self.name, self.fn, self.parameter_names)
 
     def _implicit_graph(self) -> Graph:
         """A body that calls no step is itself the one step (the spec's ``return x * 2``)."""
         implicit: Step[..., Any] = Step(self.fn, name=self.name)
-        node = Node(self.name, implicit, {p: Ref("param", p) for p in self.parameter_names})
+        inputs = {p: Ref("param", p) for p in self.parameter_names}
+        inputs.update(
+            {p: Ref("resource", spec.name, value=spec) for p, spec in self.resources.items()}
+        )
+        node = Node(self.name, implicit, inputs)
         hints = self.annotations()
         ret = hints.get("return", inspect.Signature.empty)
         count = fixed_arity(ret)

@@ -30,7 +30,7 @@ def type_name(annotation: Any) -> str:
 def parameter_schema(pipe: Pipeline) -> dict[str, dict[str, Any]]:
     hints = pipe.annotations()
     schema: dict[str, dict[str, Any]] = {}
-    for name, param in pipe.signature.parameters.items():
+    for name, param in pipe.request_parameters.items():
         entry: dict[str, Any] = {
             "type": type_name(hints.get(name, param.annotation)),
             "required": param.default is inspect.Parameter.empty,

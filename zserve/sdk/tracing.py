@@ -21,6 +21,7 @@ from types import CodeType, FrameType
 from typing import Any, Protocol
 
 from zserve.errors import PipelineDefinitionError
+from zserve.sdk.resources import resource_default
 from zserve.sdk.unpacking import step_arity, unpack_target
 
 __all__ = [
@@ -193,13 +194,15 @@ class StepOutput(Placeholder):
 class Ref:
     """Where a value comes from at run time: a parameter, a step output, or a constant."""
 
-    kind: str  # "param" | "step" | "const"
-    name: str = ""  # parameter name or node id
-    value: Any = None  # for "const"
+    kind: str  # "param" | "step" | "const" | "resource"
+    name: str = ""  # parameter name, node id or resource name
+    value: Any = None  # for "const"; for "resource", its ``ResourceSpec``
     #: For a step output that is a tuple: which item.
     index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.kind == "resource":
+            return {"kind": "resource", "name": self.name}
         if self.kind == "const":
             return {"kind": "const", "value": self.value}
         if self.index is not None:
@@ -279,7 +282,15 @@ class Tracer:
                     f"step '{step.name}': parameter '{pname}' must be an ordinary named "
                     "parameter (no *args, **kwargs or positional-only)"
                 )
-            if pname in bound.arguments:
+            resource = resource_default(param)
+            if resource is not None:
+                if pname in bound.arguments:
+                    raise PipelineDefinitionError(
+                        f"{self.where()}: step '{step.name}' is passed its resource parameter "
+                        f"'{pname}'; resources are injected, not passed: leave it out of the call"
+                    )
+                inputs[pname] = Ref("resource", resource.name, value=resource)
+            elif pname in bound.arguments:
                 inputs[pname] = self.ref(bound.arguments[pname], f"argument '{pname}'")
         self.graph.nodes.append(Node(node_id, step, inputs))
         return StepOutput(self, node_id)

@@ -29,6 +29,7 @@ from starlette.routing import Route, request_response
 
 from zserve._version import __version__
 from zserve.engine.plan import Plan
+from zserve.errors import ResourceFailed
 from zserve.records import DeploymentRecord
 from zserve.server import problems, protocol, runs, streaming
 from zserve.server.front import InvokeFront
@@ -81,7 +82,15 @@ class DirectRoute(APIRoute):
     handle = Route.handle
 
 
-def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> FastAPI:
+def create_app(
+    settings: Settings,
+    record: DeploymentRecord,
+    plan: Plan,
+    *,
+    on_fatal: Callable[[ResourceFailed], None] | None = None,
+) -> FastAPI:
+    """The app of one worker. ``on_fatal``: called when a resource's factory fails (the
+    server stops); without it, the worker answers 503 naming the failure."""
     service = Service(settings, record, plan)
     plan.on_batch = service.metrics.batch  # batch sizes and waits, when it has batched steps
     protocol.configure(settings.max_header_bytes, settings.max_headers,
@@ -96,12 +105,16 @@ def create_app(settings: Settings, record: DeploymentRecord, plan: Plan) -> Fast
         if service.capture != "none" or settings.run_ttl:
             service.writer.start()  # opens the store in its thread; the first request need not
         _drain_on_signals(service)
-        service.ready = True
+        if service.worker is None:
+            service.ready = True
+        else:  # /health answers 503 "starting" while the resources build
+            service.begin_building(on_fatal)
         try:
             yield
         finally:
             service.ready = False
             await service.jobs.shutdown(settings.grace_s)
+            await service.close_worker()  # after the drain: no run uses a resource any more
             await loop.run_in_executor(executor, service.close_stores)
             if service.otel is not None:  # export the spans still buffered
                 await loop.run_in_executor(executor, service.otel.shutdown)

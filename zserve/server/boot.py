@@ -8,6 +8,7 @@ forever, so nothing that can fail at start is left to the workers.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -23,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from zserve import registry
 from zserve._version import __version__
-from zserve.errors import PortInUse, ServerError, SourceChanged, UsageError, ZServeError
+from zserve.errors import (
+    PortInUse,
+    ResourceFailed,
+    ServerError,
+    SourceChanged,
+    UsageError,
+    ZServeError,
+)
 from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
 from zserve.server.snapshot import prepare
@@ -247,14 +255,22 @@ def _run_uvicorn(
         flush=True,
     )
     if settings.workers == 1:
-        config = uvicorn.Config(create_app(settings, record, plan), **common)
+        failed: list[ResourceFailed] = []
+
+        def on_fatal(err: ResourceFailed) -> None:
+            """A resource failed to build: say why, and stop (exit 3)."""
+            print(f"Error: {err}", file=sys.stderr, flush=True)
+            failed.append(err)
+            server.should_exit = True
+
+        config = uvicorn.Config(create_app(settings, record, plan, on_fatal=on_fatal), **common)
         server = uvicorn.Server(config)
         # uvicorn re-raises the signal that stopped it once it has drained; a drained stop is
         # a clean exit (code 0), so let that second delivery land on a handler that ignores it.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: None)
         server.run(sockets=[sock])
-        return 0 if server.started else 3
+        return 0 if server.started and not failed else 3
     os.environ[SETTINGS_ENV] = settings.to_json()
     os.environ[DEPLOYMENT_ENV] = record.to_json()
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
@@ -264,8 +280,30 @@ def _run_uvicorn(
     config = uvicorn.Config(
         "zserve.server.boot:app_from_env", factory=True, workers=settings.workers, **common
     )
+    marker = failed_marker(settings.home, entry.id)
+    marker.unlink(missing_ok=True)
     Multiprocess(config, sockets=[sock]).run()
+    if marker.exists():  # a worker stopped the server: it said why on stderr
+        marker.unlink(missing_ok=True)
+        return 3
     return 0
+
+
+def failed_marker(home: str, server_id: str) -> Path:
+    """The file a worker writes before it stops the whole server for good (a resource that
+    fails to build, changed code): the supervisor then exits 3 rather than 0."""
+    return registry.servers_dir(home) / f"{server_id}.failed"
+
+
+def stop_server(settings: Settings, message: str) -> None:
+    """In a worker of several: say why on stderr, mark the server failed and stop it (the
+    supervisor stops every worker; restarting this one would fail again, forever)."""
+    print(f"Error: {message}; stopping the server", file=sys.stderr, flush=True)
+    server_id = os.environ.get(registry.SERVER_ID_ENV)
+    if server_id:
+        with contextlib.suppress(OSError):
+            failed_marker(settings.home, server_id).write_text(message + "\n")
+    os.kill(int(os.environ.get(SUPERVISOR_ENV) or os.getppid()), signal.SIGTERM)
 
 
 def app_from_env() -> FastAPI:
@@ -282,10 +320,11 @@ def app_from_env() -> FastAPI:
         # A worker restarted by uvicorn's supervisor after the code changed on disk: serving
         # the new code beside the old would mix versions, and failing here would restart it
         # forever. Stop the whole server instead, saying why.
-        print(f"Error: {err}; stopping the server", file=sys.stderr, flush=True)
-        os.kill(os.getppid(), signal.SIGTERM)
+        stop_server(settings, str(err))
         raise SystemExit(3) from None
-    return create_app(settings, record, load_plan(record))
+    # a resource that fails to build fails in every worker: stop the server, not restart it
+    return create_app(settings, record, load_plan(record),
+                      on_fatal=lambda err: stop_server(settings, str(err)))  # fmt: skip
 
 
 def die_with_supervisor(supervisor: int) -> None:

@@ -2,8 +2,9 @@
 bound (``ZSERVE_DEV_FD``), from a deployment record made on the fly (nothing is stored).
 
 The parent (``zserve.cli.dev``) watches the files and starts a fresh process on every change.
-When the source does not import or compile, this process says why on stderr (one ``Error:``
-line) and answers every request with 503 problem+json naming the error, until the next change.
+When the source does not import or compile, or a resource's factory fails, this process says
+why on stderr (one ``Error:`` line) and answers every request with 503 problem+json naming the
+error, until the next change.
 
 ``python -m zserve.server.dev SOURCE IMPORT_ROOT``, with ``ZSERVE_SETTINGS_JSON`` set.
 """
@@ -85,7 +86,14 @@ def build_app(settings: Settings, source: str, import_root: str) -> tuple[Any, s
     from zserve.server.app import create_app
 
     record = dev_record(loaded.source, loaded.import_root, plan.name, plan.spec)
-    return create_app(settings, record, plan), f"pipeline '{plan.name}'"
+    # a resource that fails to build: said as an import error is; its worker answers 503 naming
+    # it until the next change
+    app = create_app(settings, record, plan, on_fatal=_report_failure)
+    return app, f"pipeline '{plan.name}'"
+
+
+def _report_failure(err: ZServeError) -> None:
+    print(f"Error: {err}; fix it and save: zserve dev reloads", file=sys.stderr, flush=True)
 
 
 def main() -> None:

@@ -34,7 +34,10 @@ HEALTH = {
     "type": "object",
     "required": ["status", "deployment_id", "pipeline", "uptime_s", "version", "problems"],
     "properties": {
-        "status": {"type": "string", "enum": ["healthy", "degraded", "starting", "draining"]},
+        "status": {
+            "type": "string",
+            "enum": ["healthy", "degraded", "starting", "failed", "draining"],
+        },
         "problems": {
             "type": "object",
             "description": "What cannot be written just now, by part (`broker`, `store`)",
@@ -44,6 +47,13 @@ HEALTH = {
         "pipeline": {"type": "string"},
         "uptime_s": {"type": "number"},
         "version": {"type": "string"},
+        "resources": {
+            "type": "object",
+            "description": "A pipeline with resources: each one's state, by name (`pending`, "
+            "`building`, `ready`, `failed`, `closed`)",
+            "additionalProperties": {"type": "string"},
+        },
+        "error": {"type": "string", "description": "With `failed`: the resource that failed"},
     },
 }
 ACCEPTED = {
@@ -114,7 +124,7 @@ def document(app: FastAPI, *, auth: bool) -> dict[str, Any]:
                     "content": {"application/json": {"schema": HEALTH}},
                 },
                 "503": {
-                    "description": "Starting or draining",
+                    "description": "Starting (resources still building), failed or draining",
                     "content": {"application/json": {"schema": HEALTH}},
                 },
             },

@@ -4,10 +4,12 @@ handlers of the hot routes (``/invoke``, ``/health``) as plain Starlette endpoin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,10 +26,13 @@ from zserve.engine.capture import RequestCapture
 from zserve.engine.plan import Plan
 from zserve.engine.tracking import Tracking
 from zserve.engine.values import success_body
+from zserve.engine.worker import Worker
 from zserve.errors import (
     ExecutionFailed,
     ExecutionTimeout,
     Overloaded,
+    ResourceFailed,
+    ServerStarting,
     StoreUnavailable,
     UnsupportedMediaType,
     UsageError,
@@ -81,6 +86,14 @@ class Service:
         self.started_at = datetime.now(UTC).isoformat()
         self.ready = False
         self.draining = False
+        #: the plan's resources in this process (None: it has none, and the worker is ready as
+        #: soon as it starts)
+        self.worker = Worker(plan) if plan.resources else None
+        #: while the resources build: requests are refused (503 with Retry-After)
+        self.starting = False
+        #: a resource that failed to build (the server stops; `zserve dev` answers 503)
+        self.failed: ResourceFailed | None = None
+        self._building: asyncio.Task[None] | None = None
         #: OpenTelemetry spans of jobs and steps: None unless an OTLP endpoint is set
         self.otel = tracing.setup(settings, record)
         self.jobs = JobManager(
@@ -91,6 +104,47 @@ class Service:
             on_finished=lambda status, seconds: self.metrics.record(status, self.capture, seconds),
             observer_for=self.otel.observer_for if self.otel is not None else None,
         )  # fmt: skip
+
+    def begin_building(self, on_fatal: Callable[[ResourceFailed], None] | None) -> None:
+        """Build the resources in the background: ``/health`` answers 503 "starting" and runs
+        are refused until they are built; then the worker is ready. ``on_fatal`` hears a
+        factory that failed (the server stops)."""
+        assert self.worker is not None
+        worker, self.starting = self.worker, True
+
+        async def build() -> None:
+            try:
+                await worker.start()
+            except ResourceFailed as err:
+                logger.error("%s", err, exc_info=err.__cause__)  # the factory's traceback
+                self.failed = err
+                if on_fatal is not None:
+                    on_fatal(err)
+                return
+            self.starting = False
+            self.ready = not self.draining
+
+        self._building = asyncio.ensure_future(build())
+
+    async def close_worker(self) -> None:
+        """Stop a build under way, then tear the resources down (after the jobs' drain)."""
+        if self._building is not None and not self._building.done():
+            self._building.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._building
+        if self.worker is not None:
+            await self.worker.aclose()
+
+    def not_started(self) -> ResourceFailed | ServerStarting:
+        """Why a run is refused while the worker starts (``starting``)."""
+        if self.failed is not None:
+            return ResourceFailed(str(self.failed))
+        assert self.worker is not None
+        building = [name for name, state in self.worker.states().items() if state != "ready"]
+        return ServerStarting(
+            f"The server is starting: resource(s) {', '.join(map(repr, building))} still being "
+            "built; retry in a moment"
+        )
 
     def run_reader(self) -> Store:
         """The store, for reading runs back (``/runs``): opened on first use, from a thread."""
@@ -131,6 +185,8 @@ class Service:
         return params, req.timeout_s or self.settings.timeout_s, capture
 
     async def invoke(self, request: Request) -> Response:
+        if self.starting:  # the one test this path pays for resources
+            raise self.not_started()
         if not is_json(request.scope):  # what a page on another site can send unasked
             self.metrics.record("invalid", self.capture, None)
             raise UnsupportedMediaType(
@@ -191,8 +247,8 @@ class Service:
         if self.ready:
             state = "degraded" if trouble else "healthy"
         else:
-            state = "draining" if self.draining else "starting"
-        doc = {
+            state = "draining" if self.draining else "failed" if self.failed else "starting"
+        doc: dict[str, Any] = {
             "status": state,
             "problems": trouble,
             "deployment_id": self.record.id,
@@ -200,6 +256,10 @@ class Service:
             "uptime_s": round(time.time() - self.started, 3),
             "version": __version__,
         }
+        if self.worker is not None:
+            doc["resources"] = self.worker.states()
+            if self.failed is not None:
+                doc["error"] = str(self.failed)
         return JSONResponse(doc, status_code=200 if self.ready else 503)
 
     def problems(self) -> dict[str, str]:
@@ -261,6 +321,7 @@ class Service:
             "started_at": self.started_at,
             "version": __version__,
             "deployment_id": self.record.id,
+            "resources": [] if self.worker is None else self.worker.status(),
         }
 
 

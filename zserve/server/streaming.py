@@ -170,6 +170,8 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
             await _streamable(service, job_id)
             after = _sequence(doc.get("after", 0), '"after"')
         else:
+            if service.starting:
+                raise service.not_started()
             params, timeout, capture = service.parse(text)
             job = await service.jobs.submit(params, timeout, mode="stream", capture=capture)
             job_id = job.job_id

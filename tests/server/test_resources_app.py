@@ -1,0 +1,151 @@
+"""Resources in a server worker (in-process): /health says "starting" while they build, runs
+are refused meanwhile, /status shows them, and they are torn down after the jobs drain."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import resource_pipelines as rp
+from tests.e2e.conftest import wait_for
+
+SOURCE = "tests.resource_pipelines:counted"
+
+
+@pytest.fixture(autouse=True)
+def isolated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_client: Callable[..., Any]
+) -> Iterator[Path]:
+    """(after the clients stop, so a failed test never leaves a build waiting)"""
+    log = tmp_path / "resource.log"
+    monkeypatch.setenv(rp.LOG_ENV, str(log))
+    monkeypatch.delenv(rp.FAIL_ENV, raising=False)
+    rp.EVENTS.clear()
+    yield log
+    if rp.GATE is not None:
+        rp.GATE.set()  # never leave a build waiting
+    rp.GATE = None
+    rp.EVENTS.clear()
+
+
+def lines(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_health_is_503_until_the_resources_are_built(
+    make_client: Callable[..., Any], isolated: Path
+) -> None:
+    rp.GATE = threading.Event()
+    client = make_client(SOURCE)
+    wait_for(lambda: lines(isolated) == ["build"], "the build to begin")
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "starting"
+    assert health.json()["resources"] == {"load_counted": "building"}
+    refused = client.post("/invoke", json={"parameters": {"x": 1}})
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["type"].endswith("/starting")
+    assert "'load_counted' still being built" in refused.json()["detail"]
+    queued = client.post("/invoke?mode=async", json={"parameters": {"x": 1}})
+    assert queued.status_code == 503
+    with client.websocket_connect("/stream") as ws:  # a streamed job is refused the same way
+        ws.send_json({"parameters": {"x": 1}})
+        frame = ws.receive_json()
+        assert (frame["event"], frame["status"]) == ("error", 503)
+        assert frame["type"].endswith("/starting")
+    assert client.get("/status").json()["resources"][0]["state"] == "building"
+
+    rp.GATE.set()
+    wait_for(lambda: client.get("/health").status_code == 200, "a 200 /health")
+    assert client.get("/health").json()["resources"] == {"load_counted": "ready"}
+    first = client.post("/invoke", json={"parameters": {"x": 1}}).json()["outputs"]["output"]
+    second = client.post("/invoke", json={"parameters": {"x": 2}}).json()["outputs"]["output"]
+    assert first["model_id"] == second["model_id"]  # built once, not per request
+    assert lines(isolated) == ["build"]
+    (status,) = client.get("/status").json()["resources"]
+    assert status["name"] == "load_counted"
+    assert status["factory"] == "tests.resource_pipelines:load_counted"
+    assert status["kind"] == "generator"
+    assert status["state"] == "ready"
+    assert status["build_ms"] > 0
+
+
+def test_a_pipeline_without_resources_is_ready_at_once(make_client: Callable[..., Any]) -> None:
+    client = make_client("zserve.examples.weather:weather_pipeline")
+    assert client.get("/health").status_code == 200
+    assert "resources" not in client.get("/health").json()
+    assert client.get("/status").json()["resources"] == []
+    assert client.app.state.service.worker is None
+
+
+def test_a_failing_factory_is_answered_503_naming_it(
+    make_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(rp.FAIL_ENV, "weights.bin not found")
+    client = make_client(SOURCE)
+    expected = ("resource 'load_counted' (tests.resource_pipelines:load_counted) failed to "
+                "build: OSError: weights.bin not found")  # fmt: skip
+    health = wait_for(
+        lambda: (h := client.get("/health")).json()["status"] == "failed" and h, "a failed /health"
+    )
+    assert health.status_code == 503
+    assert health.json()["error"] == expected
+    assert health.json()["resources"] == {"load_counted": "failed"}
+    refused = client.post("/invoke", json={"parameters": {"x": 1}})
+    assert refused.status_code == 503
+    assert refused.json()["detail"] == expected
+    assert refused.json()["type"].endswith("/resource-failed")
+
+
+def test_resources_are_never_request_fields(make_client: Callable[..., Any]) -> None:
+    rp.GATE = None
+    client = make_client("tests.resource_pipelines:kinds")
+    info = client.get("/info").json()
+    assert info["parameters"] == {"x": {"type": "int", "required": True}}
+    assert set(info["parameters_json_schema"]["properties"]) == {"x"}
+    openapi = client.get("/openapi.json").text
+    for name in ("sync_fn", "gen_fn", "acm_fn", '"again"'):
+        assert name not in openapi
+    wait_for(lambda: client.get("/health").status_code == 200, "a 200 /health")
+    refused = client.post("/invoke", json={"parameters": {"x": 1, "a": "mine"}})
+    assert refused.status_code == 422
+    answer = client.post("/invoke", json={"parameters": {"x": 1}}).json()
+    assert answer["outputs"]["output"][1:3] == ["sync", "generator"]
+
+
+def test_teardown_runs_after_the_jobs_drain(
+    make_client: Callable[..., Any], isolated: Path
+) -> None:
+    client = make_client("tests.resource_pipelines:slow", grace_s=30)
+    wait_for(lambda: client.get("/health").status_code == 200, "a 200 /health")
+    job = client.post("/invoke?mode=async", json={"parameters": {"seconds": 0.5}}).json()
+    wait_for(
+        lambda: client.get(f"/jobs/{job['job_id']}").json()["status"] == "running",
+        "the job to run",
+    )
+    client.__exit__(None, None, None)  # stops the app: drain, then teardown
+    assert rp.EVENTS == ["step done"]  # the job finished before the teardown
+    assert lines(isolated) == ["build", "teardown"]
+
+
+def test_the_iris_example_serves_a_prediction(make_client: Callable[..., Any]) -> None:
+    pytest.importorskip("sklearn")
+    client = make_client("zserve.examples.iris:iris")
+    assert set(client.get("/info").json()["parameters"]) == {
+        "sepal_length", "sepal_width", "petal_length", "petal_width",
+    }  # fmt: skip
+    wait_for(lambda: client.get("/health").status_code == 200, "a 200 /health", deadline_s=60)
+    flower = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+    answer = client.post("/invoke", json={"parameters": flower}).json()["outputs"]["output"]
+    assert answer["species"] == "virginica"
+    assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert answer["probabilities"]["virginica"] > 0.5
+    (status,) = client.get("/status").json()["resources"]
+    assert status["name"] == "load_iris_model"
+    assert status["state"] == "ready"
