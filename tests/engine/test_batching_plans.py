@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from tests.engine.batched_steps import DEADLINE_S, called, calls, double, doubling, run_all
-from zserve import get_context, pipeline, step
+from zserve import Resource, get_context, pipeline, step
 from zserve.engine.capture import CaptureLimits, resolve_request
 from zserve.engine.plan import compile_plan
 from zserve.engine.recorder import RunRecorder
 from zserve.engine.runner import execute
+from zserve.engine.worker import Worker
 from zserve.errors import PipelineDefinitionError, StepFailed
 
 pytestmark = pytest.mark.anyio
@@ -214,3 +215,38 @@ def test_a_generator_step_cannot_be_batched() -> None:
 
 def test_a_batched_step_is_never_adaptive() -> None:
     assert double.batch == 8 and not double.adaptive and double.blocking
+
+
+class _Scaler:
+    def __init__(self) -> None:
+        self.factor = 10
+
+
+built: list[_Scaler] = []
+
+
+def load_scaler() -> _Scaler:
+    built.append(_Scaler())
+    return built[-1]
+
+
+@step(batch=8)
+def scale(x: list[int], scaler: _Scaler = Resource(load_scaler)) -> list[int]:
+    assert isinstance(scaler, _Scaler), "a resource is passed once, not as a list"
+    called("scale", len(x))
+    return [v * scaler.factor for v in x]
+
+
+@pipeline
+def scaling(x: int) -> int:
+    return scale(x)
+
+
+async def test_a_batched_step_gets_its_resource_once_not_a_list_of_them() -> None:
+    plan = compile_plan(scaling)
+    built.clear()
+    async with Worker(plan):
+        results = await run_all(plan, [{"x": i} for i in range(8)])
+    assert results == [{"output": i * 10} for i in range(8)]
+    assert len(built) == 1
+    assert sum(size for size, _ in calls["scale"]) == 8
