@@ -47,7 +47,8 @@ async def _streamable(service: Service, job_id: str) -> JobRecord:
     job = await service.jobs.get(job_id)
     if job.mode == "sync":
         raise NotFound(
-            f"Job {job_id} was a sync invoke: its events are not kept. Use "
+            f"Job {job_id} was a sync invoke: its events are not kept (a sync invoke sent "
+            "with 'Accept: text/event-stream' has them on its own answer). Use "
             "POST /invoke?mode=async (or `zserve invoke --stream`) to follow a job"
         )
     return job
