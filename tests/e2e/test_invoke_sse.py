@@ -58,31 +58,42 @@ def gate(tmp_path: Path) -> Path:
     return tmp_path / "gate"
 
 
-def test_chunks_arrive_while_the_job_runs_and_pings_keep_it_open(
-    serve: Any, gate: Path
-) -> None:
-    server = serve(GATED, ZSERVE_SSE_PING_S="0.05")
+def test_chunks_arrive_while_the_job_runs(serve: Any, gate: Path) -> None:
+    server = serve(GATED)  # pings every 15 s: none comes to push the events out
     body = {"parameters": {"gate": str(gate), "words": 2}}
     with (
-        httpx.Client(base_url=server.url, timeout=30) as client,
+        httpx.Client(base_url=server.url, timeout=10) as client,
         client.stream("POST", "/invoke", json=body, headers=EVENTS) as response,
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         job_id = response.headers["x-job-id"]
         lines = sse_lines(response)
-        first = next_event(lines, "step.chunk")
+        first = next_event(lines, "step.chunk")  # within the read timeout, while the job waits
         assert first["chunk"] == "first" and first["job_id"] == job_id
         # the job is still running (it waits for the gate), and can be looked up by its id
         job = httpx.get(f"{server.url}/jobs/{job_id}").json()
         assert job["status"] == "running" and job["mode"] == "sync"
-        assert next(lines) == ": ping"  # nothing happens: the stream is kept open
         gate.touch()
         rest = [item for item in lines if isinstance(item, dict)]
     assert [e["event"] for e in rest] == ["step.chunk", "step.chunk", "step.completed",
                                           "job.completed"]  # fmt: skip
     assert rest[-1]["outputs"] == {"output": ["first", "word-0", "word-1"]}
     assert wait_status(server.url, job_id, "completed")["steps"][0]["status"] == "completed"
+
+
+def test_pings_keep_a_quiet_stream_open(serve: Any, gate: Path) -> None:
+    server = serve(GATED, ZSERVE_SSE_PING_S="0.05")
+    body = {"parameters": {"gate": str(gate), "words": 0}}
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("POST", "/invoke", json=body, headers=EVENTS) as response,
+    ):
+        lines = sse_lines(response)
+        next_event(lines, "step.chunk")
+        assert next(lines) == ": ping"  # nothing happens while the job waits for the gate
+        gate.touch()
+        assert next_event(lines, "job.completed")["outputs"] == {"output": ["first"]}
 
 
 def test_a_client_that_leaves_cancels_the_job(serve: Any, gate: Path) -> None:
