@@ -198,8 +198,10 @@ def test_zserve_invoke_stream_reads_one_request(
     gate.touch()
     code, stderr = proc.finish()
     assert code == 0, stderr
-    assert proc.lines[-1].split(maxsplit=2)[1:] == ["job.completed",
-                                                    '{"output": ["first", "word-0", "word-1"]}']
+    assert proc.lines[-1].split(maxsplit=2)[1:] == [
+        "job.completed",
+        '{"output": ["first", "word-0", "word-1"]}',
+    ]
     # --jsonl and --json print the events as today
     lines = cli("invoke", "--url", server.url, "--stream", "--jsonl", "-p", f"gate={gate}")
     kinds = [json.loads(line)["event"] for line in lines.stdout.splitlines()]

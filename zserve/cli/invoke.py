@@ -45,8 +45,8 @@ def invoke(
     stream: bool = typer.Option(
         False,
         "--stream",
-        help="Submit a job and follow its events live until it ends (implies --async); "
-        "Ctrl-C cancels it.",
+        help="Run it and follow its events live until it ends (on the answer of one request "
+        "when the server offers it, else as a submitted job); Ctrl-C cancels it.",
     ),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
