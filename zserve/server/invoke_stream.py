@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -26,12 +26,11 @@ from zserve import events as ev
 from zserve.engine.capture import RequestCapture
 from zserve.engine.values import jsonable
 from zserve.errors import JobCancelled, Overloaded, ZServeError
+from zserve.jobs import JobManager
 from zserve.jobs.outcome import Outcome, error_of, log_job_failure
 from zserve.records import JobRecord, StepStatus, new_job_id
-from zserve.server.streaming import SSE_HEADERS, SSE_RETRY, sse
-
-if TYPE_CHECKING:
-    from zserve.server.service import Service
+from zserve.server.metrics import Metrics
+from zserve.server.sse import PING, SSE_HEADERS, SSE_RETRY, sse
 
 __all__ = ["FEATURE", "EventStream", "invoke_stream", "wants_events"]
 
@@ -68,14 +67,20 @@ class EventStream(StreamingResponse):
 
 
 async def invoke_stream(
-    service: Service, params: dict[str, Any], timeout_s: float | None, capture: RequestCapture
+    jobs: JobManager,
+    metrics: Metrics,
+    ping_s: float,
+    params: dict[str, Any],
+    timeout_s: float | None,
+    capture: RequestCapture,
 ) -> Response:
-    """Run the invocation as a sync job and answer with its events (see the module)."""
+    """Run the invocation as a sync job of ``jobs`` and answer with its events (see the
+    module), a ``: ping`` every ``ping_s`` seconds without one; ``metrics`` count it."""
     job_id = new_job_id()
     queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
     start = time.perf_counter()
     job = asyncio.ensure_future(
-        service.jobs.run_sync(params, timeout_s, job_id, capture, sink=queue.put_nowait)
+        jobs.run_sync(params, timeout_s, job_id, capture, sink=queue.put_nowait)
     )
     job.add_done_callback(lambda _: queue.put_nowait(None))  # after every event it made
     try:
@@ -87,24 +92,23 @@ async def invoke_stream(
         try:
             job.result()  # refused before it was a job: its problem+json answer
         except Overloaded:
-            service.metrics.record("rejected", capture.mode, None)
+            metrics.record("rejected", capture.mode, None)
             raise
         raise AssertionError("a sync job ended without its first event")  # pragma: no cover
 
     async def body() -> AsyncIterator[bytes]:
         seq = 1
         yield SSE_RETRY + sse(first.with_seq(seq))
-        ping_s = service.settings.sse_ping_s
         while True:
             try:
                 async with asyncio.timeout(ping_s):
                     event = await queue.get()
             except TimeoutError:
-                yield b": ping\n\n"
+                yield PING
                 continue
             seq += 1
             if event is None:
-                yield sse(_terminal(service, job, job_id, capture, start).with_seq(seq))
+                yield sse(_terminal(jobs, metrics, job, job_id, capture, start).with_seq(seq))
                 return
             yield sse(event.with_seq(seq))
 
@@ -112,7 +116,8 @@ async def invoke_stream(
 
 
 def _terminal(
-    service: Service,
+    jobs: JobManager,
+    metrics: Metrics,
     job: asyncio.Future[tuple[JobRecord, dict[str, Any]]],
     job_id: str,
     capture: RequestCapture,
@@ -121,7 +126,7 @@ def _terminal(
     """The terminal event of a job that has ended, as ``GET /stream/{id}`` would give it; the
     metrics and the log count it as they count a sync invoke."""
     elapsed: float | None = time.perf_counter() - start
-    record = service.jobs.local_record(job_id)
+    record = jobs.local_record(job_id)
     try:
         record, outputs = job.result()
         outcome = Outcome.completed(jsonable(outputs), round((elapsed or 0) * 1000, 3))
@@ -138,7 +143,7 @@ def _terminal(
     except Exception as exc:  # a bug of ours: the stream must still end
         logger.exception("Job %s failed unexpectedly", job_id)
         outcome = Outcome.failed({"reason": "error", "message": f"{type(exc).__name__}: {exc}"})
-    service.metrics.record(outcome.metric, capture.mode, elapsed)
+    metrics.record(outcome.metric, capture.mode, elapsed)
     data = outcome.event_data()
     data["run_id"] = None if record is None else record.run_id
     ended = record.finished_at if record is not None and record.finished_at else time.time()

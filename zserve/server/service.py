@@ -157,7 +157,8 @@ class Service:
                 accepted["capture_requested"] = job.capture_requested
             return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
         if wants_events(request.scope["headers"]):  # Accept: text/event-stream
-            return await invoke_stream(self, params, timeout, capture)
+            return await invoke_stream(self.jobs, self.metrics, self.settings.sse_ping_s,
+                                       params, timeout, capture)  # fmt: skip
         job_id = new_job_id()
         start = time.perf_counter()
         try:
