@@ -138,13 +138,19 @@ READY = re.compile(r"serving deployment \S+ \((\S+)\) at (http://\S+) with")
 
 
 def start_server(
-    env: dict[str, str], log: Path, *, wait: bool = True, deadline_s: float = 60
+    env: dict[str, str],
+    log: Path,
+    *,
+    wait: bool = True,
+    deadline_s: float = 60,
+    argv: tuple[str, ...] = ("-m", "zserve.server.app"),
 ) -> ServerProcess:
-    """Start a server from the environment alone, wait for its ready line and a 200 /health."""
+    """Start a server from the environment alone, wait for its ready line and a 200 /health.
+    ``argv``: what follows ``python`` (another way in to ``zserve.server.boot.main``)."""
     full_env = {**os.environ, "ZSERVE_PORT": "0", **env}
     fh = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zserve.server.app"],
+        [sys.executable, *argv],
         env=full_env,
         stdout=fh,
         stderr=subprocess.STDOUT,

@@ -1,6 +1,9 @@
 """Pipelines used only by the server tests."""
 
+import asyncio
+import os
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from pydantic import Field
@@ -45,3 +48,19 @@ def typed(
     lenient: Annotated[int, Field(strict=False)] = 0,
 ) -> float:
     return total(count, ratio, lenient)
+
+
+@step
+async def gated_words(gate: str, words: int) -> AsyncIterator[str]:
+    """Yields ``first`` at once, then ``words`` more once the file ``gate`` exists: a test
+    sees what a stream sends while the job still runs, with no timing."""
+    yield "first"
+    while not os.path.exists(gate):
+        await asyncio.sleep(0.01)
+    for i in range(words):
+        yield f"word-{i}"
+
+
+@pipeline
+def gated(gate: str, words: int = 2) -> list[str]:
+    return gated_words(gate, words)

@@ -212,3 +212,22 @@ def test_one_write_sends_a_head_with_its_body_and_holds_nothing_else() -> None:
     one.close()  # an answer cut short: what was held goes before the close
     assert written.writes[2].startswith(b"HTTP/1.1 500 ") and written.closed
     assert one.held is None and one.is_closing()
+
+
+def test_one_write_holds_only_the_head_so_an_event_stream_is_never_held_back() -> None:
+    from zserve.server.protocol import OneWrite
+
+    written = Written()
+    one = OneWrite(written)  # type: ignore[arg-type]
+    one.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert written.writes == []
+    one.write(b"5\r\nfirst\r\n")  # the head leaves with the first event
+    one.write(b"6\r\nsecond\r\n")  # and each event after it at once
+    one.write(b"5\r\nthird\r\n")
+    assert written.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                              b"5\r\nfirst\r\n", b"6\r\nsecond\r\n", b"5\r\nthird\r\n"]  # fmt: skip
+    one.head_next = True  # the next request on the connection (on_headers_complete)
+    one.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert len(written.writes) == 3 and one.held is not None
+    one.write(b"{}")
+    assert written.writes[3] == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"

@@ -1,8 +1,11 @@
 """``zserve invoke``: run the pipeline on a server and print its outputs; ``--async`` submits
-a job and prints its id, ``--stream`` submits one and follows its events (Ctrl-C cancels it)."""
+a job and prints its id, ``--stream`` follows its events (Ctrl-C cancels it): on the answer of
+one ``POST /invoke`` when the server offers that (``GET /info`` features ``invoke-stream``),
+else as a job submitted and followed on ``GET /stream/ID``."""
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -11,7 +14,7 @@ from zserve.cli._output import fail, print_document, print_outputs
 from zserve.cli._params import parse_params
 from zserve.cli._target import DEPLOYMENT_OPTION, SERVER_OPTION, URL_OPTION, resolve_url
 from zserve.errors import InvalidParameters, UsageError, ZServeError
-from zserve.records import CaptureMode
+from zserve.records import CaptureMode, JobStatus
 from zserve.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,8 +45,8 @@ def invoke(
     stream: bool = typer.Option(
         False,
         "--stream",
-        help="Submit a job and follow its events live until it ends (implies --async); "
-        "Ctrl-C cancels it.",
+        help="Run it and follow its events live until it ends (on the answer of one request "
+        "when the server offers it, else as a submitted job); Ctrl-C cancels it.",
     ),
     url: str | None = URL_OPTION,
     server: str | None = SERVER_OPTION,
@@ -60,7 +63,7 @@ def invoke(
 ) -> None:
     """Invoke the pipeline on a running server and print its outputs; with --async or --stream
     run it as a background job. Exit 0 completed, 1 failed, 5 cancelled."""
-    from zserve.client import Client, error_from_response
+    from zserve.client import INVOKE_STREAM, Client, error_from_response
 
     if jsonl and not stream:
         raise UsageError("--jsonl prints a job's events as they come: give it with --stream")
@@ -70,8 +73,13 @@ def invoke(
     settings = Settings.from_env()
     timeout_client = None if timeout is None else timeout + 30
     with Client(target, auth_key=settings.auth_key, timeout=timeout_client or 300) as client:
-        schema = client.info()["parameters"] if param else None
+        info = client.info() if param or stream else None
+        schema = info["parameters"] if param and info is not None else None
         params = parse_params(param, params_json, schema)
+        if stream and info is not None and client.offers(INVOKE_STREAM):
+            _stream(client, info, params, capture, sample_rate, timeout, json_=json_,
+                    jsonl=jsonl)  # fmt: skip
+            return
         if async_ or stream:
             _submit(client, params, capture, sample_rate, timeout, stream=stream, json_=json_,
                     jsonl=jsonl)  # fmt: skip
@@ -150,3 +158,48 @@ def _submit(
         interrupted(client, job_id, cancel=True)
         raise typer.Exit(130) from None
     follow(client, job, as_json=json_, as_jsonl=jsonl, cancel_on_interrupt=True)
+
+
+def _stream(
+    client: Client,
+    info: dict[str, Any],
+    params: dict[str, Any],
+    capture: str | None,
+    sample_rate: float | None,
+    timeout: float | None,
+    *,
+    json_: bool,
+    jsonl: bool,
+) -> None:
+    """``--stream`` with a server that answers an invoke with its events: one ``POST /invoke``
+    followed to its end; Ctrl-C closes it, which cancels the job."""
+    from zserve.cli.stream import follow
+
+    events = client.invoke_stream(
+        params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
+    )
+    try:
+        first = next(events)  # job.queued: the job was admitted
+    except ZServeError as err:
+        if json_:
+            print_document(err.problem_doc or {})
+        raise fail(err, _schema(client) if isinstance(err, InvalidParameters) else None) from None
+    except KeyboardInterrupt:
+        events.close()
+        typer.echo("Interrupted: the invocation is cancelled (its stream closed)", err=True)
+        raise typer.Exit(130) from None
+    steps = [s for s in info.get("steps") or [] if isinstance(s, dict)]
+    job = {"job_id": first["job_id"], "steps": steps, "status": JobStatus.QUEUED}
+    follow(client, job, as_json=json_, as_jsonl=jsonl, cancel_on_interrupt=True,
+           events=_after(first, events))  # fmt: skip
+
+
+def _after(
+    first: dict[str, Any], rest: Generator[dict[str, Any], None, None]
+) -> Generator[dict[str, Any], None, None]:
+    """``first``, then ``rest``; closing it closes ``rest``."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()

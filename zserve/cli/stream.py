@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -230,13 +230,18 @@ def follow(
     as_json: bool,
     cancel_on_interrupt: bool,
     as_jsonl: bool = False,
+    events: Generator[dict[str, Any], None, None] | None = None,
 ) -> None:
     """Follow ``job`` (its ``GET /jobs/ID`` document) to its end, draw it, and exit with its
-    outcome. Ctrl-C cancels the job when ``cancel_on_interrupt``, else only detaches (130)."""
+    outcome. Ctrl-C cancels the job when ``cancel_on_interrupt``, else only detaches (130).
+    ``events``: the job's events when they come from elsewhere than ``GET /stream/ID`` (the
+    answer of ``Client.invoke_stream``, whose closing cancels the job)."""
     job_id = str(job["job_id"])
     steps = [str(s["name"]) for s in job.get("steps") or [] if "name" in s]
     view = StreamView(job_id, steps, status=str(job.get("status", JobStatus.QUEUED)))
-    events = client.events(job_id)
+    own_stream = events is not None
+    if events is None:
+        events = client.events(job_id)
     try:
         with contextlib.closing(events):
             if as_json:
@@ -253,7 +258,10 @@ def follow(
                 for event in events:
                     typer.echo(view.feed(event))
     except KeyboardInterrupt:
-        interrupted(client, job_id, cancel=cancel_on_interrupt)
+        if own_stream:  # closed above: the server cancels the job whose answer it was
+            typer.echo(f"Interrupted: job {job_id} is cancelled (its stream closed)", err=True)
+        else:
+            interrupted(client, job_id, cancel=cancel_on_interrupt)
         raise typer.Exit(130) from None
     if as_json:
         print_json({"job_id": job_id, "status": view.status, "events": view.events})

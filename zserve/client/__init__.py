@@ -19,10 +19,33 @@ Jobs run in the background and are followed by their events (Server-Sent Events)
         print(client.job(job_id)["status"])
 
 ``events`` reconnects by itself (``Last-Event-ID``) when the connection drops.
+
+One invocation's events, as they happen, on the answer to its own request (a server that lists
+``INVOKE_STREAM`` in ``GET /info``'s ``features``; with an older one, a job submitted and
+followed); leaving the loop early cancels the invocation::
+
+    with Client("http://127.0.0.1:8001") as client:
+        for event in client.invoke_stream({"prompt": "hello"}):
+            if event["event"] == "step.chunk":
+                print(event["chunk"], end=" ", flush=True)
+            elif event["event"] == "job.completed":
+                print(event["outputs"])
 """
 
 from zserve.client._async import AsyncClient
-from zserve.client._common import DEFAULT_TIMEOUT, InvokeResult, error_from_response
+from zserve.client._common import (
+    DEFAULT_TIMEOUT,
+    INVOKE_STREAM,
+    InvokeResult,
+    error_from_response,
+)
 from zserve.client._sync import Client
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client", "InvokeResult", "error_from_response"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "INVOKE_STREAM",
+    "AsyncClient",
+    "Client",
+    "InvokeResult",
+    "error_from_response",
+]

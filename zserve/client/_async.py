@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -11,14 +12,19 @@ from httpx_sse import SSEError, aconnect_sse
 
 from zserve.client._common import (
     DEFAULT_TIMEOUT,
+    INVOKE_STREAM,
     RETRY_BACKOFF_S,
     STREAM_RETRIES,
     InvokeResult,
     acheck_stream,
+    answered_events,
     document,
     error_from_response,
+    features_of,
     headers,
+    invocation_lost,
     invoke_body,
+    is_event_stream,
     job_path,
     jobs_query,
     not_a_stream,
@@ -31,6 +37,7 @@ from zserve.client._common import (
     stream_path,
     unreachable,
 )
+from zserve.errors import ZServeError
 from zserve.events import TERMINAL
 
 __all__ = ["AsyncClient"]
@@ -51,6 +58,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers(auth_key), timeout=timeout, transport=transport
         )
+        self._features: frozenset[str] | None = None  # GET /info's, once asked
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -71,7 +79,15 @@ class AsyncClient:
         return document(await self.request("GET", "/health"))
 
     async def info(self) -> dict[str, Any]:
-        return document(await self.request("GET", "/info"))
+        doc = document(await self.request("GET", "/info"))
+        self._features = features_of(doc)
+        return doc
+
+    async def offers(self, feature: str) -> bool:
+        """``Client.offers``."""
+        if self._features is None:
+            await self.info()
+        return feature in (self._features or ())
 
     async def invoke(
         self,
@@ -94,6 +110,60 @@ class AsyncClient:
     ) -> dict[str, Any]:
         body = invoke_body(parameters, capture, sample_rate, timeout_s)
         return document(await self.request("POST", "/invoke", params={"mode": "async"}, json=body))
+
+    async def invoke_stream(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """``Client.invoke_stream``, as an async iterator."""
+        body = invoke_body(parameters, capture, sample_rate, timeout_s)
+        if not await self.offers(INVOKE_STREAM):
+            async for followed in self._submit_and_follow(body):
+                yield followed
+            return
+        job_id, after = None, 0
+        try:
+            async with aconnect_sse(self._http, "POST", "/invoke", json=body) as source:
+                response = source.response
+                if response.is_error or not is_event_stream(response):
+                    await response.aread()
+                    for answered in answered_events(response):
+                        yield answered
+                    return
+                job_id = response.headers.get("x-job-id")
+                async for sse in source.aiter_sse():
+                    doc = sse_event(sse.data)
+                    if doc is None:
+                        continue
+                    after = int(doc.get("seq", after))
+                    yield doc
+                    if doc.get("event") in TERMINAL:
+                        return
+            cause = "the stream ended before the job did"
+        except httpx.TransportError as exc:
+            if job_id is None and isinstance(exc, httpx.ConnectError):
+                raise unreachable(self.url, exc) from None
+            cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise invocation_lost(self.url, job_id, after, cause)
+
+    async def _submit_and_follow(
+        self, body: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        response = await self.request("POST", "/invoke", params={"mode": "async"}, json=body)
+        job_id = document(response)["job_id"]
+        ended = False
+        try:
+            async for doc in self.events(job_id):
+                ended = doc.get("event") in TERMINAL
+                yield doc
+        finally:
+            if not ended:  # left early: the invocation ends with its stream, as with a new server
+                with contextlib.suppress(ZServeError):
+                    await self.cancel(job_id)
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return document(await self.request("GET", job_path(job_id)))

@@ -4,6 +4,7 @@ turning an error answer (problem+json) into the matching ``zserve.errors`` class
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -14,13 +15,16 @@ from httpx_sse import EventSource, SSEError
 from zserve import errors
 from zserve._version import __version__
 
-__all__ = ["DEFAULT_TIMEOUT", "InvokeResult", "error_from_response"]
+__all__ = ["DEFAULT_TIMEOUT", "INVOKE_STREAM", "InvokeResult", "error_from_response"]
 
 DEFAULT_TIMEOUT = 300.0
 #: ``events``: reconnect this many times in a row when the stream drops, waiting
 #: ``RETRY_BACKOFF_S`` x 1, 2, 4, ... between tries.
 STREAM_RETRIES = 3
 RETRY_BACKOFF_S = 0.25
+#: Named in ``GET /info``'s ``features`` by a server whose ``POST /invoke`` answers with the
+#: invocation's events when asked with ``Accept: text/event-stream`` (``invoke_stream``).
+INVOKE_STREAM = "invoke-stream"
 
 
 @dataclass(frozen=True)
@@ -206,3 +210,33 @@ async def acheck_stream(source: EventSource) -> bool:
         await response.aread()
         raise error_from_response(response)
     return response.status_code == 204
+
+
+def features_of(info: dict[str, Any]) -> frozenset[str]:
+    """What a server says it offers (``GET /info``'s ``features``; none from an older one)."""
+    found = info.get("features")
+    return frozenset(str(f) for f in found) if isinstance(found, list) else frozenset()
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    kind: str = response.headers.get("content-type", "")
+    return kind.partition(";")[0].strip() == "text/event-stream"
+
+
+def answered_events(response: httpx.Response) -> list[dict[str, Any]]:
+    """A sync invoke's JSON answer (from a server that did not stream it, such as a proxy that
+    dropped ``Accept``) as the one event that ends a job: ``job.completed``."""
+    doc = document(response)
+    return [{"event": "job.completed", "job_id": doc.get("job_id"), "seq": 1, "ts": time.time(),
+             "outputs": doc.get("outputs"), "execution_time_ms": doc.get("execution_time_ms"),
+             "run_id": doc.get("run_id")}]  # fmt: skip
+
+
+def invocation_lost(url: str, job_id: str | None, after: int, cause: str) -> errors.ServerError:
+    """The answer of ``invoke_stream`` broke off before the job ended (it cannot be resumed:
+    the server cancels an invocation whose client leaves)."""
+    which = f"job {job_id}" if job_id else "the invocation"
+    return errors.ServerError(
+        f"The event stream of {which} from {url} broke off after event {after} ({cause}); "
+        "the server cancels an invocation whose client leaves"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Generator
 from typing import Any
@@ -11,14 +12,19 @@ from httpx_sse import SSEError, connect_sse
 
 from zserve.client._common import (
     DEFAULT_TIMEOUT,
+    INVOKE_STREAM,
     RETRY_BACKOFF_S,
     STREAM_RETRIES,
     InvokeResult,
+    answered_events,
     check_stream,
     document,
     error_from_response,
+    features_of,
     headers,
+    invocation_lost,
     invoke_body,
+    is_event_stream,
     job_path,
     jobs_query,
     not_a_stream,
@@ -31,6 +37,7 @@ from zserve.client._common import (
     stream_path,
     unreachable,
 )
+from zserve.errors import ZServeError
 from zserve.events import TERMINAL
 
 __all__ = ["Client"]
@@ -51,6 +58,7 @@ class Client:
         self._http = httpx.Client(
             base_url=self.url, headers=headers(auth_key), timeout=timeout, transport=transport
         )
+        self._features: frozenset[str] | None = None  # GET /info's, once asked
 
     def __enter__(self) -> Client:
         return self
@@ -72,7 +80,16 @@ class Client:
         return document(self.request("GET", "/health"))
 
     def info(self) -> dict[str, Any]:
-        return document(self.request("GET", "/info"))
+        doc = document(self.request("GET", "/info"))
+        self._features = features_of(doc)
+        return doc
+
+    def offers(self, feature: str) -> bool:
+        """Whether the server names ``feature`` in ``GET /info``'s ``features`` (asked once
+        per client, unless ``info()`` was called already)."""
+        if self._features is None:
+            self.info()
+        return feature in (self._features or ())
 
     def status(self) -> dict[str, Any]:
         return document(self.request("GET", "/status"))
@@ -133,6 +150,63 @@ class Client:
                 parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s
             )
         )
+
+    def invoke_stream(
+        self,
+        parameters: dict[str, Any] | None = None,
+        *,
+        capture: str | None = None,
+        sample_rate: float | None = None,
+        timeout_s: float | None = None,
+    ) -> Generator[dict[str, Any], None, None]:
+        """Run the pipeline and yield its events as they happen, as ``events`` does, up to
+        and including the terminal one (``job.completed`` with the outputs, ``job.failed``,
+        ``job.cancelled``). A server that offers it (``INVOKE_STREAM`` in ``GET /info``'s
+        ``features``) sends them on the answer to one ``POST /invoke``; with an older one the
+        job is submitted and followed on ``GET /stream/ID``. A refused request raises its
+        error (``InvalidParameters``, ``Overloaded``...). Closing the generator before the end
+        cancels the invocation."""
+        body = invoke_body(parameters, capture, sample_rate, timeout_s)
+        if not self.offers(INVOKE_STREAM):
+            yield from self._submit_and_follow(body)
+            return
+        job_id, after = None, 0
+        try:
+            with connect_sse(self._http, "POST", "/invoke", json=body) as source:
+                response = source.response
+                if response.is_error or not is_event_stream(response):
+                    response.read()
+                    yield from answered_events(response)
+                    return
+                job_id = response.headers.get("x-job-id")
+                for sse in source.iter_sse():
+                    doc = sse_event(sse.data)
+                    if doc is None:
+                        continue
+                    after = int(doc.get("seq", after))
+                    yield doc
+                    if doc.get("event") in TERMINAL:
+                        return
+            cause = "the stream ended before the job did"
+        except httpx.TransportError as exc:
+            if job_id is None and isinstance(exc, httpx.ConnectError):
+                raise unreachable(self.url, exc) from None
+            cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise invocation_lost(self.url, job_id, after, cause)
+
+    def _submit_and_follow(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """``invoke_stream`` with a server that cannot stream an invoke's answer."""
+        response = self.request("POST", "/invoke", params={"mode": "async"}, json=body)
+        job_id = document(response)["job_id"]
+        ended = False
+        try:
+            for doc in self.events(job_id):
+                ended = doc.get("event") in TERMINAL
+                yield doc
+        finally:
+            if not ended:  # left early: the invocation ends with its stream, as with a new server
+                with contextlib.suppress(ZServeError):
+                    self.cancel(job_id)
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job: status, steps, outputs or error (``NotFound`` for an unknown id)."""

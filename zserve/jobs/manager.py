@@ -50,7 +50,7 @@ from zserve.jobs.outcome import (
 from zserve.jobs.publisher import EventPublisher
 from zserve.jobs.queries import JobQueries
 from zserve.jobs.slots import Slots
-from zserve.jobs.steps import StepTracker
+from zserve.jobs.steps import LiveTracker, StepTracker
 from zserve.jobs.upkeep import POLL_S, Upkeep
 from zserve.records import JobMode, JobRecord, JobStatus, RunRecord, StepStatus, new_job_id
 
@@ -196,11 +196,13 @@ class JobManager(JobQueries):
         job_id: str | None = None,
         capture: RequestCapture | None = None,
         client_gone: Callable[[], Awaitable[object]] | None = None,
+        sink: Callable[[ev.Event], None] | None = None,
     ) -> tuple[JobRecord, dict[str, Any]]:
         """Run now and wait. Raises what ``execute`` raises (the record keeps the outcome and
         the run id), or StoreUnavailable when a required record could not be stored. While it
         waits for a slot, ``client_gone`` (returns when the caller has left) drops it:
-        JobCancelled, and it never runs."""
+        JobCancelled, and it never runs. ``sink`` gets the job's events up to its terminal one
+        (``LiveTracker``), for a caller that streams them."""
         self._admit()
         capture = capture or self.tracking.usual
         if capture.mode != "none":
@@ -208,7 +210,8 @@ class JobManager(JobQueries):
         record = self._new_record("sync", capture, job_id)
         self._local.add(record)
         loop = self._loop or asyncio.get_running_loop()  # which costs a getpid() on 3.11
-        tracker = StepTracker(record, loop, None)
+        tracker = (StepTracker(record, loop, None) if sink is None
+                   else LiveTracker(record, loop, sink))  # fmt: skip
         # run-only pays no call for tracked mode (the sync hot path)
         recorder = None if capture.mode == "none" else self.runs.recorder(capture, record.job_id)
         task = asyncio.current_task(loop)

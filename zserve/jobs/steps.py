@@ -7,14 +7,17 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zserve import events as ev
 from zserve.engine.observer import Observer
 from zserve.engine.values import jsonable
 from zserve.records import JobRecord, StepStatus
 
-__all__ = ["StepTracker"]
+if TYPE_CHECKING:
+    from zserve.engine.context import RunContext
+
+__all__ = ["LiveTracker", "StepTracker"]
 
 # Looked up once: an enum member lookup costs ~45 ns on Python 3.11, and these run per step.
 _RUNNING, _COMPLETED, _FAILED = StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED
@@ -104,3 +107,19 @@ class StepTracker(Observer):
     def progress(self, step: str, data: Any) -> None:
         if self.sink is not None:
             self._emit(ev.STEP_PROGRESS, step, {"progress": jsonable(data)})
+
+
+class LiveTracker(StepTracker):
+    """The tracker of a sync invoke whose caller reads its events on the answer (``POST
+    /invoke`` with ``Accept: text/event-stream``): ``job.queued`` as soon as it is made (the
+    job was admitted), ``job.started`` when its run begins, then the step events, all handed to
+    ``sink`` on the loop, never to the broker. The terminal event is the caller's to make."""
+
+    def __init__(
+        self, record: JobRecord, loop: asyncio.AbstractEventLoop, sink: Callable[[ev.Event], None]
+    ) -> None:
+        super().__init__(record, loop, sink)
+        sink(ev.Event(ev.JOB_QUEUED, record.job_id, record.created_at))
+
+    def run_started(self, ctx: RunContext) -> None:
+        self._emit(ev.JOB_STARTED, None, {"capture": self.record.capture})

@@ -217,7 +217,8 @@ def _invoke_route(service: Service) -> DirectRoute:
         handler=service.invoke,
         methods=["POST"],
         summary=f"Run pipeline '{service.plan.name}'",
-        description="Sync by default; `?mode=async` queues a job and answers 202 at once.",
+        description="Sync by default; `?mode=async` queues a job and answers 202 at once; "
+        "a sync invoke with `Accept: text/event-stream` answers with its events (SSE).",
         # the error answers (problem+json) and the 202 are added by zserve.server.openapi
     )
 

@@ -109,6 +109,13 @@ def document(app: FastAPI, *, auth: bool) -> dict[str, Any]:
             for status in sorted(statuses):
                 responses[str(status)] = _problem(status)
     invoke = doc["paths"]["/invoke"]["post"]["responses"]
+    invoke["200"].setdefault("content", {})["text/event-stream"] = {
+        "schema": {"type": "string", "description": "Server-Sent Events"}
+    }
+    invoke["200"]["description"] = (
+        "The outputs (JSON); with `Accept: text/event-stream`, the invocation's events as "
+        "Server-Sent Events (as `GET /stream/{id}`), its job id in `X-Job-Id`"
+    )
     invoke["202"] = {
         "description": "With `?mode=async`: the job was queued; `Location` is its URL",
         "headers": {"Location": {"schema": {"type": "string"}}},

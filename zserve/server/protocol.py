@@ -71,24 +71,28 @@ def configure(
 class OneWrite:
     """The transport of a response its app sends whole at once (``POST /invoke``): the head
     uvicorn writes is held until the body comes, and both leave in one write — one ``send()``
-    system call and one TCP segment, not two. A ``100 Continue`` is not held; ``close()`` sends
-    what is held first."""
+    system call and one TCP segment, not two. Only a response's head is held (``head_next``,
+    set for each request): what follows the first body write leaves at once, so an event stream
+    (``Accept: text/event-stream``) is never held back. A ``100 Continue`` is not held;
+    ``close()`` sends what is held first."""
 
-    __slots__ = ("held", "transport")
+    __slots__ = ("head_next", "held", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.held: bytes | None = None
+        self.head_next = True
 
     def write(self, data: bytes) -> None:
         held = self.held
         if held is not None:
             self.held = None
             self.transport.write(held + data)
-        elif data.startswith(b"HTTP/1.1 100 "):
-            self.transport.write(data)
-        else:
+        elif self.head_next and not data.startswith(b"HTTP/1.1 100 "):
+            self.head_next = False
             self.held = data
+        else:
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.held is not None:
@@ -203,6 +207,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         ):
             if self._one_write is None:
                 self._one_write = OneWrite(self.transport)
+            else:
+                self._one_write.head_next = True
             cycle.transport = self._one_write  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:

@@ -42,6 +42,7 @@ from zserve.jobs.outcome import log_job_failure
 from zserve.records import DeploymentRecord, JobStatus, StepState, new_job_id
 from zserve.server import problems, tracing
 from zserve.server.guard import is_json
+from zserve.server.invoke_stream import FEATURE, invoke_stream, wants_events
 from zserve.server.metrics import Metrics
 from zserve.server.tokens import StreamTokens
 from zserve.server.writer import RunStore, RunWriter
@@ -212,6 +213,9 @@ class Service:
             if job.capture_requested is not None:
                 accepted["capture_requested"] = job.capture_requested
             return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
+        if wants_events(request.scope["headers"]):  # Accept: text/event-stream
+            return await invoke_stream(self.jobs, self.metrics, self.settings.sse_ping_s,
+                                       params, timeout, capture)  # fmt: skip
         job_id = new_job_id()
         start = time.perf_counter()
         try:
@@ -285,6 +289,8 @@ class Service:
                 "created_at": self.record.created_at,
             },
             "capture_default": self.capture,
+            # what this server does beyond the HTTP API of earlier versions (clients ask here)
+            "features": [FEATURE],
         }
 
     def status(self) -> dict[str, Any]:

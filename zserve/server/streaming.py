@@ -19,6 +19,7 @@ from zserve.events import Event
 from zserve.pages import MAX_PAGE, cursor_of, position_of
 from zserve.records import JobRecord, JobStatus, iso
 from zserve.server.problems import close_reason
+from zserve.server.sse import PING, SSE_HEADERS, SSE_RETRY, sse
 
 if TYPE_CHECKING:
     from zserve.server.service import Service
@@ -26,16 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["add_job_routes"]
 
 logger = logging.getLogger("zserve.server")
-
-
-#: Sent with the first event of every SSE stream (in its block: a block of its own would be an
-#: event without data to some clients): how long (ms) an EventSource waits to reconnect.
-SSE_RETRY = b"retry: 2000\n"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def sse(event: Event) -> bytes:
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.to_json()}\n\n".encode()
 
 
 def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | None]:
@@ -47,7 +38,8 @@ async def _streamable(service: Service, job_id: str) -> JobRecord:
     job = await service.jobs.get(job_id)
     if job.mode == "sync":
         raise NotFound(
-            f"Job {job_id} was a sync invoke: its events are not kept. Use "
+            f"Job {job_id} was a sync invoke: its events are not kept (a sync invoke sent "
+            "with 'Accept: text/event-stream' has them on its own answer). Use "
             "POST /invoke?mode=async (or `zserve invoke --stream`) to follow a job"
         )
     return job
@@ -123,7 +115,7 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
                 retry = b""
             async for event in events:
                 if event is None:
-                    yield b": ping\n\n"
+                    yield PING
                 else:
                     yield retry + sse(event)
                     retry = b""
