@@ -258,3 +258,38 @@ def test_with_a_server_that_does_not_offer_it_the_client_submits_and_follows(
         lambda: httpx.get(f"{server.url}/jobs/{job_id}").json()["status"] == "cancelled",
         "the submitted job to be cancelled",
     )
+
+
+def test_zserve_stream_follows_a_streamed_invoke_started_by_another_client(
+    serve: Any, gate: Path, running: Callable[..., Running]
+) -> None:
+    server = serve(GATED)
+    body = {"parameters": {"gate": str(gate), "words": 2}}
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("POST", "/invoke", json=body, headers=EVENTS) as response,
+    ):
+        job_id = response.headers["x-job-id"]
+        lines = sse_lines(response)
+        mine: list[dict[str, Any]] = []
+        for item in lines:  # up to the first chunk: the job then waits for the gate
+            if isinstance(item, dict):
+                mine.append(item)
+                if item["event"] == "step.chunk":
+                    break
+        # another client follows it by its id: what it sent so far, then live
+        proc = running("stream", job_id, "--url", server.url, "--jsonl")
+        replayed = json.loads(proc.wait_line(r'"step\.chunk"'))
+        assert replayed == mine[-1] and replayed["chunk"] == "first"
+        assert httpx.get(f"{server.url}/jobs/{job_id}").json()["status"] == "running"
+        gate.touch()
+        mine += [item for item in lines if isinstance(item, dict)]
+        code, stderr = proc.finish()
+    assert code == 0, stderr
+    assert [json.loads(line) for line in proc.lines] == mine
+    assert [e["seq"] for e in mine] == list(range(1, len(mine) + 1))
+    assert mine[-1]["event"] == "job.completed"
+    assert mine[-1]["outputs"] == {"output": ["first", "word-0", "word-1"]}
+    # and once it has ended, the same replay to its terminal event
+    again = cli("stream", job_id, "--url", server.url, "--jsonl")
+    assert [json.loads(line) for line in again.stdout.splitlines()] == mine

@@ -97,8 +97,11 @@ def test_events_in_order_with_the_outputs_in_the_json_of_the_stream_route(
     assert [(s["name"], s["status"]) for s in job["steps"]] == [
         ("generate", "completed"), ("summarize", "completed"),
     ]  # fmt: skip
-    # its events are on its answer only
-    gone = assert_problem(client.get(f"/stream/{job_id}"), 404)
+    # its events can be replayed on GET /stream/{id} (tests/server/test_invoke_attach.py); a
+    # plain JSON invoke's are not kept
+    assert events_of(client.get(f"/stream/{job_id}")) == events
+    plain = client.post("/invoke", json={"parameters": params})
+    gone = assert_problem(client.get(f"/stream/{plain.json()['job_id']}"), 404)
     assert "text/event-stream" in gone["detail"]
 
 

@@ -9,6 +9,12 @@ the job admitted, so a refusal (422, 429, 503...) is still a problem+json answer
 Then come ``job.queued``, ``job.started``, the step events and one terminal event, in the same
 JSON as ``GET /stream/{id}`` (numbered 1, 2, 3... here), with ``: ping`` comments while nothing
 happens. A client that goes away cancels the invocation.
+
+The events go through a ``Feed`` of this worker (``server/feeds.py``) that numbers them, so
+``GET /stream/{id}`` and ``WS /stream`` on the same worker can attach to the invocation by its
+id, replay what it sent so far with the same numbers, and follow it to the same terminal event
+(made once, when the job ends, whether its answer is still read or not). Attaching does not
+keep the invocation alive: it still ends when its own client goes away.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from starlette.responses import Response, StreamingResponse
@@ -29,10 +36,11 @@ from zserve.errors import JobCancelled, Overloaded, ZServeError
 from zserve.jobs import JobManager
 from zserve.jobs.outcome import Outcome, error_of, log_job_failure
 from zserve.records import JobRecord, StepStatus, new_job_id
+from zserve.server.feeds import Feed, Feeds
 from zserve.server.metrics import Metrics
 from zserve.server.sse import PING, SSE_HEADERS, SSE_RETRY, sse
 
-__all__ = ["FEATURE", "EventStream", "invoke_stream", "wants_events"]
+__all__ = ["FEATURE", "EventStream", "InvokeStreams", "wants_events"]
 
 logger = logging.getLogger("zserve.server")
 
@@ -66,53 +74,72 @@ class EventStream(StreamingResponse):
                 self.job.cancel()
 
 
-async def invoke_stream(
-    jobs: JobManager,
-    metrics: Metrics,
-    ping_s: float,
-    params: dict[str, Any],
-    timeout_s: float | None,
-    capture: RequestCapture,
-) -> Response:
-    """Run the invocation as a sync job of ``jobs`` and answer with its events (see the
-    module), a ``: ping`` every ``ping_s`` seconds without one; ``metrics`` count it."""
-    job_id = new_job_id()
-    queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
-    start = time.perf_counter()
-    job = asyncio.ensure_future(
-        jobs.run_sync(params, timeout_s, job_id, capture, sink=queue.put_nowait)
-    )
-    job.add_done_callback(lambda _: queue.put_nowait(None))  # after every event it made
-    try:
-        first = await queue.get()  # job.queued once admitted, None when it was refused
-    except BaseException:
-        job.cancel()
-        raise
-    if first is None:
+class InvokeStreams:
+    """This worker's streamed invocations: runs one as a sync job of ``jobs`` (``start``) and
+    keeps its events for the answers that attach to it (``feed``, ``feeds``); ``metrics``
+    count each one as a sync invoke."""
+
+    def __init__(self, jobs: JobManager, metrics: Metrics, ping_s: float) -> None:
+        self.jobs = jobs
+        self.metrics = metrics
+        #: a ``: ping`` every this many seconds without an event
+        self.ping_s = ping_s
+        self.feeds = Feeds(lambda job_id: jobs.local_record(job_id) is not None)
+
+    def feed(self, job_id: str) -> Feed | None:
+        """The events of a streamed invocation of this worker, while they are kept."""
+        return self.feeds.get(job_id)
+
+    async def start(
+        self, params: dict[str, Any], timeout_s: float | None, capture: RequestCapture
+    ) -> Response:
+        """Run the invocation and answer with its events (see the module)."""
+        job_id = new_job_id()
+        feed = self.feeds.open(job_id)
+        start = time.perf_counter()
+        job = asyncio.ensure_future(
+            self.jobs.run_sync(params, timeout_s, job_id, capture, sink=feed.add)
+        )
+        # after every event it made: its terminal one, for this answer and every follower
+        job.add_done_callback(partial(self._ended, feed, capture, start))
         try:
-            job.result()  # refused before it was a job: its problem+json answer
-        except Overloaded:
-            metrics.record("rejected", capture.mode, None)
+            while not feed.events and not feed.ended:  # job.queued once admitted
+                await feed.changed()
+        except BaseException:
+            job.cancel()
             raise
-        raise AssertionError("a sync job ended without its first event")  # pragma: no cover
-
-    async def body() -> AsyncIterator[bytes]:
-        seq = 1
-        yield SSE_RETRY + sse(first.with_seq(seq))
-        while True:
+        if not feed.events:  # refused before it was a job: its problem+json answer
             try:
-                async with asyncio.timeout(ping_s):
-                    event = await queue.get()
-            except TimeoutError:
-                yield PING
-                continue
-            seq += 1
-            if event is None:
-                yield sse(_terminal(jobs, metrics, job, job_id, capture, start).with_seq(seq))
-                return
-            yield sse(event.with_seq(seq))
+                job.result()
+            except Overloaded:
+                self.metrics.record("rejected", capture.mode, None)
+                raise
+            raise AssertionError("a sync job ended without its first event")  # pragma: no cover
 
-    return EventStream(body(), job, job_id)
+        async def body() -> AsyncIterator[bytes]:
+            retry = SSE_RETRY
+            async for event in feed.follow(0, self.ping_s):
+                if event is None:
+                    yield PING
+                else:
+                    yield retry + sse(event)
+                    retry = b""
+
+        return EventStream(body(), job, job_id)
+
+    def _ended(
+        self,
+        feed: Feed,
+        capture: RequestCapture,
+        start: float,
+        job: asyncio.Future[tuple[JobRecord, dict[str, Any]]],
+    ) -> None:
+        if not feed.events:  # refused: nothing to follow
+            feed.close()
+            self.feeds.ended(feed, keep=False)
+            return
+        feed.add(_terminal(self.jobs, self.metrics, job, feed.job_id, capture, start))
+        self.feeds.ended(feed)
 
 
 def _terminal(

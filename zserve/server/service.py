@@ -42,7 +42,7 @@ from zserve.jobs.outcome import log_job_failure
 from zserve.records import DeploymentRecord, JobStatus, StepState, new_job_id
 from zserve.server import problems, tracing
 from zserve.server.guard import is_json
-from zserve.server.invoke_stream import FEATURE, invoke_stream, wants_events
+from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
 from zserve.server.tokens import StreamTokens
 from zserve.server.writer import RunStore, RunWriter
@@ -105,6 +105,7 @@ class Service:
             on_finished=lambda status, seconds: self.metrics.record(status, self.capture, seconds),
             observer_for=self.otel.observer_for if self.otel is not None else None,
         )  # fmt: skip
+        self.streams = InvokeStreams(self.jobs, self.metrics, settings.sse_ping_s)  # and attachers
 
     def begin_building(self, on_fatal: Callable[[ResourceFailed], None] | None) -> None:
         """Build the resources in the background: ``/health`` answers 503 "starting" and runs
@@ -214,8 +215,7 @@ class Service:
                 accepted["capture_requested"] = job.capture_requested
             return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
         if wants_events(request.scope["headers"]):  # Accept: text/event-stream
-            return await invoke_stream(self.jobs, self.metrics, self.settings.sse_ping_s,
-                                       params, timeout, capture)  # fmt: skip
+            return await self.streams.start(params, timeout, capture)
         job_id = new_job_id()
         start = time.perf_counter()
         try:

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from zserve.errors import NotFound, Unauthorized, UsageError, ZServeError
 from zserve.events import Event
 from zserve.pages import MAX_PAGE, cursor_of, position_of
-from zserve.records import JobRecord, JobStatus, iso
+from zserve.records import JobStatus, iso
 from zserve.server.problems import close_reason
 from zserve.server.sse import PING, SSE_HEADERS, SSE_RETRY, sse
 
@@ -30,19 +30,29 @@ logger = logging.getLogger("zserve.server")
 
 
 def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | None]:
-    """The job's events after ``after`` up to the terminal one; None for a keep-alive."""
+    """The job's events after ``after`` up to the terminal one; None for a keep-alive: from
+    this worker's feed of a streamed invocation (``server/feeds.py``), else from the broker."""
+    feed = service.streams.feed(job_id)
+    if feed is not None:
+        return feed.follow(after, service.settings.sse_ping_s)
     return service.jobs.follow(job_id, after, service.settings.sse_ping_s)
 
 
-async def _streamable(service: Service, job_id: str) -> JobRecord:
+async def _attachable(service: Service, job_id: str) -> bool:
+    """Whether the job's events can be followed here and it has ended (NotFound if they
+    cannot): a streamed invocation of this worker, or a job of the broker."""
+    feed = service.streams.feed(job_id)
+    if feed is not None:
+        return feed.ended
     job = await service.jobs.get(job_id)
     if job.mode == "sync":
         raise NotFound(
-            f"Job {job_id} was a sync invoke: its events are not kept (a sync invoke sent "
-            "with 'Accept: text/event-stream' has them on its own answer). Use "
-            "POST /invoke?mode=async (or `zserve invoke --stream`) to follow a job"
+            f"Job {job_id} was a sync invoke: its events are not kept. Only a sync invoke sent "
+            "with 'Accept: text/event-stream' can be followed here, on the worker that runs it, "
+            "while it runs and a while after. Use POST /invoke?mode=async (or `zserve invoke "
+            "--stream`) to follow a job"
         )
-    return job
+    return job.finished
 
 
 def add_job_routes(app: FastAPI, service: Service) -> None:
@@ -82,7 +92,7 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
             raise UsageError(
                 "This server has no auth key (ZSERVE_AUTH_KEY): its streams need no token"
             )
-        await _streamable(service, job_id)
+        await _attachable(service, job_id)
         token, expires = service.tokens.issue(job_id)
         return {"job_id": job_id, "token": token, "expires_at": iso(expires),
                 "stream": f"/stream/{job_id}?token={token}"}  # fmt: skip
@@ -97,11 +107,11 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
         },
     )
     async def stream(job_id: str, request: Request) -> Response:
-        job = await _streamable(service, job_id)
+        finished = await _attachable(service, job_id)
         after = _sequence(request.headers.get("last-event-id", "0").strip() or "0", "Last-Event-ID")
         events = follow(service, job_id, after)
         first: Event | None = None
-        if job.finished:  # all there is to send is stored: nothing left ends it with a 204
+        if finished:  # all there is to send is stored: nothing left ends it with a 204
             first = await anext(events, None)
             if first is None:  # stops an EventSource from reconnecting for ever
                 return Response(status_code=204, headers=SSE_HEADERS)
@@ -159,7 +169,7 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
     try:
         if "job_id" in doc:
             job_id = str(doc["job_id"])
-            await _streamable(service, job_id)
+            await _attachable(service, job_id)
             after = _sequence(doc.get("after", 0), '"after"')
         else:
             if service.starting:
