@@ -80,9 +80,7 @@ def test_attaching_mid_run_replays_then_follows_with_the_same_numbers(
     assert mine[-1]["outputs"] == {"output": ["first", "word-0", "word-1"]}
 
 
-def test_last_event_id_resumes_without_gaps_or_duplicates(
-    make_client: Any, tmp_path: Path
-) -> None:
+def test_last_event_id_resumes_without_gaps_or_duplicates(make_client: Any, tmp_path: Path) -> None:
     client = make_client(GATED)
     gate = tmp_path / "gate"
     with client.stream("POST", "/invoke", json=gated_body(gate), headers=EVENTS) as invoking:
