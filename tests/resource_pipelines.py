@@ -185,3 +185,21 @@ def uses_broken(x: int, ok: str = Resource(gen_fn), bad: str = Resource(broken))
 @pipeline
 def fails(x: int = 1) -> str:
     return uses_broken(x)
+
+
+#: In-process: ``held_batch`` waits for this event (set by the test) before it returns.
+BATCH_GATE = threading.Event()
+
+
+@step(batch=4, batch_wait_ms=1)
+def held_batch(x: list[int], model: dict[str, Any] = Resource(load_counted)) -> list[int]:
+    EVENTS.append("batch started")
+    if not BATCH_GATE.wait(60):
+        raise TimeoutError("the test never opened the batch gate")
+    _log("batch-done")  # in the log the teardown writes to: their order shows
+    return x
+
+
+@pipeline
+def held(x: int = 1) -> int:
+    return held_batch(x)

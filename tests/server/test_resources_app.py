@@ -134,6 +134,28 @@ def test_teardown_runs_after_the_jobs_drain(
     assert lines(isolated) == ["build", "teardown"]
 
 
+def test_teardown_waits_for_a_batch_its_cancelled_runs_left_running(
+    make_client: Callable[..., Any], isolated: Path
+) -> None:
+    """The drain cancels a run whose batch still runs in a thread; the model it uses is torn
+    down only once that batch has returned (within the grace period)."""
+    rp.BATCH_GATE.clear()
+    client = make_client("tests.resource_pipelines:held", grace_s=1)
+    wait_for(lambda: client.get("/health").status_code == 200, "a 200 /health")
+    client.post("/invoke?mode=async", json={"parameters": {"x": 1}})
+    wait_for(lambda: rp.EVENTS == ["batch started"], "the batch to start")
+    # the drain gives up on the job after 1 s and cancels it; the batch is let go after 1.5 s,
+    # while the server waits for it before the teardown
+    opener = threading.Timer(1.5, rp.BATCH_GATE.set)
+    opener.start()
+    try:
+        client.__exit__(None, None, None)
+    finally:
+        opener.cancel()
+        rp.BATCH_GATE.set()
+    assert lines(isolated) == ["build", "batch-done", "teardown"]
+
+
 def test_the_iris_example_serves_a_prediction(make_client: Callable[..., Any]) -> None:
     pytest.importorskip("sklearn")
     client = make_client("zserve.examples.iris:iris")

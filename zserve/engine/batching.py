@@ -24,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
 from zserve.engine.context import current_step
 
 __all__ = ["BatchHook", "BatchSpec", "Batcher", "Outcome", "describe_batching"]
+
+logger = logging.getLogger("zserve.engine")
 
 #: Told (step, size, seconds the oldest call waited) for every batch (``/metrics``).
 BatchHook = Callable[[str, int, float], None]
@@ -81,8 +84,9 @@ class Batcher:
         #: arguments passed once, not as a list (its resources: the same for every call)
         self.shared = shared
         self.on_batch: BatchHook | None = None
-        #: runs under way that have not reached this step yet (may be stale across loops, so
-        #: it is only ever a reason to start sooner: at <= 0)
+        #: runs under way that have not reached this step yet; a batch starts at once at 0
+        #: (a count left high, by a loop closed with runs under way, only makes a lone call
+        #: wait for the timer)
         self.expected = 0
         self._max_wait = spec.max_wait_ms / 1000
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -164,25 +168,36 @@ class Batcher:
             return
         loop = self._loop
         assert loop is not None
-        if self.on_batch is not None:
-            self.on_batch(self.step, len(items), loop.time() - items[0].enqueued)
-        lists = self._lists([item.kwargs for item in items])
-        context = self._context.copy()
         self._running = True
+        self._tell(len(items), loop.time() - items[0].enqueued)
         running: asyncio.Future[Any]
-        if self.is_async:
-            running = loop.create_task(self.fn(**lists), context=context)
-        elif self.on_loop:
-            try:
+        try:
+            lists = self._lists([item.kwargs for item in items])
+            context = self._context.copy()
+            if self.is_async:
+                running = loop.create_task(self.fn(**lists), context=context)
+            elif self.on_loop:
                 result = context.run(self.fn, **lists)
-            except (Exception, SystemExit) as exc:
-                self._deliver(items, None, exc)
             else:
-                self._deliver(items, result, None)
+                call = functools.partial(context.run, self.fn, **lists)
+                running = loop.run_in_executor(None, call)
+        except BaseException as exc:  # whatever it is, the calls of this batch get an answer
+            self._deliver(items, None, exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             return
-        else:
-            running = loop.run_in_executor(None, functools.partial(context.run, self.fn, **lists))
+        if self.on_loop and not self.is_async:
+            self._deliver(items, result, None)
+            return
         running.add_done_callback(functools.partial(self._finished, items))
+
+    def _tell(self, size: int, waited: float) -> None:
+        """The batch hook (metrics): one that raises is logged, never a reason to lose calls."""
+        if self.on_batch is not None:
+            try:
+                self.on_batch(self.step, size, waited)
+            except Exception:
+                logger.exception("The batch hook of step '%s' raised", self.step)
 
     def _lists(self, calls: list[dict[str, Any]]) -> dict[str, Any]:
         """The function's arguments for these calls: a list per input, a resource once."""
@@ -191,10 +206,11 @@ class Batcher:
                 for name, value in calls[0].items()}  # fmt: skip
 
     def _finished(self, items: list[_Item], running: asyncio.Future[Any]) -> None:
-        if running.cancelled():  # the loop is shutting down
-            self._running = False
-            for item in items:
-                item.future.cancel()
+        if running.cancelled():  # something the function awaited was cancelled, or the loop ends
+            error: BaseException | None = RuntimeError(
+                f"batched step '{self.step}' was cancelled while it ran"
+            )
+            self._deliver(items, None, error)  # and the calls queued behind it go on
             return
         error = running.exception()
         self._deliver(items, None if error is not None else running.result(), error)
@@ -209,6 +225,8 @@ class Batcher:
 
     def _outcomes(self, result: Any, error: BaseException | None, n: int) -> list[Outcome]:
         """One outcome per call of a batch of ``n``."""
+        if error is None and not isinstance(result, list | tuple) and _sequence_like(result):
+            result = list(result)  # a NumPy array, a pandas Series...
         if error is None and (not isinstance(result, list | tuple) or len(result) != n):
             sized = isinstance(result, list | tuple)
             got = f"{len(result)} results" if sized else f"a {type(result).__name__}"
@@ -238,8 +256,7 @@ class Batcher:
         """One call as a batch of one, outside the queue (which serves another loop)."""
         lists = self._lists([kwargs])
         context = self._context.copy()
-        if self.on_batch is not None:
-            self.on_batch(self.step, 1, 0.0)
+        self._tell(1, 0.0)
         try:
             if self.is_async:
                 result = await loop.create_task(self.fn(**lists), context=context)
@@ -251,6 +268,14 @@ class Batcher:
         except (Exception, SystemExit) as exc:
             return None, exc
         return self._outcomes(result, None, 1)[0]
+
+
+def _sequence_like(value: Any) -> bool:
+    return (
+        isinstance(value, Sized)
+        and isinstance(value, Iterable)
+        and not isinstance(value, str | bytes | Mapping)
+    )
 
 
 def describe_batching(batchers: tuple[Batcher, ...]) -> dict[str, dict[str, Any]]:

@@ -88,14 +88,14 @@ async def execute(
     """
     observer = observe(*observers)
     run = _Run(params, observer)
-    if plan.batchers:
-        run.unreached = set(plan.batchers)
-        for batcher in plan.batchers:
-            batcher.expect()
     ctx = RunContext(job_id=job_id, pipeline=plan.name, capture=capture, parameters=params,
                      on_progress=None if observer is SILENT else observer.progress)  # fmt: skip
     token = bind_context(ctx)
     observer.run_started(ctx)
+    if plan.batchers:  # counted once nothing can fail before the ``try`` that forgets them
+        run.unreached = set(plan.batchers)
+        for batcher in plan.batchers:
+            batcher.expect()
     try:
         if timeout_s is None:
             await _run(plan, run)

@@ -114,7 +114,9 @@ def create_app(
         finally:
             service.ready = False
             await service.jobs.shutdown(settings.grace_s)
-            await service.close_worker()  # after the drain: no run uses a resource any more
+            # after the drain, and the batches its cancelled runs left (bounded): no run uses
+            # a resource any more
+            await service.close_worker(settings.grace_s)
             await loop.run_in_executor(executor, service.close_stores)
             if service.otel is not None:  # export the spans still buffered
                 await loop.run_in_executor(executor, service.otel.shutdown)

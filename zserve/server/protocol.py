@@ -72,9 +72,9 @@ class OneWrite:
     """The transport of a response its app sends whole at once (``POST /invoke``): the head
     uvicorn writes is held until the body comes, and both leave in one write — one ``send()``
     system call and one TCP segment, not two. Only a response's head is held (``head_next``,
-    set for each request): what follows the first body write leaves at once, so an event stream
-    (``Accept: text/event-stream``) is never held back. A ``100 Continue`` is not held;
-    ``close()`` sends what is held first."""
+    set again when a response is complete): what follows the first body write leaves at once,
+    so an event stream (``Accept: text/event-stream``) is never held back. A ``100 Continue``
+    is not held; ``close()`` sends what is held first."""
 
     __slots__ = ("head_next", "held", "transport")
 
@@ -207,14 +207,17 @@ class GuardedHttpTools(HttpToolsProtocol):
         ):
             if self._one_write is None:
                 self._one_write = OneWrite(self.transport)
-            else:
-                self._one_write.head_next = True
             cycle.transport = self._one_write  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         self._idle_since = time.monotonic()
-        if self._one_write is not None and self._one_write.held is not None:
-            self._one_write.write(b"")  # an answer with no body (HEAD): its head
+        one_write = self._one_write
+        if one_write is not None:
+            if one_write.held is not None:
+                one_write.write(b"")  # an answer with no body (HEAD): its head
+            # the next answer's head is held, not sooner: a pipelined request read while an
+            # event stream is answered must not hold that stream's next event
+            one_write.head_next = True
         super().on_response_complete()
 
     def _refuse_head(self, what: str) -> None:

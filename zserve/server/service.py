@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import PydanticSerializationError, to_json
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
 from zserve._version import __version__
 from zserve.broker import open_broker
@@ -39,8 +39,9 @@ from zserve.errors import (
 )
 from zserve.jobs import JobManager
 from zserve.jobs.outcome import log_job_failure
-from zserve.records import DeploymentRecord, JobStatus, StepState, new_job_id
+from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems, tracing
+from zserve.server.answers import ASK_TIMING, JSONBytes, server_timing, unserialisable
 from zserve.server.guard import is_json
 from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
@@ -128,12 +129,17 @@ class Service:
 
         self._building = asyncio.ensure_future(build())
 
-    async def close_worker(self) -> None:
-        """Stop a build under way, then tear the resources down (after the jobs' drain)."""
+    async def close_worker(self, grace_s: float) -> None:
+        """Stop a build under way, wait (up to ``grace_s``) for the batches still running (a
+        cancelled run leaves its batch running), then tear the resources down (after the
+        jobs' drain)."""
         if self._building is not None and not self._building.done():
             self._building.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._building
+        deadline = time.monotonic() + grace_s
+        while any(b.running for b in self.plan.batchers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self.worker is not None:
             await self.worker.aclose()
 
@@ -241,7 +247,7 @@ class Service:
                                     job.capture_requested)  # fmt: skip
             content = to_json(body_doc, inf_nan_mode="null")
         except PydanticSerializationError as exc:
-            return _unserialisable(outputs, exc, job_id)
+            return unserialisable(outputs, exc, job_id)
         if self.settings.server_timing or ASK_TIMING in request.scope["headers"]:
             return JSONBytes(content, server_timing(elapsed, job.steps))
         return JSONBytes(content)
@@ -329,55 +335,6 @@ class Service:
             "deployment_id": self.record.id,
             "resources": [] if self.worker is None else self.worker.status(),
         }
-
-
-#: The request header that asks for a Server-Timing answer header (``zserve bench`` sends it).
-ASK_TIMING = (b"zserve-timing", b"1")
-
-
-def server_timing(elapsed_s: float, steps: list[StepState]) -> str:
-    """``engine;dur=MS`` (the run, waiting for a slot included), then ``step.NAME;dur=MS`` for
-    each step that ran, in milliseconds."""
-    parts = [f"engine;dur={elapsed_s * 1000:.3f}"]
-    parts += [f"step.{s['name']};dur={s['duration_ms']}" for s in steps if s["duration_ms"]]
-    return ", ".join(parts)
-
-
-def _unserialisable(outputs: dict[str, Any], exc: Exception, job_id: str) -> Response:
-    bad = []
-    for name, value in outputs.items():
-        try:
-            to_json(value)
-        except PydanticSerializationError:
-            bad.append(f"'{name}' ({type(value).__name__})")
-    logger.error("Job %s: outputs %s cannot be encoded as JSON: %s", job_id, bad, exc)
-    return problems.problem(
-        500,
-        f"Output {', '.join(bad) or '?'} cannot be encoded as JSON: return plain values "
-        "(str, numbers, lists, dicts, pydantic models, dataclasses, datetimes)",
-        type_=problems.PROBLEM_BASE + "unserialisable-output",
-        title="Output cannot be encoded",
-        job_id=job_id,
-        run_id=None,
-    )
-
-
-class JSONBytes(Response):
-    """A JSON answer already encoded, sent as two ASGI messages with headers made in one go
-    (a Starlette ``Response`` builds and checks them per answer: the hot path's answer)."""
-
-    media_type = "application/json"
-
-    def __init__(self, content: bytes, timing: str | None = None) -> None:
-        self.body, self.status_code, self.background = content, 200, None
-        self.raw_headers = [(b"content-length", str(len(content)).encode()),
-                            (b"content-type", b"application/json")]  # fmt: skip
-        if timing is not None:
-            self.raw_headers.append((b"server-timing", timing.encode("latin-1")))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body})
 
 
 async def _body(receive: Receive) -> bytes:
