@@ -171,3 +171,33 @@ def test_the_iris_example_serves_a_prediction(make_client: Callable[..., Any]) -
     (status,) = client.get("/status").json()["resources"]
     assert status["name"] == "load_iris_model"
     assert status["state"] == "ready"
+
+
+def test_the_batched_iris_example_answers_each_flower_as_the_unbatched_one() -> None:
+    pytest.importorskip("sklearn")
+    import asyncio
+
+    from zserve.engine.plan import compile_plan
+    from zserve.engine.runner import execute
+    from zserve.engine.worker import Worker
+    from zserve.examples.iris import iris, iris_batched
+
+    flowers = [
+        {"sepal_length": 5.0 + i / 10, "sepal_width": 3.0, "petal_length": 1.0 + i / 4,
+         "petal_width": 0.2 + i / 10}
+        for i in range(16)
+    ]  # fmt: skip
+    one, many = compile_plan(iris), compile_plan(iris_batched)
+    sizes: list[int] = []
+    many.on_batch = lambda step, size, waited: sizes.append(size)
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        async with Worker(one), Worker(many):
+            alone = [await execute(one, f, job_id=f"one-{i}") for i, f in enumerate(flowers)]
+            runs = [execute(many, f, job_id=f"many-{i}") for i, f in enumerate(flowers)]
+            return alone, await asyncio.wait_for(asyncio.gather(*runs), 60)
+
+    alone, batched = asyncio.run(both())
+    assert batched == alone
+    assert len({a["output"]["species"] for a in alone}) >= 2  # not one answer for all
+    assert sum(sizes) == 16 and max(sizes) > 1  # the model was called for several at once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from zserve.errors import PipelineDefinitionError
@@ -133,6 +133,19 @@ class _StepDecorator:
                     batch=self.batch, batch_wait_ms=self.batch_wait_ms)  # fmt: skip
 
 
+class _BatchedStepDecorator(_StepDecorator):
+    """What ``@step(batch=N)`` returns. The function takes a list per input and returns a list;
+    the pipeline body calls the step with single values and gets one element back, so to a
+    type checker the step takes any arguments and returns the type of an element."""
+
+    @overload  # type: ignore[override]
+    def __call__(self, fn: Callable[..., Coroutine[Any, Any, Sequence[R]]], /) -> Step[..., R]: ...
+    @overload
+    def __call__(self, fn: Callable[..., Sequence[R]], /) -> Step[..., R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Step[..., Any]:
+        return super().__call__(fn)
+
+
 @overload
 def step(fn: Callable[P, AsyncIterator[R]], /) -> Step[P, list[R]]: ...
 @overload
@@ -147,7 +160,16 @@ def step(
     name: str | None = None,
     blocking: bool | None = None,
     settings: dict[str, Any] | None = None,
-    batch: int | None = None,
+    batch: int,
+    batch_wait_ms: float | None = None,
+) -> _BatchedStepDecorator: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    blocking: bool | None = None,
+    settings: dict[str, Any] | None = None,
+    batch: None = None,
     batch_wait_ms: float | None = None,
 ) -> _StepDecorator: ...
 
@@ -161,7 +183,7 @@ def step(
     settings: dict[str, Any] | None = None,
     batch: int | None = None,
     batch_wait_ms: float | None = None,
-) -> Step[P, Any] | _StepDecorator:
+) -> Step[P, Any] | _StepDecorator | _BatchedStepDecorator:
     """Mark a function as a pipeline step: ``@step`` or ``@step(name=..., blocking=False,
     settings={...})``.
 
@@ -193,5 +215,6 @@ def step(
     batch at a time; generator steps cannot be batched. Inside it ``get_context()`` is not
     available (its call serves several runs).
     """
-    decorator = _StepDecorator(name, blocking, settings, batch, batch_wait_ms)
+    kind = _StepDecorator if batch is None else _BatchedStepDecorator
+    decorator = kind(name, blocking, settings, batch, batch_wait_ms)
     return decorator if fn is None else decorator(fn)
