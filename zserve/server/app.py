@@ -137,7 +137,7 @@ def create_app(
     app.router.routes[:0] = [
         _invoke_route(service),
         Route("/health", service.health, methods=["GET"]),
-        *probe_routes(service),  # /livez, /readyz
+        *probe_routes(service.host_id, lambda: service.phase),  # /livez, /readyz
     ]
 
     @app.get("/info", summary="Pipeline, steps, parameter schema and deployment")

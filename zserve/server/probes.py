@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -32,7 +33,6 @@ from starlette.routing import Route
 from zserve.errors import ZServeError
 
 if TYPE_CHECKING:
-    from zserve.server.service import Service
     from zserve.server.writer import RunWriter
 
 __all__ = ["PROBE_PATHS", "StoreReach", "probe_routes"]
@@ -46,20 +46,21 @@ REACH_WAIT_S = 6.0
 JSON = "application/json"
 
 
-def probe_routes(service: Service) -> list[Route]:
+def probe_routes(host_id: str, phase: Callable[[], str]) -> list[Route]:
     """``GET /livez`` and ``GET /readyz`` (and their HEAD), as plain Starlette routes run on the
-    event loop: no thread, no dependency solving."""
-    alive = to_json({"status": "alive", "host_id": service.host_id, "pid": os.getpid()})
-    ready = to_json({"status": "ready", "host_id": service.host_id})
+    event loop: no thread, no dependency solving. ``phase``: ``Service.phase``, ``ready`` or
+    why not."""
+    alive = to_json({"status": "alive", "host_id": host_id, "pid": os.getpid()})
+    ready = to_json({"status": "ready", "host_id": host_id})
 
     async def livez(request: Request) -> Response:
         return Response(alive, media_type=JSON)
 
     async def readyz(request: Request) -> Response:
-        phase = service.phase
-        if phase == "ready":
+        now = phase()
+        if now == "ready":
             return Response(ready, media_type=JSON)
-        body = to_json({"status": phase, "host_id": service.host_id})
+        body = to_json({"status": now, "host_id": host_id})
         return Response(body, status_code=503, media_type=JSON)
 
     return [Route("/livez", livez, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
