@@ -70,6 +70,8 @@ class ServerEntry:
     log_file: str | None
     started_at: float
     version: str
+    #: ZSERVE_HOST_ID, or hostname:port (entries written before it have "")
+    host_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

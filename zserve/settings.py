@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "SETTINGS_ENV",
     "LogLevel",
     "Settings",
+    "default_host_id",
     "hide_password",
     "parse_duration",
 ]
@@ -65,6 +67,7 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sse_ping_s": ("ZSERVE_SSE_PING_S", ()),
     "grace_s": ("ZSERVE_GRACE_S", ()),
     "broker_url": ("ZSERVE_BROKER_URL", ()),
+    "host_id": ("ZSERVE_HOST_ID", ()),
     "url": ("ZSERVE_URL", ()),
     # tracked mode
     "capture_max": ("ZSERVE_CAPTURE_MAX", ("ZENML_DEPLOYMENT_CAPTURE_MAX",)),
@@ -157,6 +160,8 @@ class Settings:
     grace_s: float = 30.0
     #: memory:// for one worker; several workers share a SQLite file in $ZSERVE_HOME.
     broker_url: str = ""
+    #: This host's name among several sharing a broker and a store; empty = "hostname:port".
+    host_id: str = ""
     url: str | None = None
     #: The most any request may record (none < errors_only < sampled < metadata < full).
     capture_max: str = "full"
@@ -231,6 +236,11 @@ class Settings:
             seconds = getattr(self, name)
             if seconds is not None and seconds <= 0:
                 raise UsageError(f"Invalid {name} {seconds}: it must be a number of seconds > 0")
+        if self.host_id and not _fit_host_id(self.host_id):
+            raise UsageError(
+                f"Invalid host id {self.host_id[:140]!r} (ZSERVE_HOST_ID): use up to 128 "
+                "printable ASCII characters without spaces, e.g. web-1 or web-1.example.com:8001"
+            )
         if self.grace_s < 0:
             raise UsageError(f"Invalid grace_s {self.grace_s}: it must be >= 0")
         for name in (
@@ -310,6 +320,16 @@ def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
     if name in ("capture_default", "capture_max", "capture_flush", "log_level", "log_format"):
         return raw.strip().lower()
     return raw
+
+
+def _fit_host_id(name: str) -> bool:
+    return len(name) <= 128 and name.isascii() and name.isprintable() and " " not in name
+
+
+def default_host_id(port: int) -> str:
+    """The host id of a server that was given none (``ZSERVE_HOST_ID``): this machine's name
+    and the port the server listens on."""
+    return f"{socket.gethostname()}:{port}"
 
 
 def hide_password(url: str) -> str:

@@ -127,7 +127,7 @@ def test_top_level_help_lists_each_command_with_a_whole_sentence() -> None:
     assert set(summaries) >= {"deploy", "start", "invoke", "stream", "jobs", "bench"}
     for name, summary in summaries.items():
         assert summary.endswith(".") and not summary.endswith("..."), (name, summary)
-    for group in ("jobs", "runs", "deployments"):
+    for group in ("jobs", "runs", "deployments", "db"):
         out = runner.invoke(app, [group, "--help"], terminal_width=80).stdout
         for line in out.split("Commands:\n", 1)[1].splitlines():
             assert line.rstrip().endswith(".") and not line.rstrip().endswith("..."), line

@@ -341,7 +341,7 @@ def test_two_workers_one_truth_poll_stream_and_cancel(serve: Any) -> None:
         cancelled += 1
     assert cancelled == 6
     metrics = fresh(server.url, "GET", "/status").json()
-    assert metrics["broker"] == "sqlite"
+    assert metrics["broker"]["kind"] == "sqlite"
 
 
 def test_a_job_whose_worker_died_fails_with_worker_lost(serve: Any) -> None:

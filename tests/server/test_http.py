@@ -198,7 +198,7 @@ def test_health_info_status(make_client: Any) -> None:
     assert info["capture_default"] == "none"
 
     status = client.get("/status").json()
-    assert status["workers"] == 1 and status["broker"] == "memory"
+    assert status["workers"] == 1 and status["broker"]["kind"] == "memory"
     assert status["limits"]["max_body_bytes"] == 1024 * 1024
     assert "auth_key" not in status and status["auth"] is False
 

@@ -8,6 +8,7 @@ import typer
 from zserve._version import __version__
 from zserve.cli import (
     bench,
+    db,
     deploy,
     deployments,
     dev,
@@ -74,6 +75,7 @@ app.command("stream", short_help="Follow a job's events until it ends.")(stream.
 app.command("run", short_help="Run a pipeline here, without a server.")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("bench", short_help="Measure a server's latency and throughput.")(bench.bench)
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

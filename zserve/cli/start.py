@@ -44,6 +44,9 @@ def start(
     log_level: LogLevel | None = typer.Option(
         None, "--log-level", help="Log level (default info)."
     ),
+    host_id: str | None = typer.Option(
+        None, "--host-id", help="This host's name among several (default hostname:port)."
+    ),
     detach: bool = typer.Option(
         False, "--detach", help="Run in the background; return once /health answers."
     ),
@@ -55,7 +58,7 @@ def start(
     """Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach."""
     settings = Settings.from_env(
         host=host, port=port, workers=workers, capture_default=capture_default,
-        log_level=log_level,
+        log_level=log_level, host_id=host_id,
     )  # fmt: skip
     # Detached, the server process starts first and imports what it serves with while this
     # one imports the store (SQLAlchemy alone takes 0.2 s), reads it and extracts the snapshot;

@@ -44,6 +44,7 @@ from zserve.server.middleware import (
     InvokeShortcut,
 )
 from zserve.server.openapi import install_openapi
+from zserve.server.probes import probe_routes
 from zserve.server.service import Service
 from zserve.server.tracing import TraceContextMiddleware
 from zserve.settings import Settings
@@ -136,6 +137,7 @@ def create_app(
     app.router.routes[:0] = [
         _invoke_route(service),
         Route("/health", service.health, methods=["GET"]),
+        *probe_routes(service.host_id, lambda: service.phase),  # /livez, /readyz
     ]
 
     @app.get("/info", summary="Pipeline, steps, parameter schema and deployment")
@@ -144,7 +146,7 @@ def create_app(
 
     @app.get("/status", summary="Configuration snapshot (never secrets)")
     async def status() -> dict[str, Any]:
-        return service.status()
+        return await service.status()
 
     @app.get(
         "/metrics",
@@ -176,7 +178,7 @@ def create_app(
     if service.otel is not None:  # W3C trace context: installed only when tracing is on
         app.add_middleware(TraceContextMiddleware, tracing=service.otel)
     app.add_middleware(GzipWhenAccepted)
-    app.add_middleware(HeadMiddleware, own=("/stream/", "/health"))
+    app.add_middleware(HeadMiddleware, own=("/stream/", "/health", "/livez", "/readyz"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     if settings.auth_key and service.tokens is not None:  # the tokens the service issues
         app.add_middleware(AuthMiddleware, key=settings.auth_key, tokens=service.tokens)

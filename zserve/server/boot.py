@@ -35,7 +35,7 @@ from zserve.errors import (
 from zserve.paths import broker_file, private_dir, private_file
 from zserve.records import DeploymentRecord
 from zserve.server.snapshot import prepare
-from zserve.settings import HANDED_ENV, SETTINGS_ENV, Settings
+from zserve.settings import HANDED_ENV, SETTINGS_ENV, Settings, default_host_id
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -149,7 +149,8 @@ def serve(
         print(warning, file=sys.stderr)
     sock = bind_socket(settings.host, settings.port, settings.home)
     port = sock.getsockname()[1]
-    settings = settings.replace(port=port)
+    # the port bound (--port 0 picks one) names the host when ZSERVE_HOST_ID does not
+    settings = settings.replace(port=port, host_id=settings.host_id or default_host_id(port))
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     entry = registry.this_process_entry(
         id=server_id or registry.new_server_id(),
@@ -162,6 +163,7 @@ def serve(
         workers=settings.workers,
         log_file=log_file,
         version=__version__,
+        host_id=settings.host_id,
     )
     metrics_dir = _metrics_dir(settings.workers)
     if settings.workers > 1 and not settings.broker_url:

@@ -6,7 +6,8 @@ it requests. Three checks keep those pages out, and ``ZSERVE_CORS_ORIGINS`` lets
 - **Host** (DNS rebinding: a page of ``evil.example`` whose name resolves to 127.0.0.1). A request
   must name the server by an address it listens on, a loopback name, or a name of
   ``ZSERVE_ALLOWED_HOSTS`` (``.example.com`` takes the domain and its subdomains, ``*`` any);
-  else 400. ``/health`` is exempt: probes and load balancers send names of their own.
+  else 400. The probes (``/health``, ``/livez``, ``/readyz``) are exempt: kubelets and load
+  balancers send names of their own.
 - **Origin** of a WebSocket handshake: a browser page may open ``/stream`` only from the
   server's own origin or an origin of ``ZSERVE_CORS_ORIGINS`` (else 403 before the handshake).
   Clients that are not browsers send no ``Origin`` and are not concerned.
@@ -30,7 +31,7 @@ from zserve.server.problems import close_reason, problem_from_error
 __all__ = ["HostGuard", "allowed_hosts", "host_of", "is_json", "split_list"]
 
 #: Paths any Host may ask for.
-EXEMPT_PATHS = frozenset({"/health"})
+EXEMPT_PATHS = frozenset({"/health", "/livez", "/readyz"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})
 #: Distinct Host values whose verdict is remembered (a flood of new names cannot grow it more).

@@ -27,16 +27,18 @@ __all__ = [
     "answer",
 ]
 
-OPEN_PATHS = frozenset({"/health"})
+#: Paths that never need the key: the probes (load balancers and kubelets send none).
+OPEN_PATHS = frozenset({"/health", "/livez", "/readyz"})
 #: Answers of at least this many bytes are gzipped for a client that accepts it, at this level.
 GZIP_MINIMUM, GZIP_LEVEL = 1024, 6
 
 
 class AuthMiddleware:
-    """Every path but ``/health`` needs ``Authorization: Bearer KEY`` (constant-time compare),
-    except that a job's streams take a stream token as ``?token=`` instead (``tokens``): checked
-    here for ``GET /stream/{id}``; for ``WS /stream`` the handler checks it against the job the
-    client attaches to (``scope["zserve.stream_token"]``)."""
+    """Every path but the probes (``/health``, ``/livez``, ``/readyz``) needs ``Authorization:
+    Bearer KEY`` (constant-time compare), except that a job's streams take a stream token as
+    ``?token=`` instead (``tokens``): checked here for ``GET /stream/{id}``; for ``WS /stream``
+    the handler checks it against the job the client attaches to
+    (``scope["zserve.stream_token"]``)."""
 
     def __init__(self, app: ASGIApp, key: str, tokens: StreamTokens) -> None:
         self.app = app

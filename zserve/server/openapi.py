@@ -1,8 +1,8 @@
 """``/openapi.json`` true to the server: FastAPI's document of the routes, plus what FastAPI cannot
 see — every error answer as ``application/problem+json`` (400 for any request, since the Host
-check answers it; 404 for paths with an id; the statuses each route can give), ``/health`` and
-its 503, and the 202 of ``POST /invoke?mode=async`` with its ``Location``. Checked by a
-schemathesis run in the test suite."""
+check answers it; 404 for paths with an id; the statuses each route can give), the probes
+(``/health`` and its 503, ``/livez``, ``/readyz``), and the 202 of ``POST /invoke?mode=async``
+with its ``Location``. Checked by a schemathesis run in the test suite."""
 
 from __future__ import annotations
 
@@ -54,6 +54,23 @@ HEALTH = {
             "additionalProperties": {"type": "string"},
         },
         "error": {"type": "string", "description": "With `failed`: the resource that failed"},
+    },
+}
+LIVE = {
+    "type": "object",
+    "required": ["status", "host_id", "pid"],
+    "properties": {
+        "status": {"type": "string", "const": "alive"},
+        "host_id": {"type": "string"},
+        "pid": {"type": "integer"},
+    },
+}
+READY = {
+    "type": "object",
+    "required": ["status", "host_id"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "starting", "failed", "draining"]},
+        "host_id": {"type": "string"},
     },
 }
 ACCEPTED = {
@@ -137,7 +154,24 @@ def document(app: FastAPI, *, auth: bool) -> dict[str, Any]:
             },
         }
     }
+    doc["paths"]["/livez"] = _probe(
+        "livez", "Liveness: the process and its event loop answer (any Host; no auth key)",
+        {"200": ("Alive (also while starting and draining)", LIVE)},
+    )  # fmt: skip
+    doc["paths"]["/readyz"] = _probe(
+        "readyz", "Readiness: this worker takes requests (any Host; no auth key)",
+        {"200": ("Ready", READY), "503": ("Starting, failed or draining", READY)},
+    )  # fmt: skip
     return doc
+
+
+def _probe(name: str, summary: str, answers: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """A probe's path item: its JSON answers, never problem+json (nothing it refuses)."""
+    responses = {
+        status: {"description": text, "content": {"application/json": {"schema": schema}}}
+        for status, (text, schema) in answers.items()
+    }
+    return {"get": {"summary": summary, "operationId": name, "responses": responses}}
 
 
 def install_openapi(app: FastAPI, *, auth: bool) -> None:

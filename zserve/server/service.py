@@ -45,9 +45,10 @@ from zserve.server.answers import ASK_TIMING, JSONBytes, server_timing, unserial
 from zserve.server.guard import is_json
 from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
+from zserve.server.probes import StoreReach
 from zserve.server.tokens import StreamTokens
 from zserve.server.writer import RunStore, RunWriter
-from zserve.settings import Settings, parse_duration
+from zserve.settings import Settings, default_host_id, parse_duration
 
 if TYPE_CHECKING:
     from zserve.store import Store
@@ -65,6 +66,8 @@ class Service:
 
     def __init__(self, settings: Settings, record: DeploymentRecord, plan: Plan) -> None:
         self.settings = settings
+        #: this host's name among several (``boot.serve`` sets it once the port is bound)
+        self.host_id = settings.host_id or default_host_id(settings.port)
         self.record = record
         self.plan = plan
         plan.adaptive = settings.adaptive_steps
@@ -107,6 +110,7 @@ class Service:
             observer_for=self.otel.observer_for if self.otel is not None else None,
         )  # fmt: skip
         self.streams = InvokeStreams(self.jobs, self.metrics, settings.sse_ping_s)  # and attachers
+        self.store_reach = StoreReach(settings.store_url, self.writer)  # for /status
 
     def begin_building(self, on_fatal: Callable[[ResourceFailed], None] | None) -> None:
         """Build the resources in the background: ``/health`` answers 503 "starting" and runs
@@ -252,12 +256,16 @@ class Service:
             return JSONBytes(content, server_timing(elapsed, job.steps))
         return JSONBytes(content)
 
+    @property
+    def phase(self) -> str:
+        """``ready``, or why not: ``draining``, ``failed`` or ``starting`` (``/readyz``)."""
+        if self.ready:
+            return "ready"
+        return "draining" if self.draining else "failed" if self.failed else "starting"
+
     def health(self, request: Request) -> Response:
         trouble = self.problems()
-        if self.ready:
-            state = "degraded" if trouble else "healthy"
-        else:
-            state = "draining" if self.draining else "failed" if self.failed else "starting"
+        state = ("degraded" if trouble else "healthy") if self.ready else self.phase
         doc: dict[str, Any] = {
             "status": state,
             "problems": trouble,
@@ -299,9 +307,11 @@ class Service:
             "features": [FEATURE],
         }
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         s = self.settings
+        broker = self.jobs.broker
         return {
+            "host_id": self.host_id,
             "host": s.host,
             "port": s.port,
             "workers": s.workers,
@@ -315,9 +325,14 @@ class Service:
                 "run_ttl": s.run_ttl or None,
                 "store_failing": self.writer.failing,
             },
-            "store": s.store_kind,
-            "broker": self.jobs.broker.kind,
-            "broker_problem": self.jobs.broker.problem,
+            # reachable: the broker's own verdict; the run writer's, else a read (StoreReach)
+            "store": {"kind": s.store_kind, **await self.store_reach.state()},
+            "broker": {
+                "kind": broker.kind,
+                "reachable": not broker.problem,
+                "problem": broker.problem,
+            },
+            "broker_problem": broker.problem,
             "jobs": {"ttl_s": s.job_ttl_s, "max_count": s.job_max_count},
             "auth": bool(s.auth_key),
             "limits": {

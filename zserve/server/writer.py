@@ -74,6 +74,9 @@ class RunWriter:
         self._next_prune = 0.0
         #: The store's error while it fails (None while it works).
         self.failing: str | None = None
+        #: The thread has opened and checked the store at least once (and ``failing`` says
+        #: how that went): before, nothing is known of it.
+        self.checked = False
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._store: RunStore | None = None
@@ -195,7 +198,9 @@ class RunWriter:
             self._store.check()
         except Exception as exc:
             self._fail(exc)
+            self.checked = True
             return
+        self.checked = True
         if self.failing is not None:
             logger.warning("The run store works again")
         self.failing = None
