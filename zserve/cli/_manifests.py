@@ -21,6 +21,7 @@ __all__ = [
     "DOCKERIGNORE",
     "PRE_STOP_S",
     "SECRET_KEYS",
+    "WHEELS_README",
     "Export",
     "dockerfile",
     "k8s_name",
@@ -303,14 +304,17 @@ def dockerfile(
         "ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \\",
         f"    ZSERVE_HOME={IMAGE_HOME} ZSERVE_HOST=0.0.0.0 ZSERVE_PORT={CONTAINER_PORT} \\",
         f"    ZSERVE_DEPLOYMENT_ID={deployment_id}",
-        f"RUN pip install --no-cache-dir \\\n        {pip}",
+        # wheels/ holds zserve's wheel when the package index has none (WHEELS_README)
+        "COPY wheels/ /tmp/wheels/",
+        f"RUN pip install --no-cache-dir --find-links /tmp/wheels \\\n        {pip} \\",
+        "    && rm -rf /tmp/wheels",
         "RUN useradd --create-home --uid 10001 --user-group zserve",
     ]
     if code_hash:
         lines += [
             "COPY --chown=10001:10001 snapshot.tar.gz /tmp/snapshot.tar.gz",
             "USER 10001",
-            f"RUN code={IMAGE_HOME}/code/{code_hash} && mkdir -p \"$code\" \\",
+            f'RUN code={IMAGE_HOME}/code/{code_hash} && mkdir -p "$code" \\',
             '    && tar -xzf /tmp/snapshot.tar.gz -C "$code" && rm /tmp/snapshot.tar.gz',
         ]
     else:
@@ -328,7 +332,11 @@ def dockerfile(
     return "\n".join(lines) + "\n"
 
 
-DOCKERIGNORE = "*\n!snapshot.tar.gz\n"
+DOCKERIGNORE = "*\n!snapshot.tar.gz\n!wheels\n"
+WHEELS_README = f"""\
+Wheels pip prefers when the image is built: put zserve's here when your package index has no
+zserve {__version__}:  pip wheel --no-deps -w wheels /path/to/zserve
+"""
 
 
 def to_yaml(value: Any, indent: int = 0) -> str:

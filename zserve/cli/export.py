@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from zserve._version import __version__
 from zserve.cli import _manifests
 from zserve.cli._output import print_json
 from zserve.errors import UsageError
@@ -123,6 +124,7 @@ def docker(
     )
     files["Dockerfile"] = text.encode()
     files[".dockerignore"] = _manifests.DOCKERIGNORE.encode()
+    files["wheels/README.txt"] = _manifests.WHEELS_README.encode()
     written = _write(out, files, force)
     tag = default_image(record)
     if json_:
@@ -131,6 +133,7 @@ def docker(
         return
     typer.echo(f"Wrote {', '.join(written)} for {record.ref} to {out}")
     typer.echo(f"  build: docker build -t {tag} {out}")
+    typer.echo(f"  (without zserve {__version__} on your index: put its wheel in {out / 'wheels'})")
     if not record.code_archive:
         typer.echo(
             f"Note: {record.ref} has no snapshot (made before snapshots): the image holds no "
@@ -164,6 +167,7 @@ def _write(out: Path, files: dict[str, bytes], force: bool) -> list[str]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():
+            (out / name).parent.mkdir(exist_ok=True)
             (out / name).write_bytes(content)
     except OSError as exc:
         raise UsageError(f"Cannot write to {out}: {exc.strerror or exc}") from None
