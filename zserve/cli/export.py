@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["app", "docker", "k8s"]
 
 app = typer.Typer(
-    help="Write what runs a deployment elsewhere: Kubernetes manifests, a Dockerfile.",
+    help="Write Kubernetes manifests or a Dockerfile of a deployment.",
     no_args_is_help=True,
 )
 
@@ -40,7 +40,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document.")
 def k8s(
     deployment: str = typer.Argument(..., help=REF_HELP),
     out: Path = OUT_OPTION,
-    replicas: int = typer.Option(2, "--replicas", min=1, help="Pods serving it (default 2)."),
+    replicas: int = typer.Option(2, "--replicas", min=1, help="Pods serving it."),
     image: str | None = typer.Option(
         None, "--image", help="The container image (default: zserve-NAME:VERSION)."
     ),
