@@ -153,7 +153,7 @@ def test_the_configmap_is_valid_settings_whose_hosts_pass_the_host_check(
     from zserve.server.guard import HostGuard, split_list
     from zserve.settings import Settings
 
-    data = export_k8s(tmp_path / "k8s", "-n", "prod")["configmap.yaml"]["data"]
+    data = export_k8s(tmp_path / "k8s", "--namespace", "prod")["configmap.yaml"]["data"]
     assert all(isinstance(v, str) for v in data.values())
     settings = Settings.from_env(data)
     assert settings.deployment_id == deployed["id"]
@@ -224,7 +224,9 @@ def test_unknown_deployment_and_a_used_folder_are_refused(
     assert zserve("export", "k8s", "My_Flow", "--out", str(used), "--force").exit_code == 0
     assert (used / "notes.txt").read_text() == "mine"
     assert yaml.safe_load((used / "service.yaml").read_text())["kind"] == "Service"
-    result = zserve("export", "k8s", "My_Flow", "--out", str(used), "-n", "Bad_NS", "--force")
+    result = zserve(
+        "export", "k8s", "My_Flow", "--out", str(used), "--namespace", "Bad_NS", "--force"
+    )
     assert result.exit_code == 2 and "Invalid namespace 'Bad_NS'" in result.stderr
 
 

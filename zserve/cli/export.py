@@ -44,7 +44,7 @@ def k8s(
     image: str | None = typer.Option(
         None, "--image", help="The container image (default: zserve-NAME:VERSION)."
     ),
-    namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes namespace."),
+    namespace: str = typer.Option("default", "--namespace", help="Kubernetes namespace."),
     force: bool = FORCE_OPTION,
     json_: bool = JSON_OPTION,
 ) -> None:
