@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from zserve._version import __version__
 
 __all__ = [
@@ -339,40 +341,8 @@ zserve {__version__}:  pip wheel --no-deps -w wheels /path/to/zserve
 """
 
 
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """Plain block YAML of dicts, lists, strings, numbers and booleans (strings always quoted:
-    a JSON string is a YAML double-quoted scalar, so "0", "true" and "8000" stay strings)."""
-    return "\n".join(_lines(value, indent)) + "\n"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, dict | list):  # an empty one
-        return "{}" if isinstance(value, dict) else "[]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    return json.dumps(str(value))
-
-
-def _lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    out: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict | list) and item:
-                out.append(f"{pad}{key}:")
-                out += _lines(item, indent + (2 if isinstance(item, dict) else 0))
-            else:
-                out.append(f"{pad}{key}: {_scalar(item)}")
-        return out
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                inner = _lines(item, indent + 2)
-                out.append(f"{pad}- {inner[0].lstrip()}")
-                out += inner[1:]
-            else:
-                out.append(f"{pad}- {_scalar(item)}")
-        return out
-    return [pad + _scalar(value)]
+def to_yaml(value: Any) -> str:
+    """Block-style YAML, keys in the order written (PyYAML quotes the strings that would read
+    as something else: "8000", "true")."""
+    text: str = yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=1000)
+    return text
