@@ -47,7 +47,7 @@ def reference_rows() -> dict[str, set[str]]:
         words = usage.split()[1:]  # drop "zserve"
         path = []
         for word in words:
-            if not re.fullmatch(r"[a-z][a-z-]*", word):
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", word):  # `export k8s`
                 break
             path.append(word)
         rows[" ".join(path)] = set(re.findall(r"--[a-z][a-z0-9-]*", usage))

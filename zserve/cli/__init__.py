@@ -12,6 +12,7 @@ from zserve.cli import (
     deploy,
     deployments,
     dev,
+    export,
     invoke,
     jobs,
     run,
@@ -74,6 +75,7 @@ app.add_typer(jobs.app, name="jobs")
 app.command("stream", short_help="Follow a job's events until it ends.")(stream.stream)
 app.command("run", short_help="Run a pipeline here, without a server.")(run.run)
 app.add_typer(runs.app, name="runs")
+app.add_typer(export.app, name="export")
 app.command("bench", short_help="Measure a server's latency and throughput.")(bench.bench)
 app.add_typer(db.app, name="db")
 

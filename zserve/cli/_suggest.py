@@ -141,6 +141,8 @@ ATTACHED: dict[tuple[str, str], Callable[[Any, list[str], str], Suggestions]] = 
     ("deployments list", "name"): deployment_names,
     ("deployments show", "ref"): deployment_names,
     ("deployments delete", "ref"): deployment_names,
+    ("export k8s", "deployment"): deployment_names,
+    ("export docker", "deployment"): deployment_names,
     ("logs", "server"): server_ids,
     ("stop", "server"): server_ids,
 }
