@@ -173,7 +173,8 @@ class RedisBroker(Broker):
 
     async def create(self, job: JobRecord, first: Event) -> Event:
         row = job.to_row()
-        args = [self.prefix, job.job_id, repr(float(job.created_at)), *_field_args(row, creating=True)]
+        created = repr(float(job.created_at))
+        args = [self.prefix, job.job_id, created, *_field_args(row, creating=True)]
         try:
             async with self._guard():
                 await self._create(
