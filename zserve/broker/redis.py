@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -53,6 +53,9 @@ PRUNE_BATCH = 500
 FIELDS = frozenset(f.name for f in fields(JobRecord))
 SUMMARY_FIELDS = sorted(FIELDS - {"outputs"})
 DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Errors of a Redis that answers but cannot take writes for now (out of memory under
+#: ``noeviction``, a read-only replica, a failed snapshot): like a full disk for SQLite.
+REFUSED = ("OOM", "READONLY", "MISCONF")
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -141,18 +144,25 @@ class RedisBroker(Broker):
         so until a call succeeds."""
         try:
             yield
+        except ResponseError as exc:
+            if not str(exc).startswith(REFUSED):
+                raise
+            self._unusable(exc)
         except DOWN as exc:
-            if self.down is None:
-                logger.error("The job broker (Redis at %s) is unreachable: %s", self.where, exc)
-            self.down = (
-                f"The job broker (Redis at {self.where}) is unreachable: {exc}. Async and "
-                "streamed jobs are refused until it answers"
-            )
-            self.failed_at = time.monotonic()
-            raise BrokerUnavailable(self.down, lasting=False) from None
+            self._unusable(exc)
         if self.down is not None:
             self.down = None
             logger.warning("The job broker (Redis at %s) answers again", self.where)
+
+    def _unusable(self, exc: Exception) -> NoReturn:
+        if self.down is None:
+            logger.error("The job broker (Redis at %s) cannot be used: %s", self.where, exc)
+        self.down = (
+            f"The job broker (Redis at {self.where}) is unreachable or refuses writes: {exc}. "
+            "Async and streamed jobs are refused until it answers"
+        )
+        self.failed_at = time.monotonic()
+        raise BrokerUnavailable(self.down, lasting=False) from None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
