@@ -32,7 +32,8 @@ def loaded_after(code: str) -> set[str]:
             "import zserve.engine.runner",
             ["fastapi", "starlette", "uvicorn", "sqlalchemy", "typer", "rich"],
         ),
-        ("import zserve.server.app", ["sqlalchemy", "alembic", "typer", "rich"]),
+        # redis only for a redis:// broker (open_broker imports it then)
+        ("import zserve.server.app", ["sqlalchemy", "alembic", "typer", "rich", "redis"]),
         ("import zserve.cli", ["fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic"]),
     ],
 )

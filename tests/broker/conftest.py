@@ -1,9 +1,14 @@
-"""One fixture for the broker contract, run against every broker implementation."""
+"""One fixture for the broker contract, run against every broker implementation: memory,
+SQLite, and Redis when ``ZSERVE_TEST_REDIS_URL`` names a server (``scripts/test-services``
+starts one); each Redis test has a key prefix of its own, whose keys are deleted afterwards."""
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +21,17 @@ from zserve.events import Event
 from zserve.records import JobRecord
 
 T = TypeVar("T")
+
+REDIS_URL_ENV = "ZSERVE_TEST_REDIS_URL"
+REDIS_SKIP_REASON = (
+    f"{REDIS_URL_ENV} is not set: run scripts/test, or "
+    '`eval "$(scripts/test-services)"` first, to test the broker on Redis too'
+)
+
+
+def redis_url() -> str | None:
+    """The Redis URL the tests were given, or None."""
+    return os.environ.get(REDIS_URL_ENV) or None
 
 
 def job(job_id: str, created_at: float | None = None, **fields: Any) -> JobRecord:
@@ -32,8 +48,14 @@ class Harness:
 
     kind: str
     path: Path
+    #: the Redis broker's URL, with this test's own key prefix
+    url: str = ""
 
     def make(self) -> Broker:
+        if self.kind == "redis":
+            from zserve.broker.redis import RedisBroker
+
+            return RedisBroker(self.url)
         return MemoryBroker() if self.kind == "memory" else SQLiteBroker(str(self.path))
 
     async def run(self, scenario: Callable[[Broker], Awaitable[T]]) -> T:
@@ -45,6 +67,34 @@ class Harness:
             await broker.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@contextmanager
+def redis_namespace(url: str) -> Iterator[str]:
+    """``url`` with a key prefix of its own (``?prefix=``); its keys are deleted on exit."""
+    import redis
+
+    prefix = f"zserve-test-{uuid.uuid4().hex}:"
+    joiner = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{joiner}prefix={prefix}"
+    finally:
+        with redis.Redis.from_url(url) as client:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+#: Skipped by a mark rather than in the fixture, so that -ra sums the skips up per file.
+REDIS_MARKS = [pytest.mark.redis] + (
+    [] if redis_url() else [pytest.mark.skip(reason=REDIS_SKIP_REASON)]
+)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=REDIS_MARKS)])
 def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    yield Harness(request.param, tmp_path / "broker.db")
+    if request.param != "redis":
+        yield Harness(request.param, tmp_path / "broker.db")
+        return
+    url = redis_url()
+    assert url is not None
+    with redis_namespace(url) as namespaced:
+        yield Harness("redis", tmp_path / "broker.db", namespaced)

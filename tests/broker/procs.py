@@ -1,4 +1,4 @@
-"""A worker process for the multi-process SQLite broker test ("spawn" imports it by name)."""
+"""A worker process for the multi-process broker test ("spawn" imports it by name)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import Any
 
-from zserve.broker.sqlite import SQLiteBroker
+from zserve.broker import open_broker
 from zserve.events import JOB_COMPLETED, JOB_FAILED, JOB_QUEUED, JOB_STARTED, STEP_CHUNK, Event
 from zserve.records import JobRecord
 
@@ -23,10 +23,10 @@ def own_id(index: int, k: int) -> str:
     return f"p{index}-j{k}"
 
 
-def hammer(path: str, index: int, plan: dict[str, int], barrier: Any, results: Any) -> None:
+def hammer(url: str, index: int, plan: dict[str, int], barrier: Any, results: Any) -> None:
     """Process body: run the scenario, put its report (or the traceback) on ``results``."""
     try:
-        report = asyncio.run(_hammer(path, index, plan, barrier))
+        report = asyncio.run(_hammer(url, index, plan, barrier))
     except BaseException:
         report = {"index": index, "error": traceback.format_exc()}
     results.put(report)
@@ -36,8 +36,8 @@ def _event(type_: str, job_id: str, **data: Any) -> Event:
     return Event(type_, job_id, time.time(), "s" if type_ == STEP_CHUNK else None, data)
 
 
-async def _hammer(path: str, index: int, plan: dict[str, int], barrier: Any) -> dict[str, Any]:
-    broker = SQLiteBroker(path)
+async def _hammer(url: str, index: int, plan: dict[str, int], barrier: Any) -> dict[str, Any]:
+    broker = open_broker(url)
     worker = f"w{index}"
     # Everyone opens the (fresh) file at once: schema creation and the switch to WAL race too.
     await asyncio.to_thread(barrier.wait, 60)

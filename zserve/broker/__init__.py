@@ -7,8 +7,10 @@ from zserve.broker.memory import MemoryBroker
 __all__ = ["Broker", "MemoryBroker", "open_broker"]
 
 
-def open_broker(url: str) -> Broker:
-    """``memory://`` or ``sqlite:///path/broker.db``."""
+def open_broker(url: str, *, job_ttl_s: float | None = None) -> Broker:
+    """``memory://``, ``sqlite:///path/broker.db`` or ``redis://[:password@]host:port/db``
+    (``rediss://`` for TLS; ``?prefix=name:`` names its keys' namespace). With the Redis broker,
+    ``job_ttl_s`` makes finished jobs expire in Redis itself, even with no server left to prune."""
     if url.startswith("memory:"):
         return MemoryBroker()
     if url.startswith("sqlite:"):
@@ -18,4 +20,16 @@ def open_broker(url: str) -> Broker:
         return SQLiteBroker(path, file_id=query or None)
     from zserve.errors import UsageError
 
-    raise UsageError(f"Unknown broker URL {url!r}: use memory:// or sqlite:///path/broker.db")
+    if url.startswith(("redis:", "rediss:")):
+        try:
+            from zserve.broker.redis import RedisBroker
+        except ImportError as exc:
+            if exc.name is None or not exc.name.startswith("redis"):
+                raise
+            raise UsageError(
+                "The Redis broker needs the redis package: pip install 'zserve[redis]'"
+            ) from None
+        return RedisBroker(url, job_ttl_s=job_ttl_s)
+    raise UsageError(
+        f"Unknown broker URL {url!r}: use memory://, sqlite:///path/broker.db or redis://host:port/0"
+    )

@@ -101,8 +101,9 @@ class Service:
         self._building: asyncio.Task[None] | None = None
         #: OpenTelemetry spans of jobs and steps: None unless an OTLP endpoint is set
         self.otel = tracing.setup(settings, record)
+        broker = open_broker(settings.broker_url or "memory://", job_ttl_s=settings.job_ttl_s)
         self.jobs = JobManager(
-            plan, open_broker(settings.broker_url or "memory://"), tracking=self.tracking,
+            plan, broker, tracking=self.tracking,
             write_run=self.writer.write, store_failing=lambda: self.writer.failing,
             max_concurrency=settings.max_concurrency, max_queue=settings.max_queue,
             retention_s=settings.job_ttl_s, retention_count=settings.job_max_count,
