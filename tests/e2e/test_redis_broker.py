@@ -48,7 +48,8 @@ def test_zserve_start_serves_async_jobs_end_to_end_on_redis_with_two_workers(
     doc = detached("--deployment", "streamer", "--workers", "2")
     url = doc["url"]
     status = fresh(url, "GET", "/status").json()
-    assert status["broker"] == "redis" and status["broker_problem"] is None
+    assert status["broker"] == {"kind": "redis", "reachable": True, "problem": None}
+    assert status["broker_problem"] is None
 
     owners, pids = set(), set()
     for i in range(10):
