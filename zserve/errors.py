@@ -421,6 +421,9 @@ class BrokerUnavailable(ServerError):
     def __init__(self, message: str, *, lasting: bool = True) -> None:
         super().__init__(message)
         self.lasting = lasting
+        #: Seconds a client should wait before it tries again (``Retry-After``): only when the
+        #: broker may come back (Redis unreachable, a full disk), not when it is gone for good.
+        self.retry_after: int | None = None if lasting else 2
 
 
 class Overloaded(ServerError):

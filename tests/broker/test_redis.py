@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import redis
@@ -151,3 +152,24 @@ async def test_an_unreachable_redis_is_a_problem_and_broker_unavailable_not_a_ha
             await asyncio.wait_for(broker.wait("j1", 0, timeout=60), 30)
     finally:
         await broker.close()
+
+
+def test_a_server_whose_redis_is_down_refuses_async_submits_with_retry_after_and_serves_sync(
+    make_client: Any,
+) -> None:
+    """Sync ``/invoke`` and the probes never touch Redis; an async submit is a 503 problem with
+    ``Retry-After`` (the broker may come back), never a hang."""
+    client = make_client(
+        "zserve.examples.weather:weather_pipeline",
+        broker_url=f"redis://:secret@127.0.0.1:{_closed_port()}/0",
+    )
+    assert client.post("/invoke", json={"parameters": {"city": "Paris"}}).status_code == 200
+    refused = client.post("/invoke?mode=async", json={"parameters": {"city": "Paris"}})
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/broker-unavailable")
+    assert refused.headers["retry-after"] == "2"
+    assert "secret" not in refused.text
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/health").json()["status"] == "degraded"
