@@ -110,6 +110,7 @@ def test_a_full_disk_under_the_broker_delays_job_ends_and_loses_none(
         problem = answer.json()
         assert problem["type"].endswith("/broker-unavailable")
         assert "full" in problem["detail"] and str(broker) in problem["detail"]
+        assert answer.headers["retry-after"] == "2"  # it may come back: the client retries
         health = client.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "degraded"
         assert "full" in health.json()["problems"]["broker"]
