@@ -114,6 +114,9 @@ class ZServeError(Exception):
     #: response's status code; None for an error raised here.
     problem_doc: dict[str, Any] | None = None
     status_code: int | None = None
+    #: Seconds a client should wait before it tries again (the ``Retry-After`` header of its
+    #: HTTP answer); None: trying again will not help by itself.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -388,7 +391,6 @@ class ServerStarting(ServerError):
 
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
-        #: Seconds a client should wait before it tries again (the ``Retry-After`` header).
         self.retry_after = retry_after
 
 
@@ -421,9 +423,8 @@ class BrokerUnavailable(ServerError):
     def __init__(self, message: str, *, lasting: bool = True) -> None:
         super().__init__(message)
         self.lasting = lasting
-        #: Seconds a client should wait before it tries again (``Retry-After``): only when the
-        #: broker may come back (Redis unreachable, a full disk), not when it is gone for good.
-        self.retry_after: int | None = None if lasting else 2
+        # only a broker that may come back (Redis unreachable, a full disk) is worth a retry
+        self.retry_after = None if lasting else 2
 
 
 class Overloaded(ServerError):
@@ -433,5 +434,4 @@ class Overloaded(ServerError):
 
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
-        #: Seconds a client should wait before it tries again (the ``Retry-After`` header).
         self.retry_after = retry_after

@@ -11,14 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from zserve.errors import (
-    PROBLEM_BASE,
-    BrokerUnavailable,
-    Overloaded,
-    ServerStarting,
-    ZServeError,
-    describe_fields,
-)
+from zserve.errors import PROBLEM_BASE, ZServeError, describe_fields
 
 __all__ = [
     "PROBLEM_BASE",
@@ -67,9 +60,7 @@ def problem_from_error(err: ZServeError, **extra: Any) -> Response:
     headers = None
     if err.http_status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    elif isinstance(err, Overloaded | ServerStarting) or (
-        isinstance(err, BrokerUnavailable) and err.retry_after is not None
-    ):
+    elif err.retry_after is not None:
         headers = {"Retry-After": str(err.retry_after)}
     return Response(
         to_json(err.to_problem(**extra)),
