@@ -82,7 +82,14 @@ class StepState(TypedDict):
 #: first, the store could not keep the record its capture mode requires, or anything else that
 #: failed the run (``failed``: e.g. outputs that do not match).
 ErrorReason = Literal[
-    "step_failed", "timeout", "worker_lost", "shutdown", "store_unavailable", "failed", "error"
+    "step_failed",
+    "timeout",
+    "worker_lost",
+    "shutdown",
+    "store_unavailable",
+    "broker_unavailable",
+    "failed",
+    "error",
 ]
 
 

@@ -105,6 +105,19 @@ class Broker(abc.ABC):
     async def expired(self, now: float) -> list[JobRecord]:
         """Unfinished jobs owned by a worker whose lease ran out before ``now``."""
 
+    async def reap(
+        self, job: JobRecord, terminal: Event, changes: dict[str, Any], now: float
+    ) -> Event | None:
+        """End ``job`` (one ``expired(now)`` found) as ``finish`` does, but only if it is still
+        unfinished and still owned by ``job.worker``, and that worker's lease still ran out
+        before ``now``; from then on its owner can no longer write to it. Returns the terminal
+        event, or None when nothing was written. Brokers shared by many hosts do all of it in
+        one step; this default, for the workers of one host, re-reads the job first."""
+        current = await self.get(job.job_id)
+        if current is None or current.finished or current.worker != job.worker:
+            return None
+        return await self.finish(job.job_id, terminal, changes)
+
     @abc.abstractmethod
     async def prune(self, before: float, keep: int) -> int:
         """Forget finished jobs that finished before ``before``, and the oldest finished jobs

@@ -39,7 +39,9 @@ from zserve.jobs.ending import write_end
 from zserve.jobs.keeper import RunKeeper, store_unavailable
 from zserve.jobs.local import LocalJobs
 from zserve.jobs.outcome import (
+    BROKER_BACKLOG,
     SHUTDOWN,
+    TAKEN,
     Outcome,
     conclude,
     error_of,
@@ -52,7 +54,15 @@ from zserve.jobs.queries import JobQueries
 from zserve.jobs.slots import Slots
 from zserve.jobs.steps import LiveTracker, StepTracker
 from zserve.jobs.upkeep import POLL_S, Upkeep
-from zserve.records import JobMode, JobRecord, JobStatus, RunRecord, StepStatus, new_job_id
+from zserve.records import (
+    JobError,
+    JobMode,
+    JobRecord,
+    JobStatus,
+    RunRecord,
+    StepStatus,
+    new_job_id,
+)
 
 __all__ = ["JobManager"]
 
@@ -104,6 +114,8 @@ class JobManager(JobQueries):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._trackers: dict[str, StepTracker] = {}
         self._cancelled: set[str] = set()
+        #: broker jobs stopped by this worker, and why (see ``_stop_job``)
+        self._stopped: dict[str, JobError] = {}
         self._upkeep = Upkeep(
             broker, self.worker_id, self._local,
             retention_s=retention_s, retention_count=retention_count,
@@ -302,7 +314,11 @@ class JobManager(JobQueries):
     ) -> None:
         self._starting -= 1  # from here on the slots count it
         job_id = record.job_id
-        publisher = EventPublisher(self.broker, record)
+        publisher = EventPublisher(
+            self.broker, record,
+            on_overflow=partial(self._stop_job, job_id, BROKER_BACKLOG),
+            on_gone=partial(self._stop_job, job_id, TAKEN),
+        )  # fmt: skip
         tracker = StepTracker(record, asyncio.get_running_loop(), publisher.put)
         self._trackers[job_id] = tracker
         try:
@@ -317,6 +333,16 @@ class JobManager(JobQueries):
             self._tasks.pop(job_id, None)
             self._trackers.pop(job_id, None)
             self._cancelled.discard(job_id)
+            self._stopped.pop(job_id, None)
+
+    def _stop_job(self, job_id: str, error: JobError) -> None:
+        """Stop a broker job that cannot go on: its events piled up while the broker was
+        unreachable, or it was taken from this worker (its end is then refused)."""
+        task = self._tasks.get(job_id)
+        if task is not None and job_id not in self._stopped:
+            self._stopped[job_id] = error
+            logger.warning("Job %s stopped: %s", job_id, error["message"])
+            task.cancel()
 
     async def _outcome_of(
         self,
@@ -355,7 +381,8 @@ class JobManager(JobQueries):
         except asyncio.CancelledError:
             if job_id in self._cancelled:
                 return Outcome.cancelled(tracker.completed_steps())
-            return Outcome.failed(SHUTDOWN)  # the worker is shutting down
+            # the worker is shutting down, or stopped the job (_stop_job)
+            return Outcome.failed(self._stopped.get(job_id, SHUTDOWN))
         except ZServeError as err:
             log_job_failure(job_id, record.mode, err)
             return Outcome.failed(error_of(err))
@@ -371,8 +398,8 @@ class JobManager(JobQueries):
             raise  # retried (with the events), or the broker is lost
         except Exception:  # a bug of ours: the job must still end
             logger.exception("Job %s: its last events could not be published", record.job_id)
-        await self.broker.finish(record.job_id, *terminal(record, outcome))
-        if self.on_finished is not None:
+        ended = await self.broker.finish(record.job_id, *terminal(record, outcome))
+        if ended is not None and self.on_finished is not None:
             started, finished = record.started_at, record.finished_at
             completed = outcome.status is JobStatus.COMPLETED
             took = finished - started if started and finished and completed else None

@@ -93,10 +93,12 @@ class Upkeep:
             if now - max(writing_since, self.broker.failed_at) < LEASE_TTL_S:
                 continue
             try:
-                for job in await self.broker.expired(time.time()):
+                now = time.time()
+                for job in await self.broker.expired(now):
                     event, changes = terminal(job, Outcome.failed(WORKER_LOST))
-                    await self.broker.finish(job.job_id, event, changes)
-                    logger.warning("Job %s failed: its worker %s was lost", job.job_id, job.worker)
+                    if await self.broker.reap(job, event, changes, now) is not None:
+                        logger.warning("Job %s failed: its worker %s was lost", job.job_id,
+                                       job.worker)  # fmt: skip
             except Exception as exc:
                 _failed("Lease upkeep failed", exc)
 
