@@ -101,6 +101,7 @@ def _field_args(changes: dict[str, Any], *, creating: bool = False) -> list[str]
 class RedisBroker(Broker):
     kind = "redis"
     shared = True
+    multi_host = True
 
     def __init__(self, url: str, *, job_ttl_s: float | None = None) -> None:
         client_url, self.prefix = split_url(url)
