@@ -28,6 +28,9 @@ class Broker(abc.ABC):
     #: Whether other processes see the same jobs: then a job's owner keeps a lease (heartbeat),
     #: watches for cancel requests from other workers, and ends jobs whose owner died.
     shared: bool = False
+    #: Whether the workers of other hosts see the same jobs (Redis): a draining host's stream
+    #: clients then resume on another host (SQLite is ``shared`` by one host's workers only).
+    multi_host: bool = False
     #: ``time.monotonic()`` of the last write that failed for want of storage (a full disk).
     failed_at: float = float("-inf")
 

@@ -113,6 +113,7 @@ class _Owned:
 class RedisBroker(Broker):
     kind = "redis"
     shared = True
+    multi_host = True
 
     def __init__(self, url: str, *, job_ttl_s: float | None = None) -> None:
         client_url, self.prefix = split_url(url)

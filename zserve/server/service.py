@@ -43,6 +43,7 @@ from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems, tracing
 from zserve.server.answers import ASK_TIMING, JSONBytes, server_timing, unserialisable
 from zserve.server.guard import is_json
+from zserve.server.handoff import Handoff
 from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
 from zserve.server.probes import StoreReach
@@ -111,6 +112,8 @@ class Service:
             observer_for=self.otel.observer_for if self.otel is not None else None,
         )  # fmt: skip
         self.streams = InvokeStreams(self.jobs, self.metrics, settings.sse_ping_s)  # and attachers
+        #: a draining host's stream clients resume on another host (Redis: many hosts)
+        self.handoff = Handoff(broker.multi_host)
         self.store_reach = StoreReach(settings.store_url, self.writer)  # for /status
 
     def begin_building(self, on_fatal: Callable[[ResourceFailed], None] | None) -> None:
