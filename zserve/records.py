@@ -270,7 +270,8 @@ class ArtifactRecord:
     data: bytes | None = None
     truncated: bool = False
     loadable: bool = True
-    #: Stored as a file (over the inline limit): downloaded on its own, no ``value`` here.
+    #: Stored apart (over the inline limit: a file or a blob): downloaded on its own, no
+    #: ``value`` here.
     in_file: bool = False
 
     def to_dict(self) -> dict[str, Any]:

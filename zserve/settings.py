@@ -174,7 +174,8 @@ class Settings:
     redact: str = ""
     #: A recorded value bigger than this is truncated.
     artifact_max_bytes: int = 256 * 1024
-    #: Where large artifacts go; empty = $ZSERVE_HOME/artifacts.
+    #: Where large artifacts go: a directory (shared by every host, for a shared store); empty
+    #: = $ZSERVE_HOME/artifacts with a SQLite store, the database itself with any other.
     artifact_dir: str = ""
     capture_flush: str = "sync"
     #: Records waiting for the store with capture_flush=background; more are dropped (counted).
@@ -198,7 +199,7 @@ class Settings:
         object.__setattr__(self, "home", home)
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{home}/zserve.db")
-        if not self.artifact_dir:
+        if not self.artifact_dir and self.store_kind == "sqlite":
             object.__setattr__(self, "artifact_dir", str(Path(home) / "artifacts"))
         for name in ("capture_default", "capture_max"):
             if getattr(self, name) not in CAPTURE_MODES:
