@@ -6,6 +6,11 @@ events; any worker may read jobs and events, ask for a cancel, or end a job whos
 The broker assigns each event its ``seq`` (1, 2, 3, ... per job), and ends a job exactly once:
 ``finish`` is a compare-and-set from queued/running, and writes the terminal event in the same step.
 
+A job may be created under an idempotency key (``IdempotencyKey``): ``create`` then makes it only
+if no job the broker still has holds that key, in the same atomic step, so that one key starts one
+job whichever workers or hosts submit it at the same moment; else it raises ``KeyHeld`` naming the
+job that holds it. A key lives as long as its job: pruning (or expiry) forgets both.
+
 All methods are coroutines called on the worker's event loop; an implementation that blocks
 (SQLite) does its I/O on a thread of its own.
 """
@@ -14,12 +19,32 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zserve.events import Event
 from zserve.records import JobRecord
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "IdempotencyKey", "KeyHeld"]
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's key for one job (``Idempotency-Key``), and a fingerprint of the request that
+    came with it: a repeat with the same key must be the same request."""
+
+    key: str
+    fingerprint: str
+
+
+class KeyHeld(Exception):
+    """``create``: a job the broker still has holds the idempotency key; nothing was written."""
+
+    def __init__(self, job_id: str, fingerprint: str) -> None:
+        super().__init__(f"The idempotency key is held by job {job_id}")
+        #: the job that holds the key, and the fingerprint of the request that created it
+        self.job_id = job_id
+        self.fingerprint = fingerprint
 
 
 class Broker(abc.ABC):
@@ -46,8 +71,13 @@ class Broker(abc.ABC):
         """Release everything; called once per worker at shutdown."""
 
     @abc.abstractmethod
-    async def create(self, job: JobRecord, first: Event) -> Event:
-        """Store a new job and its first event (``job.queued``); return the event with seq 1."""
+    async def create(
+        self, job: JobRecord, first: Event, idempotency: IdempotencyKey | None = None
+    ) -> Event:
+        """Store a new job and its first event (``job.queued``); return the event with seq 1.
+        With ``idempotency``: only if no job the broker still has holds its key (checked and
+        claimed atomically, across every process that shares the broker), else ``KeyHeld``
+        names that job and nothing is written. The key is forgotten with its job."""
 
     @abc.abstractmethod
     async def publish(

@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zserve.broker import redis_scripts as lua
-from zserve.broker.base import Broker
+from zserve.broker.base import Broker, IdempotencyKey, KeyHeld
 from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
 from zserve.records import FINISHED, JobRecord, JobStatus
@@ -198,20 +198,27 @@ class RedisBroker(Broker):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def create(self, job: JobRecord, first: Event) -> Event:
+    async def create(
+        self, job: JobRecord, first: Event, idempotency: IdempotencyKey | None = None
+    ) -> Event:
         row = job.to_row()
         created = repr(float(job.created_at))
-        args = [self.prefix, job.job_id, created, *_field_args(row, creating=True)]
+        fields = _field_args(row, creating=True)
+        keys = [self._job(job.job_id), self._stream(job.job_id)]
+        if idempotency is not None:  # the key, and fields the scripts find it by (not JSON)
+            keys.append(self._key(f"idem:{idempotency.key}"))
+            fields = [str(int(fields[0]) + 2), *fields[1:], ":idem", idempotency.key,
+                      ":fp", idempotency.fingerprint]  # fmt: skip
+        args = [self.prefix, job.job_id, created, *fields]
         try:
             async with self._guard():
-                await self._create(
-                    keys=[self._job(job.job_id), self._stream(job.job_id)],
-                    args=[*args, _encode(first)],
-                )
+                done = await self._create(keys=keys, args=[*args, _encode(first)])
         except ResponseError as exc:
             if "job exists" in str(exc):
                 raise ValueError(f"Job {job.job_id} exists already") from None
             raise
+        if isinstance(done, list):  # [job id, fingerprint] of the job that holds the key
+            raise KeyHeld(str(done[0]), str(done[1]))
         self._owned[job.job_id] = _Owned()
         return first.with_seq(1)
 

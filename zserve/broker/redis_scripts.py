@@ -5,7 +5,7 @@ Keys, under a prefix P (``zserve:`` unless the URL says ``?prefix=``):
 
 - ``P job:<id>``: a hash, one field per ``JobRecord`` field, each value JSON (written by
   Python, so floats keep every digit; the scripts only compare ``status`` and read ``worker``,
-  ``finished_at``), plus ``:seq``, the job's last event seq;
+  ``finished_at``), plus ``:seq``, the job's last event seq (and ``:idem``, ``:fp`` below);
 - ``P ev:<id>``: a stream, one entry per event, whose id is ``<seq>-0`` and whose field ``e``
   holds the event as JSON (a resume is ``XRANGE`` from ``seq + 1``, a tail ``XREAD`` after
   ``<seq>-0``); and ``:fence``, the job's fencing token: 1 when created, raised when the job is
@@ -16,7 +16,10 @@ Keys, under a prefix P (``zserve:`` unless the URL says ``?prefix=``):
 - ``P finished``: finished job ids by ``finished_at`` (0 when unset), for pruning;
 - ``P owners``: a hash of unfinished jobs that have a worker -> that worker (lease checks);
 - ``P leases``: a sorted set of workers by the time their lease runs out;
-- ``P cancels``: a set of the jobs with a cancel request.
+- ``P cancels``: a set of the jobs with a cancel request;
+- ``P idem:<key>``: the id of the job created with the idempotency key ``<key>`` (whose hash
+  holds the key in ``:idem`` and its request's fingerprint in ``:fp``); it expires and is pruned
+  with that job.
 """
 
 from __future__ import annotations
@@ -100,17 +103,30 @@ local function close(at, n, ttl)
   if ttl > 0 then
     redis.call('PEXPIRE', job, ttl)
     redis.call('PEXPIRE', stream, ttl)
+    local idem = redis.call('HGET', job, ':idem')  -- its idempotency key expires with it
+    if idem then redis.call('PEXPIRE', P .. 'idem:' .. idem, ttl) end
   end
   return seq
 end
 """
 
-#: ARGV: P, id, created_at, n, n x (field, JSON), first event. Returns 1, or an error when the
-#: job exists.
+#: ARGV: P, id, created_at, n, n x (field, JSON), first event; KEYS[3], when given, the job's
+#: idempotency key. Returns 1, or an error when the job exists, or {job id, fingerprint} of the
+#: job that holds the idempotency key.
 CREATE: Final = (
     _PRELUDE
     + """
 if redis.call('EXISTS', job) == 1 then return redis.error_reply('job exists: ' .. id) end
+-- An idempotency key (KEYS[3]; the job's fields ':idem' and ':fp' name it and the request's
+-- fingerprint): one job per key. Held by a job still here: that job's id and fingerprint, and
+-- nothing is written.
+if KEYS[3] then
+  local held = redis.call('GET', KEYS[3])
+  if held and redis.call('EXISTS', P .. 'job:' .. held) == 1 then
+    return {held, redis.call('HGET', P .. 'job:' .. held, ':fp') or ''}
+  end
+  redis.call('SET', KEYS[3], id)
+end
 redis.call('ZADD', P .. 'jobs', ARGV[3], id)
 redis.call('HSET', job, ':fence', 1, ':own', 1)
 set_fields(5, tonumber(ARGV[4]))
@@ -190,6 +206,10 @@ for i = 2, #ARGV do
   local job = P .. 'job:' .. id
   local status = redis.call('HGET', job, 'status')
   if not (status == '"queued"' or status == '"running"') then
+    local idem = redis.call('HGET', job, ':idem')
+    if idem and redis.call('GET', P .. 'idem:' .. idem) == id then
+      redis.call('DEL', P .. 'idem:' .. idem)
+    end
     dropped = dropped + redis.call('DEL', job)
     redis.call('DEL', P .. 'ev:' .. id)
     redis.call('ZREM', P .. 'jobs', id)

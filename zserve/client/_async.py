@@ -19,6 +19,7 @@ from zserve.client._common import (
     error_from_response,
     features_of,
     headers,
+    idempotency_header,
     invocation_lost,
     invoke_body,
     is_event_stream,
@@ -103,9 +104,13 @@ class AsyncClient:
         capture: str | None = None,
         sample_rate: float | None = None,
         timeout_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """``Client.submit``."""
         body = invoke_body(parameters, capture, sample_rate, timeout_s)
-        return document(await self.request("POST", "/invoke", params={"mode": "async"}, json=body))
+        response = await self.request("POST", "/invoke", params={"mode": "async"}, json=body,
+                                      headers=idempotency_header(idempotency_key))  # fmt: skip
+        return document(response)
 
     async def invoke_stream(
         self,

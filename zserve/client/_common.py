@@ -134,6 +134,11 @@ def headers(auth_key: str | None) -> dict[str, str]:
     return headers
 
 
+def idempotency_header(key: str | None) -> dict[str, str]:
+    """``Idempotency-Key`` for a submit (none without a key)."""
+    return {} if key is None else {"Idempotency-Key": key}
+
+
 def job_path(job_id: str, suffix: str = "") -> str:
     return f"/jobs/{quote(job_id, safe='')}{suffix}"
 

@@ -19,6 +19,7 @@ from zserve.client._common import (
     error_from_response,
     features_of,
     headers,
+    idempotency_header,
     invocation_lost,
     invoke_body,
     is_event_stream,
@@ -127,10 +128,12 @@ class Client:
         capture: str | None = None,
         sample_rate: float | None = None,
         timeout_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> httpx.Response:
         """``POST /invoke?mode=async`` and return the raw response, error or not."""
         body = invoke_body(parameters, capture, sample_rate, timeout_s)
-        return self.request("POST", "/invoke", params={"mode": "async"}, json=body)
+        return self.request("POST", "/invoke", params={"mode": "async"}, json=body,
+                            headers=idempotency_header(idempotency_key))  # fmt: skip
 
     def submit(
         self,
@@ -139,13 +142,18 @@ class Client:
         capture: str | None = None,
         sample_rate: float | None = None,
         timeout_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Queue a job and return at once: ``{"job_id", "status": "queued", "links"}``."""
+        """Queue a job and return at once: ``{"job_id", "status": "queued", "links"}``. With
+        ``idempotency_key`` (yours, one per job: a UUID), sending it again with the same
+        request, from any client to any host sharing the broker, starts nothing more: the
+        answer is the first job's (``status`` as it is now). Nothing is retried for you."""
         return document(
             self.submit_response(
-                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s
+                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s,
+                idempotency_key=idempotency_key,
             )
-        )
+        )  # fmt: skip
 
     def invoke_stream(
         self,

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from zserve import events as ev
-from zserve.broker.base import Broker
+from zserve.broker.base import Broker, IdempotencyKey
 from zserve.engine.capture import RequestCapture
 from zserve.engine.observer import Observer
 from zserve.engine.plan import Plan
@@ -179,14 +179,17 @@ class JobManager(SyncJobs):
         timeout_s: float | None,
         mode: JobMode = "async",
         capture: RequestCapture | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> JobRecord:
-        """Queue a job and return at once; it runs as soon as a slot is free."""
+        """Queue a job and return at once; it runs as soon as a slot is free. With
+        ``idempotency``: KeyHeld when a job holds the key (``jobs.once.submit_once``)."""
         self._admit()
         capture = capture or self.tracking.usual
         record = self._new_record(mode, capture)
         self._starting += 1  # its place in the queue is taken before anything can interleave
         try:
-            await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
+            queued = ev.Event(ev.JOB_QUEUED, record.job_id, time.time())
+            await self.broker.create(record, queued, idempotency)
         except BaseException:
             self._starting -= 1
             raise

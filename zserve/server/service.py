@@ -38,12 +38,14 @@ from zserve.errors import (
     UsageError,
 )
 from zserve.jobs import JobManager
+from zserve.jobs.once import submit_once
 from zserve.jobs.outcome import log_job_failure
 from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems, tracing
 from zserve.server.answers import ASK_TIMING, JSONBytes, server_timing, unserialisable
 from zserve.server.guard import is_json
 from zserve.server.handoff import Handoff
+from zserve.server.idempotency import REPLAYED, fingerprinted, key_in
 from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
 from zserve.server.probes import StoreReach
@@ -212,10 +214,16 @@ class Service:
         mode = request.query_params.get("mode", "sync") if request.scope["query_string"] else "sync"
         if mode not in ("sync", "async"):
             raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default) or mode=async")
+        key = key_in(request.scope["headers"])  # a malformed one is refused, sync or not
         params, timeout, capture = self.parse(body)
         if mode == "async":
+            idempotency = fingerprinted(key, mode, body)
             try:
-                job = await self.jobs.submit(params, timeout, capture=capture)
+                if idempotency is None:
+                    job, replayed = await self.jobs.submit(params, timeout, capture=capture), False
+                else:
+                    job, replayed = await submit_once(self.jobs, idempotency, params, timeout,
+                                                      capture=capture)  # fmt: skip
             except Overloaded:
                 self.metrics.record("rejected", capture.mode, None)
                 raise
@@ -227,7 +235,10 @@ class Service:
                         "links": links}  # fmt: skip
             if job.capture_requested is not None:
                 accepted["capture_requested"] = job.capture_requested
-            return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
+            headers = {"Location": links["job"]}
+            if replayed:  # the job of an earlier request with the same Idempotency-Key
+                headers[REPLAYED] = "true"
+            return JSONResponse(accepted, status_code=202, headers=headers)
         if wants_events(request.scope["headers"]):  # Accept: text/event-stream
             return await self.streams.start(params, timeout, capture)
         job_id = new_job_id()

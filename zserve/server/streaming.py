@@ -16,9 +16,11 @@ from starlette.responses import Response, StreamingResponse
 
 from zserve.errors import NotFound, Unauthorized, UsageError, ZServeError
 from zserve.events import Event
+from zserve.jobs.once import submit_once
 from zserve.pages import MAX_PAGE, cursor_of, position_of
 from zserve.records import JobStatus, iso
 from zserve.server.handoff import HANDOFF, HANDOFF_REASON, HandedOff
+from zserve.server.idempotency import fingerprinted, key_in
 from zserve.server.problems import close_reason
 from zserve.server.sse import PING, SSE_HEADERS, SSE_RETRY, sse
 
@@ -187,7 +189,12 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
             if service.starting:
                 raise service.not_started()
             params, timeout, capture = service.parse(text)
-            job = await service.jobs.submit(params, timeout, mode="stream", capture=capture)
+            idempotency = fingerprinted(key_in(ws.scope["headers"]), "stream", text)
+            if idempotency is None:
+                job = await service.jobs.submit(params, timeout, mode="stream", capture=capture)
+            else:  # a retried stream follows the first job's events from the start
+                job, _ = await submit_once(service.jobs, idempotency, params, timeout,
+                                           mode="stream", capture=capture)  # fmt: skip
             job_id = job.job_id
             after = 0
     except ZServeError as err:
