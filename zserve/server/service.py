@@ -51,7 +51,7 @@ from zserve.server.metrics import Metrics
 from zserve.server.probes import StoreReach
 from zserve.server.tokens import StreamTokens
 from zserve.server.writer import RunStore, RunWriter
-from zserve.settings import Settings, default_host_id, parse_duration
+from zserve.settings import Settings, default_host_id, hide_password, parse_duration
 
 if TYPE_CHECKING:
     from zserve.store import Store
@@ -170,8 +170,9 @@ class Service:
             if self._reader is None:
                 from zserve.store import Store
 
-                self._reader = Store(self.settings.store_url,
-                                     artifact_dir=self.settings.artifact_dir)  # fmt: skip
+                s = self.settings
+                self._reader = Store(s.store_url, artifact_dir=s.artifact_dir,
+                                     migrate=s.store_migrate)  # fmt: skip
             return self._reader
 
     def close_stores(self) -> None:
@@ -187,7 +188,8 @@ class Service:
         worker never imports SQLAlchemy."""
         from zserve.store import Store
 
-        return Store(self.settings.store_url, artifact_dir=self.settings.artifact_dir)
+        s = self.settings
+        return Store(s.store_url, artifact_dir=s.artifact_dir, migrate=s.store_migrate)
 
     def parse(self, body: bytes | str) -> tuple[dict[str, Any], float | None, RequestCapture]:
         """Validate an invoke body in one pass: (parameters, timeout_s, capture)."""
@@ -341,9 +343,15 @@ class Service:
                 "store_failing": self.writer.failing,
             },
             # reachable: the broker's own verdict; the run writer's, else a read (StoreReach)
-            "store": {"kind": s.store_kind, **await self.store_reach.state()},
+            # the URLs as hide_password shows them: never a password
+            "store": {
+                "kind": s.store_kind,
+                "url": hide_password(s.store_url),
+                **await self.store_reach.state(),
+            },
             "broker": {
                 "kind": broker.kind,
+                "url": hide_password(s.broker_url or "memory://"),
                 "reachable": not broker.problem,
                 "problem": broker.problem,
             },

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import random
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL
-
-from zserve.errors import UsageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -49,7 +46,6 @@ __all__ = [
     "exclusive_lock",
     "head_revision",
     "listen_sqlite",
-    "migrate_if_behind",
     "sqlite_file",
 ]
 
@@ -194,48 +190,3 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def migrate_if_behind(engine: Engine, writer: Engine, url: str, sqlite_path: Path | None) -> bool:
-    """Bring the database to head unless it is there already (one query when it is); True when
-    this call upgraded it. ``writer`` is ``engine`` with ``WRITE_OPTION``. The upgrade is one
-    write transaction (BEGIN IMMEDIATE on SQLite), the whole of it or nothing, under a file lock
-    and, on PostgreSQL, an advisory lock too (hosts that share the database, not the file)."""
-    with engine.connect() as conn:
-        if current_revision(conn) == SCHEMA_HEAD:
-            return False
-    with exclusive_lock(_lock_path(url, sqlite_path)), writer.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        current = current_revision(conn)
-        if current == SCHEMA_HEAD:  # another process migrated while we waited for the lock
-            return False
-        _check_known(current, engine)
-        from alembic import command  # only needed on this rare path
-
-        cfg = alembic_config(url)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    return True
-
-
-def _check_known(revision: str | None, engine: Engine) -> None:
-    if revision is None:
-        return
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config())
-    if revision not in {rev.revision for rev in script.walk_revisions()}:
-        raise UsageError(
-            f"The store at {engine.url.render_as_string(hide_password=True)} is at "
-            f"schema revision {revision!r}, which this zserve does not know (head is "
-            f"{SCHEMA_HEAD!r}): it was written by a newer zserve. Upgrade zserve, or "
-            "point ZSERVE_STORE_URL at another database."
-        )
-
-
-def _lock_path(url: str, sqlite_path: Path | None) -> Path:
-    if sqlite_path is not None:
-        return sqlite_path.with_name(sqlite_path.name + ".lock")
-    key = hashlib.sha256(url.encode()).hexdigest()[:24]
-    return Path(tempfile.gettempdir()) / f"zserve-store-{key}.lock"

@@ -1,9 +1,10 @@
 """The store: deployments and recorded runs in SQL, on a SQLAlchemy engine on the store URL,
-migrated to head when behind; large artifacts in files beside it, or in the database itself.
+migrated to head when behind (unless ``ZSERVE_STORE_MIGRATE=never``); large artifacts in files
+beside it, or in the database itself.
 
 ``Store(url)`` is cheap on an up-to-date database: one query of ``alembic_version`` compared with
 the head revision of the migrations shipped in this package. Only a database that is behind is
-upgraded, under an exclusive file lock, so two processes starting at once never both migrate.
+upgraded, under locks, so two processes starting at once never both migrate (``migrating.py``).
 
 A ``Store`` may be shared by threads (a writer thread and readers): every call takes its own
 connection from the engine's pool. On SQLite, writes begin with ``BEGIN IMMEDIATE`` and so wait
@@ -31,7 +32,7 @@ from zserve.errors import StoreUnavailable, UsageError
 from zserve.paths import private_dir, private_file
 from zserve.records import ArtifactRecord, DeploymentRecord, RunRecord
 from zserve.settings import hide_password
-from zserve.store import blobs, deployments, health, raw, runs
+from zserve.store import blobs, deployments, health, migrating, raw, runs
 from zserve.store.artifacts import ArtifactFiles, content_of
 from zserve.store.code import CodeArchives, remove_unused_archives
 from zserve.store.deployments import MIN_ID_PREFIX
@@ -41,7 +42,6 @@ from zserve.store.schema import (
     WRITE_OPTION,
     create_store_engine,
     current_revision,
-    migrate_if_behind,
     sqlite_file,
 )
 
@@ -54,6 +54,9 @@ _ADD_ATTEMPTS = 20
 class Store(CodeArchives):
     """Deployments and recorded runs in a SQL database (SQLite by default, PostgreSQL by URL).
 
+    ``migrate``: what a schema that is behind gets, ``auto`` (migrated, under a lock) or
+    ``never`` (refused: ``StoreUnavailable``); see ``migrating``.
+
     ``artifact_dir`` is where values over the inline limit go; by default ``artifacts`` beside
     a SQLite file. Other databases have no default (the server passes ``ZSERVE_ARTIFACT_DIR``
     when it is set): without one, such values are kept in the database (``blobs``), where
@@ -62,21 +65,24 @@ class Store(CodeArchives):
     Usable as a context manager; ``close()`` releases the connections.
     """
 
-    def __init__(self, url: str, artifact_dir: str | None = None) -> None:
+    def __init__(self, url: str, artifact_dir: str | None = None, *, migrate: str = "auto") -> None:
         self.url = url
         self._shown = shown = hide_password(url)
+        migrating.check_policy(migrate)
         try:
             parsed = make_url(url)
             self._sqlite_path = sqlite_file(parsed)
             if self._sqlite_path is not None:
+                if migrate == "never" and not self._sqlite_path.is_file():
+                    raise migrating.missing_sqlite_file(shown, self._sqlite_path)
                 private_dir(self._sqlite_path.parent, tighten=False)
                 private_file(self._sqlite_path)
                 parsed = parsed.set(database=str(self._sqlite_path))
             self.engine: Engine = create_store_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise UsageError(
-                f"The store URL {shown!r} is not usable ({exc}): set ZSERVE_STORE_URL to a "
-                "SQLAlchemy URL such as sqlite:///path/zserve.db or postgresql+psycopg://..."
+                f"The store URL {shown!r} is not usable ({exc}): use a SQLAlchemy URL such as "
+                "sqlite:///path/zserve.db or postgresql+psycopg://... (ZSERVE_STORE_URL, --store)"
             ) from None
         except OSError as exc:
             raise StoreUnavailable(f"Cannot create the store at {shown}: {exc}") from None
@@ -96,7 +102,9 @@ class Store(CodeArchives):
         #: True when this instance brought the schema up to head.
         self.migrated = False
         try:
-            self.migrated = migrate_if_behind(self.engine, self._writer, url, self._sqlite_path)
+            self.migrated = migrating.migrate_if_behind(
+                self.engine, self._writer, url, shown, self._sqlite_path, migrate
+            )
         except (SQLAlchemyError, OSError) as exc:
             self.engine.dispose()
             raise StoreUnavailable(
