@@ -1,5 +1,7 @@
 """A TCP proxy a test can cut, as a network partition would: the broker talks to Redis through
-it; ``cut()`` drops every connection and refuses new ones until ``mend()``."""
+it; ``cut()`` drops every connection and refuses new ones until ``mend()``; ``swallow()``
+passes requests on but loses every answer (a reply lost on its way: the client times out,
+though Redis did the work), until ``mend()``."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class NetCut:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self.swallowing = False
 
     @property
     def url(self) -> str:
@@ -31,7 +34,13 @@ class NetCut:
     async def start(self) -> None:
         await self.mend()
 
+    def swallow(self) -> None:
+        self.swallowing = True
+
     async def mend(self) -> None:
+        self.swallowing = False
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -56,12 +65,18 @@ class NetCut:
         self._links |= {writer, up_writer}
         with contextlib.suppress(asyncio.CancelledError):  # the test's loop is closing
             await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+                self._pipe(reader, up_writer),
+                self._pipe(up_reader, writer, answers=True),
+                return_exceptions=True,
             )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answers: bool = False
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if answers and self.swallowing:
+                    continue
                 writer.write(data)
                 await writer.drain()
         finally:

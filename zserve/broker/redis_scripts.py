@@ -116,7 +116,11 @@ end
 CREATE: Final = (
     _PRELUDE
     + """
-if redis.call('EXISTS', job) == 1 then return redis.error_reply('job exists: ' .. id) end
+if redis.call('EXISTS', job) == 1 then
+  -- this very create, sent again after its answer was lost (job ids are random UUIDs)
+  if tonumber(redis.call('ZSCORE', P .. 'jobs', id)) == tonumber(ARGV[3]) then return 1 end
+  return redis.error_reply('job exists: ' .. id)
+end
 -- An idempotency key (KEYS[3]; the job's fields ':idem' and ':fp' name it and the request's
 -- fingerprint): one job per key. Held by a job still here: that job's id and fingerprint, and
 -- nothing is written.

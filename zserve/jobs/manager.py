@@ -39,6 +39,7 @@ from zserve.jobs.local import LocalJobs
 from zserve.jobs.outcome import (
     BROKER_BACKLOG,
     SHUTDOWN,
+    SUBMIT_LOST,
     TAKEN,
     Outcome,
     error_of,
@@ -65,6 +66,11 @@ logger = logging.getLogger("zserve.jobs")
 
 #: How long a stopping worker retries writing jobs' ends past its grace period.
 END_RETRY_S = 5.0
+#: Unsure submits a worker keeps (see ``JobManager._unsure``); beyond, they are forgotten (a job
+#: that reached the broker then stays queued until its worker stops).
+MAX_UNSURE = 1000
+#: record, parameters, timeout, capture, whether it came with an idempotency key
+_Unsure = tuple[JobRecord, dict[str, Any], float | None, RequestCapture, bool]
 
 
 class JobManager(SyncJobs):
@@ -107,10 +113,13 @@ class JobManager(SyncJobs):
         self._cancelled: set[str] = set()
         #: broker jobs stopped by this worker, and why (see ``_stop_job``)
         self._stopped: dict[str, JobError] = {}
+        #: submits answered 503 whose job may have reached the broker all the same (the answer
+        #: to its create was lost): what running it takes, until ``_settle``
+        self._unsure: dict[str, _Unsure] = {}
         self._upkeep = Upkeep(
             broker, self.worker_id, self._local,
             retention_s=retention_s, retention_count=retention_count,
-            running=self._tasks.keys, cancel=self._cancel_task,
+            running=self._tasks.keys, cancel=self._cancel_task, settle=self._settle,
         )  # fmt: skip
         self._closing = False
         self._end_by = float("inf")
@@ -190,12 +199,34 @@ class JobManager(SyncJobs):
         try:
             queued = ev.Event(ev.JOB_QUEUED, record.job_id, time.time())
             await self.broker.create(record, queued, idempotency)
-        except BaseException:
+        except BaseException as exc:
             self._starting -= 1
+            unsure = isinstance(exc, BrokerUnavailable) and not exc.lasting
+            if unsure and len(self._unsure) < MAX_UNSURE:
+                keyed = idempotency is not None
+                self._unsure[record.job_id] = (record, params, timeout_s, capture, keyed)
             raise
         run = self._run_job(record, params, timeout_s, capture)
         self._tasks[record.job_id] = asyncio.ensure_future(run)
         return record
+
+    async def _settle(self) -> None:
+        """Submits answered 503 whose job reached the broker all the same: one sent with an
+        idempotency key runs (a retry with that key is answered with this job); any other ends
+        failed, as its client was told to retry and may have submitted another."""
+        for job_id, (record, params, timeout_s, capture, keyed) in list(self._unsure.items()):
+            found = await self.broker.get(job_id)
+            del self._unsure[job_id]
+            if found is None or found.status != JobStatus.QUEUED:
+                continue  # it never reached the broker
+            if keyed and not self._closing:
+                logger.warning("Job %s: its submit was answered 503, but it reached the broker: "
+                               "it runs, for a retry with its idempotency key", job_id)  # fmt: skip
+                self._starting += 1
+                run = self._run_job(record, params, timeout_s, capture)
+                self._tasks[job_id] = asyncio.ensure_future(run)
+            else:
+                await self.broker.finish(job_id, *terminal(found, Outcome.failed(SUBMIT_LOST)))
 
     async def _run_job(
         self,

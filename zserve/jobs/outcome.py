@@ -19,6 +19,7 @@ from zserve.records import JobError, JobRecord, JobStatus, StepStatus
 __all__ = [
     "BROKER_BACKLOG",
     "SHUTDOWN",
+    "SUBMIT_LOST",
     "TAKEN",
     "WORKER_LOST",
     "Outcome",
@@ -41,6 +42,11 @@ WORKER_LOST: JobError = {"reason": "worker_lost", "message": "The worker running
 TAKEN: JobError = {
     "reason": "worker_lost",
     "message": "The job was taken from this worker while it could not renew its lease",
+}
+SUBMIT_LOST: JobError = {
+    "reason": "broker_unavailable",
+    "message": "Its submit was answered 503 (the job broker did not answer in time), so it was "
+    "not run: the client was told to retry",
 }
 BROKER_BACKLOG: JobError = {
     "reason": "broker_unavailable",
