@@ -21,6 +21,7 @@ class NetCut:
         self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
         self.swallowing = False
+        self._cuts = 0
 
     @property
     def url(self) -> str:
@@ -45,6 +46,7 @@ class NetCut:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
+        self._cuts += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -57,12 +59,18 @@ class NetCut:
         await self.cut()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._links.add(writer)
+        cuts = self._cuts
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
-        self._links |= {writer, up_writer}
+        self._links.add(up_writer)
+        if cuts != self._cuts:  # cut while this link was being made
+            writer.close()
+            up_writer.close()
+            return
         with contextlib.suppress(asyncio.CancelledError):  # the test's loop is closing
             await asyncio.gather(
                 self._pipe(reader, up_writer),
