@@ -3,8 +3,9 @@
 A job is a hash, its events a stream whose entry ids are the events' seqs (``<seq>-0``), and
 every change that must be atomic (create, publish, the finishing compare-and-set with its
 terminal event, a cancel request, pruning) is one Lua script (``redis_scripts``). Commands go
-through one connection pool with a socket timeout; ``wait`` blocks in ``XREAD BLOCK`` on a pool
-of its own, so a blocked reader never holds a connection that commands need. A Redis that does
+through one bounded connection pool with a socket timeout; every ``wait`` of a worker is served by
+one tailer, and cancel requests for its jobs come by pub/sub, each on one connection of its own
+(``redis_tail``), so a blocked reader never holds a connection that commands need. A Redis that does
 not answer makes every call raise ``BrokerUnavailable`` (not lasting) and ``problem`` say so,
 until a call succeeds again.
 
@@ -14,11 +15,10 @@ is an optional extra (``zserve[redis]``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any, NoReturn
@@ -27,12 +27,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zserve.broker import redis_scripts as lua
 from zserve.broker.base import Broker
+from zserve.broker.redis_tail import BLOCK_SLICE_S, DOWN, Tailer, listen
 from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
 from zserve.records import FINISHED, JobRecord, JobStatus
@@ -43,8 +42,9 @@ logger = logging.getLogger("zserve.jobs")
 
 #: Seconds a command may take before the broker counts Redis as unreachable.
 COMMAND_TIMEOUT_S = 5.0
-#: ``wait`` blocks in slices of at most this long (its socket timeout is a few seconds more).
-BLOCK_SLICE_S = 10.0
+#: Connections the command pool opens at most (a command waits for a free one up to the
+#: command timeout): many stream clients never mean as many connections.
+COMMAND_CONNECTIONS = 16
 #: Job ids a listing reads from an index at a time.
 PAGE = 200
 #: Job ids one prune script deletes at a time.
@@ -52,7 +52,6 @@ PRUNE_BATCH = 500
 
 FIELDS = frozenset(f.name for f in fields(JobRecord))
 SUMMARY_FIELDS = sorted(FIELDS - {"outputs"})
-DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Errors of a Redis that answers but cannot take writes for now (out of memory under
 #: ``noeviction``, a read-only replica, a failed snapshot): like a full disk for SQLite.
 REFUSED = ("OOM", "READONLY", "MISCONF")
@@ -101,6 +100,9 @@ def _field_args(changes: dict[str, Any], *, creating: bool = False) -> list[str]
 class RedisBroker(Broker):
     kind = "redis"
     shared = True
+    #: cancel requests come by pub/sub (``cancel_wakeups``): the poll is a fallback, once a
+    #: heartbeat (upkeep's ``HEARTBEAT_S``)
+    cancel_poll_s = 1.0
 
     def __init__(self, url: str, *, job_ttl_s: float | None = None) -> None:
         client_url, self.prefix = split_url(url)
@@ -111,9 +113,15 @@ class RedisBroker(Broker):
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)
         common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5.0,
                                   "retry": retry, "health_check_interval": 30}  # fmt: skip
-        self._redis = aioredis.from_url(client_url, socket_timeout=COMMAND_TIMEOUT_S, **common)
-        self._blocking = aioredis.from_url(
-            client_url, socket_timeout=BLOCK_SLICE_S + COMMAND_TIMEOUT_S, **common
+        pool = aioredis.BlockingConnectionPool.from_url(
+            client_url, max_connections=COMMAND_CONNECTIONS, timeout=COMMAND_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S, **common,
+        )  # fmt: skip
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._client_url, self._options = client_url, common
+        #: serves every ``wait`` (one blocking connection)
+        self.tailer = Tailer(
+            client_url, self._redis, socket_timeout=BLOCK_SLICE_S + COMMAND_TIMEOUT_S, **common
         )
         self._create = self._redis.register_script(lua.CREATE)
         self._publish = self._redis.register_script(lua.PUBLISH)
@@ -176,8 +184,8 @@ class RedisBroker(Broker):
             pass
 
     async def close(self) -> None:
+        await self.tailer.close()
         await self._redis.aclose()
-        await self._blocking.aclose()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -227,6 +235,14 @@ class RedisBroker(Broker):
             await self._cancel(
                 keys=[self._job(job_id), self._stream(job_id)], args=[self.prefix, job_id]
             )
+
+    async def cancel_wakeups(self, worker: str, wake: Callable[[str], None]) -> None:
+        """The CANCEL script publishes the job id on ``cancel:<owner>``: subscribed on a
+        connection of its own, made again (with the subscription) after Redis comes back."""
+        channel = self._key(f"cancel:{worker}")
+        await listen(
+            self._client_url, channel, wake, socket_timeout=COMMAND_TIMEOUT_S, **self._options
+        )
 
     async def heartbeat(self, worker: str, ttl: float) -> None:
         now = time.time()
@@ -307,23 +323,15 @@ class RedisBroker(Broker):
         return _decode(job_id, entries)
 
     async def wait(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        found = await self.events(job_id, after)
-        if found:
-            return found
-        async with self._guard():
-            if not await self._redis.exists(self._job(job_id)):
-                return []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         stream = self._stream(job_id)
-        while (left := deadline - loop.time()) > 0:
-            block_ms = max(1, int(min(left, BLOCK_SLICE_S) * 1000))
-            async with self._guard():
-                got: Any = await self._blocking.xread({stream: f"{after}-0"}, block=block_ms)
-            if got:  # RESP2: [[stream, entries]]; RESP3: {stream: [entries]}
-                entries = next(iter(got.values())) if isinstance(got, dict) else got[0][1]
-                return _decode(job_id, entries)
-        return []
+        async with self._guard():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(stream, f"{after + 1}-0", "+")
+                pipe.exists(self._job(job_id))
+                entries, known = await pipe.execute()
+            if not entries and known:
+                entries = await self.tailer.wait(stream, after, timeout)
+        return _decode(job_id, entries)
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         ids = list(job_ids)

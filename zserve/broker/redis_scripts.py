@@ -14,7 +14,9 @@ Keys, under a prefix P (``zserve:`` unless the URL says ``?prefix=``):
 - ``P finished``: finished job ids by ``finished_at`` (0 when unset), for pruning;
 - ``P owners``: a hash of unfinished jobs that have a worker -> that worker (lease checks);
 - ``P leases``: a sorted set of workers by the time their lease runs out;
-- ``P cancels``: a set of the jobs with a cancel request.
+- ``P cancels``: a set of the jobs with a cancel request;
+- ``P cancel:<worker>``: the pub/sub channel a cancel request for a job of ``worker`` is
+  published on (the job id), so that its owner hears of it at once.
 """
 
 from __future__ import annotations
@@ -118,12 +120,18 @@ return seq
 """
 )
 
-#: ARGV: P, id. A cancel request, kept only for a job that is queued or running.
+#: ARGV: P, id. A cancel request, kept only for a job that is queued or running, and published
+#: (the job id) on ``P cancel:<owner>`` when the job has an owner, which is woken at once.
 CANCEL: Final = (
     _PRELUDE
     + """
 if not OPEN[redis.call('HGET', job, 'status')] then return 0 end
-return redis.call('SADD', P .. 'cancels', id)
+local added = redis.call('SADD', P .. 'cancels', id)
+local owner = cjson.decode(redis.call('HGET', job, 'worker') or 'null')
+if type(owner) == 'string' and owner ~= '' then
+  redis.call('PUBLISH', P .. 'cancel:' .. owner, id)
+end
+return added
 """
 )
 
