@@ -16,7 +16,8 @@ import redis
 
 from tests.broker.conftest import REDIS_MARKS, event, job, redis_namespace, redis_url
 from zserve.broker import open_broker
-from zserve.broker.redis import RedisBroker, _encode, split_url
+from zserve.broker.redis import RedisBroker, split_url
+from zserve.broker.redis_rows import encode as _encode
 from zserve.events import JOB_COMPLETED, JOB_FAILED, JOB_QUEUED, JOB_STARTED, STEP_CHUNK
 from zserve.jobs.outcome import WORKER_LOST, Outcome, terminal
 

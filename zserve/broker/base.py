@@ -18,7 +18,7 @@ All methods are coroutines called on the worker's event loop; an implementation 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,9 @@ class Broker(abc.ABC):
     multi_host: bool = False
     #: ``time.monotonic()`` of the last write that failed for want of storage (a full disk).
     failed_at: float = float("-inf")
+    #: Seconds between an owner's looks for cancel requests (``cancel_requested``); longer
+    #: for a broker whose ``cancel_wakeups`` tells of them at once.
+    cancel_poll_s: float = 0.1
 
     @property
     def problem(self) -> str | None:
@@ -129,6 +132,13 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Which of these jobs have a cancel request."""
+
+    async def cancel_wakeups(  # noqa: B027 (an optional hook)
+        self, worker: str, wake: Callable[[str], None]
+    ) -> None:
+        """Call ``wake(job_id)`` as soon as a cancel is requested for a job ``worker`` owns,
+        until cancelled (the owner polls ``cancel_requested`` too: a wake-up may be lost).
+        Returns at once when the broker cannot tell (the default)."""
 
     @abc.abstractmethod
     async def heartbeat(self, worker: str, ttl: float) -> None:

@@ -3,8 +3,9 @@
 A job is a hash, its events a stream whose entry ids are the events' seqs (``<seq>-0``), and
 every change that must be atomic (create, publish, the finishing compare-and-set with its
 terminal event, a cancel request, pruning) is one Lua script (``redis_scripts``). Commands go
-through one connection pool with a socket timeout; ``wait`` blocks in ``XREAD BLOCK`` on a pool
-of its own, so a blocked reader never holds a connection that commands need. A Redis that does
+through one bounded connection pool with a socket timeout; every ``wait`` of a worker is served by
+one tailer, and cancel requests for its jobs come by pub/sub, each on one connection of its own
+(``redis_tail``), so a blocked reader never holds a connection that commands need. A Redis that does
 not answer makes every call raise ``BrokerUnavailable`` (not lasting) and ``problem`` say so,
 until a call succeeds again.
 
@@ -14,26 +15,32 @@ is an optional extra (``zserve[redis]``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zserve.broker import redis_scripts as lua
 from zserve.broker.base import Broker, IdempotencyKey, KeyHeld
+from zserve.broker.redis_rows import (
+    SUMMARY_FIELDS,
+    Owned,
+    decode,
+    dump,
+    encode,
+    field_args,
+    record_of,
+    split_url,
+)
+from zserve.broker.redis_tail import BLOCK_SLICE_S, DOWN, Tailer, listen
 from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
 from zserve.records import FINISHED, JobRecord, JobStatus
@@ -44,76 +51,26 @@ logger = logging.getLogger("zserve.jobs")
 
 #: Seconds a command may take before the broker counts Redis as unreachable.
 COMMAND_TIMEOUT_S = 5.0
-#: ``wait`` blocks in slices of at most this long (its socket timeout is a few seconds more).
-BLOCK_SLICE_S = 10.0
+#: Connections the command pool opens at most (a command waits for a free one up to the
+#: command timeout): many stream clients never mean as many connections.
+COMMAND_CONNECTIONS = 16
 #: Job ids a listing reads from an index at a time.
 PAGE = 200
 #: Job ids one prune script deletes at a time.
 PRUNE_BATCH = 500
 
-FIELDS = frozenset(f.name for f in fields(JobRecord))
-SUMMARY_FIELDS = sorted(FIELDS - {"outputs"})
-DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Errors of a Redis that answers but cannot take writes for now (out of memory under
 #: ``noeviction``, a read-only replica, a failed snapshot): like a full disk for SQLite.
 REFUSED = ("OOM", "READONLY", "MISCONF")
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """(the URL for the redis client, the key prefix): ``?prefix=NAME:`` picks a namespace of
-    its own, so that several services share one Redis; ``zserve:`` otherwise."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "prefix"), "zserve:")
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, default=repr, separators=(",", ":"))
-
-
-def _encode(event: Event) -> str:
-    return _dump({"t": event.type, "ts": event.ts, "s": event.step, "d": event.data})
-
-
-def _decode(job_id: str, entries: Any) -> list[Event]:
-    """Stream entries ``(id, {"e": JSON})``, as XRANGE and XREAD give them, as events."""
-    found = []
-    for entry_id, body in entries:
-        doc = json.loads(body["e"])
-        seq = int(entry_id.split("-")[0])
-        found.append(Event(doc["t"], job_id, doc["ts"], doc["s"], doc["d"], seq))
-    return found
-
-
-def _record(values: dict[str, str]) -> JobRecord:
-    return JobRecord.from_row({k: json.loads(v) for k, v in values.items() if k in FIELDS})
-
-
-def _field_args(changes: dict[str, Any], *, creating: bool = False) -> list[str]:
-    """``n, field, JSON, field, JSON...``: the arguments the scripts take fields in."""
-    unknown = set(changes) - FIELDS
-    if unknown or ("job_id" in changes and not creating):
-        raise ValueError(f"Not a changeable job field: {sorted(unknown or {'job_id'})}")
-    return [str(len(changes))] + [a for k, v in changes.items() for a in (k, _dump(v))]
-
-
-@dataclass(slots=True)
-class _Owned:
-    """A job this worker created and runs: its fencing token, how many of its events it knows
-    written (so that a write retried after its answer was lost appends nothing twice), and the
-    lock that keeps its writes one at a time (so that count stays true)."""
-
-    fence: int = 1
-    own: int = 1
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class RedisBroker(Broker):
     kind = "redis"
     shared = True
     multi_host = True
+    #: cancel requests come by pub/sub (``cancel_wakeups``): the poll is a fallback, once a
+    #: heartbeat (upkeep's ``HEARTBEAT_S``)
+    cancel_poll_s = 1.0
 
     def __init__(self, url: str, *, job_ttl_s: float | None = None) -> None:
         client_url, self.prefix = split_url(url)
@@ -124,9 +81,15 @@ class RedisBroker(Broker):
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)
         common: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5.0,
                                   "retry": retry, "health_check_interval": 30}  # fmt: skip
-        self._redis = aioredis.from_url(client_url, socket_timeout=COMMAND_TIMEOUT_S, **common)
-        self._blocking = aioredis.from_url(
-            client_url, socket_timeout=BLOCK_SLICE_S + COMMAND_TIMEOUT_S, **common
+        pool = aioredis.BlockingConnectionPool.from_url(
+            client_url, max_connections=COMMAND_CONNECTIONS, timeout=COMMAND_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S, **common,
+        )  # fmt: skip
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._client_url, self._options = client_url, common
+        #: serves every ``wait`` (one blocking connection)
+        self.tailer = Tailer(
+            client_url, self._redis, socket_timeout=BLOCK_SLICE_S + COMMAND_TIMEOUT_S, **common
         )
         self._create = self._redis.register_script(lua.CREATE)
         self._publish = self._redis.register_script(lua.PUBLISH)
@@ -135,7 +98,7 @@ class RedisBroker(Broker):
         self._prune = self._redis.register_script(lua.PRUNE)
         self._reap = self._redis.register_script(lua.REAP)
         #: the jobs this worker created and still owns
-        self._owned: dict[str, _Owned] = {}
+        self._owned: dict[str, Owned] = {}
         #: why Redis cannot be used just now, or None
         self.down: str | None = None
 
@@ -193,8 +156,8 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._owned.clear()
+        await self.tailer.close()
         await self._redis.aclose()
-        await self._blocking.aclose()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -203,7 +166,7 @@ class RedisBroker(Broker):
     ) -> Event:
         row = job.to_row()
         created = repr(float(job.created_at))
-        fields = _field_args(row, creating=True)
+        fields = field_args(row, creating=True)
         keys = [self._job(job.job_id), self._stream(job.job_id)]
         if idempotency is not None:  # the key, and fields the scripts find it by (not JSON)
             keys.append(self._key(f"idem:{idempotency.key}"))
@@ -212,14 +175,14 @@ class RedisBroker(Broker):
         args = [self.prefix, job.job_id, created, *fields]
         try:
             async with self._guard():
-                done = await self._create(keys=keys, args=[*args, _encode(first)])
+                done = await self._create(keys=keys, args=[*args, encode(first)])
         except ResponseError as exc:
             if "job exists" in str(exc):
                 raise ValueError(f"Job {job.job_id} exists already") from None
             raise
         if isinstance(done, list):  # [job id, fingerprint] of the job that holds the key
             raise KeyHeld(str(done[0]), str(done[1]))
-        self._owned[job.job_id] = _Owned()
+        self._owned[job.job_id] = Owned()
         return first.with_seq(1)
 
     async def publish(
@@ -233,8 +196,8 @@ class RedisBroker(Broker):
         owned = self._owned.get(job_id)
         async with owned.lock if owned is not None else contextlib.nullcontext():
             fence, own = ("", "") if owned is None else (str(owned.fence), str(owned.own))
-            args = [self.prefix, job_id, fence, own, *_field_args(changes),
-                    *map(_encode, events)]  # fmt: skip
+            args = [self.prefix, job_id, fence, own, *field_args(changes),
+                    *map(encode, events)]  # fmt: skip
             async with self._guard():
                 first = await self._publish(
                     keys=[self._job(job_id), self._stream(job_id)], args=args
@@ -259,8 +222,8 @@ class RedisBroker(Broker):
         owned = self._owned.get(job_id)
         async with owned.lock if owned is not None else contextlib.nullcontext():
             fence = "" if owned is None else str(owned.fence)
-            args = [self.prefix, job_id, fence, self._ttl_ms(), *_field_args(changes),
-                    _encode(terminal)]  # fmt: skip
+            args = [self.prefix, job_id, fence, self._ttl_ms(), *field_args(changes),
+                    encode(terminal)]  # fmt: skip
             async with self._guard():
                 seq = await self._finish(keys=[self._job(job_id), self._stream(job_id)], args=args)
             self._disown(job_id, seq)
@@ -275,8 +238,8 @@ class RedisBroker(Broker):
         if terminal.type not in TERMINAL:
             raise ValueError(f"{terminal.type!r} is not a terminal event")
         changes = {**changes, "status": TERMINAL[terminal.type]}
-        args = [self.prefix, job.job_id, _dump(job.worker), repr(float(now)), self._ttl_ms(),
-                *_field_args(changes), _encode(terminal)]  # fmt: skip
+        args = [self.prefix, job.job_id, dump(job.worker), repr(float(now)), self._ttl_ms(),
+                *field_args(changes), encode(terminal)]  # fmt: skip
         async with self._guard():
             seq = await self._reap(keys=[self._job(job.job_id), self._stream(job.job_id)],
                                    args=args)  # fmt: skip
@@ -290,6 +253,14 @@ class RedisBroker(Broker):
             await self._cancel(
                 keys=[self._job(job_id), self._stream(job_id)], args=[self.prefix, job_id]
             )
+
+    async def cancel_wakeups(self, worker: str, wake: Callable[[str], None]) -> None:
+        """The CANCEL script publishes the job id on ``cancel:<owner>``: subscribed on a
+        connection of its own, made again (with the subscription) after Redis comes back."""
+        channel = self._key(f"cancel:{worker}")
+        await listen(
+            self._client_url, channel, wake, socket_timeout=COMMAND_TIMEOUT_S, **self._options
+        )
 
     async def heartbeat(self, worker: str, ttl: float) -> None:
         now = time.time()
@@ -316,7 +287,7 @@ class RedisBroker(Broker):
     async def get(self, job_id: str) -> JobRecord | None:
         async with self._guard():
             values: Any = await self._redis.hgetall(self._job(job_id))
-        return _record(values) if values else None
+        return record_of(values) if values else None
 
     async def _summaries(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -326,7 +297,7 @@ class RedisBroker(Broker):
         found: list[JobRecord | None] = []
         for row in rows:
             values = {k: v for k, v in zip(SUMMARY_FIELDS, row, strict=True) if v is not None}
-            found.append(_record(values) if "job_id" in values else None)  # None: expired
+            found.append(record_of(values) if "job_id" in values else None)  # None: expired
         return found
 
     async def list_jobs(
@@ -367,26 +338,18 @@ class RedisBroker(Broker):
     async def events(self, job_id: str, after: int = 0) -> list[Event]:
         async with self._guard():
             entries = await self._redis.xrange(self._stream(job_id), f"{after + 1}-0", "+")
-        return _decode(job_id, entries)
+        return decode(job_id, entries)
 
     async def wait(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        found = await self.events(job_id, after)
-        if found:
-            return found
-        async with self._guard():
-            if not await self._redis.exists(self._job(job_id)):
-                return []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         stream = self._stream(job_id)
-        while (left := deadline - loop.time()) > 0:
-            block_ms = max(1, int(min(left, BLOCK_SLICE_S) * 1000))
-            async with self._guard():
-                got: Any = await self._blocking.xread({stream: f"{after}-0"}, block=block_ms)
-            if got:  # RESP2: [[stream, entries]]; RESP3: {stream: [entries]}
-                entries = next(iter(got.values())) if isinstance(got, dict) else got[0][1]
-                return _decode(job_id, entries)
-        return []
+        async with self._guard():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(stream, f"{after + 1}-0", "+")
+                pipe.exists(self._job(job_id))
+                entries, known = await pipe.execute()
+            if not entries and known:
+                entries = await self.tailer.wait(stream, after, timeout)
+        return decode(job_id, entries)
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         ids = list(job_ids)

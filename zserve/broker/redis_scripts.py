@@ -20,6 +20,8 @@ Keys, under a prefix P (``zserve:`` unless the URL says ``?prefix=``):
 - ``P idem:<key>``: the id of the job created with the idempotency key ``<key>`` (whose hash
   holds the key in ``:idem`` and its request's fingerprint in ``:fp``); it expires and is pruned
   with that job.
+- ``P cancel:<worker>``: the pub/sub channel a cancel request for a job of ``worker`` is
+  published on (the job id), so that its owner hears of it at once.
 """
 
 from __future__ import annotations
@@ -191,12 +193,18 @@ return close(7, tonumber(ARGV[6]), tonumber(ARGV[5]))
 """
 )
 
-#: ARGV: P, id. A cancel request, kept only for a job that is queued or running.
+#: ARGV: P, id. A cancel request, kept only for a job that is queued or running, and published
+#: (the job id) on ``P cancel:<owner>`` when the job has an owner, which is woken at once.
 CANCEL: Final = (
     _PRELUDE
     + """
 if not OPEN[redis.call('HGET', job, 'status')] then return 0 end
-return redis.call('SADD', P .. 'cancels', id)
+local added = redis.call('SADD', P .. 'cancels', id)
+local owner = cjson.decode(redis.call('HGET', job, 'worker') or 'null')
+if type(owner) == 'string' and owner ~= '' then
+  redis.call('PUBLISH', P .. 'cancel:' .. owner, id)
+end
+return added
 """
 )
 

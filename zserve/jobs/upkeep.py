@@ -19,7 +19,7 @@ __all__ = ["HEARTBEAT_S", "LEASE_TTL_S", "POLL_S", "Upkeep"]
 
 logger = logging.getLogger("zserve.jobs")
 
-#: Seconds between looks for cancel requests.
+#: Seconds between looks for cancel requests (at most: see ``Broker.cancel_poll_s``).
 POLL_S = 0.1
 #: A worker's lease lasts this long; it is renewed every HEARTBEAT_S.
 LEASE_TTL_S = 3.0
@@ -59,6 +59,7 @@ class Upkeep:
             with contextlib.suppress(BrokerUnavailable):
                 await self.broker.heartbeat(self.worker_id, LEASE_TTL_S)
             self._chores.append(asyncio.ensure_future(self._cancel_loop()))
+            self._chores.append(asyncio.ensure_future(self._cancel_wakeups()))
             self._chores.append(asyncio.ensure_future(self._lease_loop()))
 
     async def stop(self) -> None:
@@ -68,8 +69,10 @@ class Upkeep:
         self._chores.clear()
 
     async def _cancel_loop(self) -> None:
+        """Look for cancel requests: all of them with a broker that cannot tell of them at
+        once, else the ones whose wake-up was lost (its ``cancel_poll_s`` is one heartbeat)."""
         while True:
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(self.broker.cancel_poll_s)
             try:
                 running = list(self.running())
                 if running:
@@ -77,6 +80,16 @@ class Upkeep:
                         self.cancel(job_id)
             except Exception as exc:
                 _failed("Checking cancel requests failed", exc)
+
+    async def _cancel_wakeups(self) -> None:
+        try:
+            await self.broker.cancel_wakeups(self.worker_id, self._woken)
+        except Exception as exc:
+            _failed("Listening for cancel requests failed", exc)
+
+    def _woken(self, job_id: str) -> None:
+        if job_id in self.running():
+            self.cancel(job_id)
 
     async def _lease_loop(self) -> None:
         """Renew this worker's lease; end the jobs of workers whose lease ran out, but only
