@@ -239,7 +239,7 @@ class Host:
 
     @property
     def pids(self) -> list[int]:
-        return [self.doc["pid"], *self.doc["worker_pids"]]
+        return list(dict.fromkeys([self.doc["pid"], *self.doc["worker_pids"]]))
 
     def log(self) -> str:
         path = Path(self.doc.get("log_file", "/nonexistent"))

@@ -61,11 +61,16 @@ async def astream(
 
 
 def stream(
-    url: str, job_id: str, last_event_id: int | None = None, until_seq: int | None = None
+    url: str,
+    job_id: str,
+    last_event_id: int | None = None,
+    until_seq: int | None = None,
+    into: Received | None = None,
 ) -> Received:
     """Events of ``GET /stream/{job_id}`` until the stream ends, or (``until_seq``) until that
-    seq has come: then the client closes the connection itself."""
-    got = Received()
+    seq has come: then the client closes the connection itself. ``into``: where they go, as
+    they come (another thread may look)."""
+    got = Received() if into is None else into
     with (
         httpx.Client(timeout=CLIENT_TIMEOUT) as client,
         connect_sse(client, "GET", f"{url}/stream/{job_id}", headers=_headers(last_event_id))
