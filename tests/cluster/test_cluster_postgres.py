@@ -91,10 +91,6 @@ def stored_runs(url: str) -> dict[str, str | None]:
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a run that ran while PostgreSQL went away is dropped (RunWriter), not retried",
-)
 def test_postgresql_restarted_during_tracked_runs_loses_no_run(
     own_postgres: PostgresCluster, make_cluster: MakeCluster, tmp_path: Any
 ) -> None:
