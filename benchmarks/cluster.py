@@ -121,8 +121,10 @@ def sync_load(url: str, concurrency: int, duration_s: float, warmup_s: float) ->
 
 
 def check(tally: Tally, what: str) -> None:
-    if tally.refused is not None or tally.errors or tally.interrupted:
-        raise BenchError(f"{what}: {tally.refused or dict(tally.errors) or 'interrupted'}")
+    if tally.interrupted:  # Ctrl-C, which the load generator caught
+        raise KeyboardInterrupt
+    if tally.refused is not None or tally.errors:
+        raise BenchError(f"{what}: {tally.refused or dict(tally.errors)}")
 
 
 def figures(tally: Tally) -> dict[str, float]:
