@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -146,6 +147,20 @@ def pg_bin() -> Path | None:
         return found[-1].parent
     pg_ctl = shutil.which("pg_ctl")
     return Path(pg_ctl).parent if pg_ctl else None
+
+
+def own_postgres_problem() -> str | None:
+    """Why this machine cannot run a PostgreSQL cluster of a test's own, or None."""
+    if pg_bin() is None:
+        return "PostgreSQL's initdb and pg_ctl are not installed"
+    if os.geteuid() == 0:  # initdb refuses root: the cluster runs as postgres
+        if shutil.which("runuser") is None:
+            return "runuser is missing (the tests run as root; PostgreSQL runs as postgres)"
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "there is no postgres user to run PostgreSQL as (the tests run as root)"
+    return None
 
 
 class PostgresCluster:
