@@ -19,6 +19,14 @@ def test_defaults() -> None:
     assert s.max_body_bytes == 1024 * 1024
 
 
+def test_large_artifacts_go_beside_a_sqlite_store_and_into_any_other_unless_a_dir_is_set() -> None:
+    assert Settings.from_env({}, home="/h").artifact_dir == "/h/artifacts"
+    pg = {"ZSERVE_STORE_URL": "postgresql+psycopg://u@db/zserve"}
+    assert Settings.from_env(pg, home="/h").artifact_dir == ""  # the database keeps them
+    shared = {**pg, "ZSERVE_ARTIFACT_DIR": "/mnt/shared/artifacts"}
+    assert Settings.from_env(shared, home="/h").artifact_dir == "/mnt/shared/artifacts"
+
+
 def test_flags_beat_env_which_beats_spec_aliases() -> None:
     env = {
         "ZSERVE_PORT": "9000",

@@ -6,6 +6,7 @@ that a failure looks the same whether it is met in a terminal, in a script or ov
     ZServeError                      exit 2   http 500
     ├── UsageError                   exit 2   http 400   bad input from the user
     │   ├── InvalidParameters        exit 2   http 422   every bad field in .errors
+    │   ├── IdempotencyKeyReused     exit 2   http 409   a key sent again with another request
     │   ├── SourceError              exit 2              "module:attr" cannot be imported
     │   ├── PipelineDefinitionError  exit 2              a pipeline body that cannot be traced
     │   ├── NotSupported             exit 2   http 501   a feature this server does not offer
@@ -58,6 +59,7 @@ __all__ = [
     "ExecutionFailed",
     "ExecutionTimeout",
     "ForbiddenOrigin",
+    "IdempotencyKeyReused",
     "InvalidParameters",
     "JobCancelled",
     "JobFinished",
@@ -191,6 +193,39 @@ class InvalidParameters(UsageError):
 
     def problem_fields(self) -> dict[str, Any]:
         return {"errors": self.errors}
+
+
+class IdempotencyKeyReused(UsageError):
+    """An ``Idempotency-Key`` sent again with a request other than the one that first came with
+    it: nothing is started (a retry must repeat its request; a new request needs a new key).
+    409, not the 422 of the IETF draft: zserve's 422 says the parameters are invalid, and here
+    they are not: the key conflicts with what the server holds."""
+
+    http_status = 409
+    problem = "idempotency-key-reused"
+    title = "Idempotency key reused"
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        #: the job that holds the key
+        self.job_id = job_id
+
+    @classmethod
+    def of(cls, key: str, job_id: str) -> Self:
+        return cls(
+            f"Idempotency-Key {key!r} came first with another request (body, mode or capture), "
+            f"which started job {job_id}: a retry must repeat that request exactly; send a new "
+            "key with a new request",
+            job_id=job_id,
+        )
+
+    @classmethod
+    def _from_document(cls, message: str, doc: dict[str, Any]) -> Self:
+        job_id = doc.get("job_id")
+        return cls(message, job_id=job_id if isinstance(job_id, str) else None)
+
+    def problem_fields(self) -> dict[str, Any]:
+        return {} if self.job_id is None else {"job_id": self.job_id}
 
 
 def describe_fields(errors: Iterable[Mapping[str, Any]]) -> str:

@@ -82,7 +82,14 @@ class StepState(TypedDict):
 #: first, the store could not keep the record its capture mode requires, or anything else that
 #: failed the run (``failed``: e.g. outputs that do not match).
 ErrorReason = Literal[
-    "step_failed", "timeout", "worker_lost", "shutdown", "store_unavailable", "failed", "error"
+    "step_failed",
+    "timeout",
+    "worker_lost",
+    "shutdown",
+    "store_unavailable",
+    "broker_unavailable",
+    "failed",
+    "error",
 ]
 
 
@@ -263,7 +270,8 @@ class ArtifactRecord:
     data: bytes | None = None
     truncated: bool = False
     loadable: bool = True
-    #: Stored as a file (over the inline limit): downloaded on its own, no ``value`` here.
+    #: Stored apart (over the inline limit: a file or a blob): downloaded on its own, no
+    #: ``value`` here.
     in_file: bool = False
 
     def to_dict(self) -> dict[str, Any]:

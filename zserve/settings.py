@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from zserve.errors import UsageError
 from zserve.records import CAPTURE_MODES
@@ -23,11 +25,13 @@ __all__ = [
     "FLUSH_MODES",
     "LOG_LEVELS",
     "SETTINGS_ENV",
+    "STORE_MIGRATE_MODES",
     "LogLevel",
     "Settings",
     "default_host_id",
     "hide_password",
     "parse_duration",
+    "store_url_of",
 ]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -53,6 +57,7 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "workers": ("ZSERVE_WORKERS", ()),
     "home": ("ZSERVE_HOME", ()),
     "store_url": ("ZSERVE_STORE_URL", ()),
+    "store_migrate": ("ZSERVE_STORE_MIGRATE", ()),
     "auth_key": ("ZSERVE_AUTH_KEY", ()),
     "max_body_bytes": ("ZSERVE_MAX_BODY_BYTES", ()),
     "max_threads": ("ZSERVE_MAX_THREADS", ()),
@@ -105,6 +110,14 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: or queued and committed after it ("background").
 FLUSH_MODES = ("sync", "background")
 
+#: What opening a store whose schema is behind does: "auto" migrates it (SQLite under a file
+#: lock, PostgreSQL under an advisory lock), "never" refuses it (`zserve db upgrade` migrates).
+STORE_MIGRATE_MODES = ("auto", "never")
+#: The schemes of the brokers ``zserve.broker.open_broker`` opens.
+_BROKER_SCHEMES = ("memory", "sqlite", "redis", "rediss")
+#: A password given as a URL's query parameter (redis-py and libpq both take one).
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -135,6 +148,7 @@ class Settings:
     workers: int = 1
     home: str = ""
     store_url: str = ""
+    store_migrate: str = "auto"
     auth_key: str | None = None
     max_body_bytes: int = 1024 * 1024
     #: Threads for sync steps, per worker.
@@ -174,7 +188,8 @@ class Settings:
     redact: str = ""
     #: A recorded value bigger than this is truncated.
     artifact_max_bytes: int = 256 * 1024
-    #: Where large artifacts go; empty = $ZSERVE_HOME/artifacts.
+    #: Where large artifacts go: a directory (shared by every host, for a shared store); empty
+    #: = $ZSERVE_HOME/artifacts with a SQLite store, the database itself with any other.
     artifact_dir: str = ""
     capture_flush: str = "sync"
     #: Records waiting for the store with capture_flush=background; more are dropped (counted).
@@ -198,7 +213,7 @@ class Settings:
         object.__setattr__(self, "home", home)
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{home}/zserve.db")
-        if not self.artifact_dir:
+        if not self.artifact_dir and self.store_kind == "sqlite":
             object.__setattr__(self, "artifact_dir", str(Path(home) / "artifacts"))
         for name in ("capture_default", "capture_max"):
             if getattr(self, name) not in CAPTURE_MODES:
@@ -207,6 +222,17 @@ class Settings:
                     f"Unknown capture mode {getattr(self, name)!r} ({var}): "
                     f"use one of {', '.join(CAPTURE_MODES)}"
                 )
+        if self.store_migrate not in STORE_MIGRATE_MODES:
+            raise UsageError(
+                f"Unknown store migration policy {self.store_migrate!r} (ZSERVE_STORE_MIGRATE): "
+                f"use one of {', '.join(STORE_MIGRATE_MODES)}"
+            )
+        if self.broker_url and (problem := _broker_url_problem(self.broker_url)):
+            raise UsageError(
+                f"Invalid broker URL {hide_password(self.broker_url)!r} (ZSERVE_BROKER_URL, "
+                f"--broker): {problem}; use memory://, sqlite:///path/broker.db or "
+                "redis://[:password@]host:port/db"
+            )
         if self.capture_flush not in FLUSH_MODES:
             raise UsageError(
                 f"Unknown capture flush {self.capture_flush!r} (ZSERVE_CAPTURE_FLUSH): "
@@ -295,6 +321,7 @@ class Settings:
         data = dataclasses.asdict(self)
         data["auth_key"] = "set" if self.auth_key else None
         data["store_url"] = hide_password(self.store_url)
+        data["broker_url"] = hide_password(self.broker_url)
         return data
 
 
@@ -317,9 +344,37 @@ def _coerce(name: str, var: str, raw: str, type_name: str) -> Any:
         except ValueError:
             what = "a number" if name == "sample_rate" else "a number of seconds"
             raise UsageError(f"{var}={raw!r} is not {what}") from None
-    if name in ("capture_default", "capture_max", "capture_flush", "log_level", "log_format"):
+    if name in ("capture_default", "capture_max", "capture_flush", "log_level", "log_format",
+                "store_migrate"):  # fmt: skip
         return raw.strip().lower()
     return raw
+
+
+def _broker_url_problem(url: str) -> str | None:
+    """What is wrong with a broker URL, or None (the broker checks the rest when it opens)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in _BROKER_SCHEMES:
+        return "its scheme is not one of a broker"
+    if scheme.startswith("redis"):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises ValueError when it is not a port number)
+        except ValueError:
+            return "its address or port is not valid"
+        if not url.startswith(f"{scheme}://"):
+            return "it has no address"
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            return "its database (the path) is not a number"
+    return None
+
+
+def store_url_of(given: str) -> str:
+    """A store URL from what a person gives: a URL (``sqlite:///...``, ``postgresql://...``) as
+    it is, anything else as the path of a SQLite file."""
+    if "://" in given:
+        return given
+    return f"sqlite:///{Path(given).expanduser().absolute()}"
 
 
 def _fit_host_id(name: str) -> bool:
@@ -333,10 +388,14 @@ def default_host_id(port: int) -> str:
 
 
 def hide_password(url: str) -> str:
-    """A database URL fit to show: its password, if any, replaced by ``***``."""
+    """A URL fit to show: its password (``user:password@``, ``password=``) replaced by ``***``."""
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
+    if not sep:  # not a URL: whatever comes before an "@" may be a password
+        before, at, host = url.rpartition("@")
+        return f"{before.split(':', 1)[0]}:***@{host}" if at else url
     creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
+    if not at or ":" not in creds:
         return url
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"

@@ -128,6 +128,7 @@ def test_k8s_writes_the_objects_and_a_kustomization_listing_them(
     assert [*migrate["command"], *migrate["args"]] == ["zserve", "db", "upgrade"]
     assert migrate["image"] == "registry.example/flow:7"
     assert [e["name"] for e in migrate["env"]] == ["ZSERVE_STORE_URL"]
+    assert "envFrom" not in migrate  # not the ConfigMap's ZSERVE_STORE_MIGRATE=never
 
 
 def test_secrets_are_referenced_never_written(deployed: dict[str, Any], tmp_path: Path) -> None:
@@ -158,6 +159,8 @@ def test_the_configmap_is_valid_settings_whose_hosts_pass_the_host_check(
     settings = Settings.from_env(data)
     assert settings.deployment_id == deployed["id"]
     assert (settings.host, settings.port, settings.grace_s) == ("0.0.0.0", 8000, 45.0)
+    # only the migration Job migrates the shared store; it does not read this ConfigMap
+    assert settings.store_migrate == "never"
     assert split_list(settings.allowed_hosts) == [
         "my-flow", "my-flow.prod", "my-flow.prod.svc", "my-flow.prod.svc.cluster.local",
         "localhost",

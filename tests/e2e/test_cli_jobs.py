@@ -342,14 +342,20 @@ async def _finished_jobs(path: str, ids: list[str]) -> None:
 
 
 class _Dropping(httpx.BaseTransport):
-    """The real transport, but the first event stream breaks off after ``after`` events."""
+    """The real transport, but the first event stream breaks off after ``after`` events (and
+    with ``bad_gateway``, the first resume is answered 502, as by a balancer whose host has
+    just gone)."""
 
-    def __init__(self, after: int) -> None:
+    def __init__(self, after: int, *, bad_gateway: bool = False) -> None:
         self.inner = httpx.HTTPTransport()
         self.after = after
+        self.bad_gateway = bad_gateway
         self.streams: list[str | None] = []  # the Last-Event-ID of each stream request
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/stream/") and self.bad_gateway and len(self.streams) == 1:
+            self.streams.append(request.headers.get("last-event-id"))
+            return httpx.Response(502, text="<html>502 Bad Gateway</html>")
         response = self.inner.handle_request(request)
         if not request.url.path.startswith("/stream/"):
             return response
@@ -406,6 +412,10 @@ async def test_client_events_resume_after_an_event_id_and_after_a_drop(
         resumed = list(client.events(job_id))
     assert resumed == everything  # each event once, in order, through the reconnect
     assert dropping.streams == [None, "4"]
+    dropping = _Dropping(after=4, bad_gateway=True)
+    with Client(server["url"], transport=dropping) as client:
+        assert list(client.events(job_id)) == everything  # a 502 to a resume is tried again
+    assert dropping.streams == [None, "4", "4"]
 
     async with AsyncClient(server["url"]) as aclient:
         new = (await aclient.submit({"words": 2, "delay": 0}))["job_id"]

@@ -19,19 +19,27 @@ import pytest
 from tests.e2e.conftest import Detached, Serve, ServerProcess, cli, wait_for, wait_status
 from tests.e2e.tracking_helpers import POSTGRES_ADMIN, POSTGRES_URL_ENV
 from tests.store.store_backends import postgres_database
+from zserve.settings import hide_password
 
 WEATHER = "zserve.examples.weather:weather_pipeline"
 GATED = "tests.server.pipelines:gated"
 
 
-def test_start_host_id_names_the_host_everywhere(deployed: Any, detached: Detached) -> None:
+def test_start_host_id_names_the_host_everywhere(
+    zhome: Path, deployed: Any, detached: Detached
+) -> None:
     deployed(WEATHER, "--name", "weather")
     named = detached("--deployment", "weather", "--host-id", "web-a")
     unnamed = detached("--deployment", "weather")
     status = httpx.get(named["url"] + "/status").json()
     assert status["host_id"] == "web-a"
-    assert status["broker"] == {"kind": "memory", "reachable": True, "problem": None}
-    assert status["store"] == {"kind": "sqlite", "reachable": True, "problem": None}
+    assert status["broker"] == {
+        "kind": "memory", "url": "memory://", "reachable": True, "problem": None,
+    }  # fmt: skip
+    assert status["store"] == {
+        "kind": "sqlite", "url": f"sqlite:///{zhome}/zserve.db", "reachable": True,
+        "problem": None,
+    }  # fmt: skip
     assert httpx.get(named["url"] + "/livez").json() == {
         "status": "alive", "host_id": "web-a", "pid": named["pid"],
     }  # fmt: skip
@@ -86,7 +94,11 @@ def test_a_store_upgraded_by_db_upgrade_is_served_and_reachable(
         server = servers({"ZSERVE_DEPLOYMENT_ID": deployment["id"]})
         try:
             status = httpx.get(server.url + "/status").json()
-            assert status["store"] == {"kind": "postgresql", "reachable": True, "problem": None}
+            assert status["store"] == {
+                "kind": "postgresql", "url": hide_password(url), "reachable": True,
+                "problem": None,
+            }  # fmt: skip
+            assert ":***@" in status["store"]["url"]
             current = json.loads(cli("db", "current", "--json", env={**os.environ}).stdout)
             assert current["revision"] == upgraded["after"] and current["at_head"] is True
         finally:

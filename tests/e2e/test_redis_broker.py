@@ -15,6 +15,7 @@ from httpx_sse import connect_sse
 from tests.broker.conftest import REDIS_MARKS, redis_namespace, redis_url
 from tests.e2e.conftest import Detached, cli, fresh, sse_events, wait_status
 from zserve.broker.redis import split_url
+from zserve.settings import hide_password
 
 pytestmark = REDIS_MARKS
 
@@ -48,7 +49,9 @@ def test_zserve_start_serves_async_jobs_end_to_end_on_redis_with_two_workers(
     doc = detached("--deployment", "streamer", "--workers", "2")
     url = doc["url"]
     status = fresh(url, "GET", "/status").json()
-    assert status["broker"] == {"kind": "redis", "reachable": True, "problem": None}
+    assert status["broker"] == {
+        "kind": "redis", "url": hide_password(broker_url), "reachable": True, "problem": None,
+    }  # fmt: skip
     assert status["broker_problem"] is None
 
     owners, pids = set(), set()

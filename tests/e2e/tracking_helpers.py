@@ -48,6 +48,14 @@ class Tracked:
             return []
         return sorted(p for p in self.artifacts.rglob("*") if p.is_file())
 
+    def contents(self) -> list[str]:
+        """The SHA-256 of each content kept apart from its row (over 16 KiB): files with
+        SQLite, blobs in the database with PostgreSQL (which then has no files)."""
+        if self.url.startswith("sqlite"):
+            return [f.name for f in self.files()]
+        assert self.files() == []
+        return sorted(str(row[0]) for row in self.rows("SELECT sha256 FROM artifact_blobs"))
+
 
 def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))

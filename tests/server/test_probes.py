@@ -118,8 +118,10 @@ def test_status_names_the_host_and_says_the_broker_and_store_answer(
     client = make_client(WEATHER, host_id="web-2", store_url=url)
     status = client.get("/status").json()
     assert status["host_id"] == "web-2"
-    assert status["broker"] == {"kind": "memory", "reachable": True, "problem": None}
-    assert status["store"] == {"kind": "sqlite", "reachable": True, "problem": None}
+    assert status["broker"] == {
+        "kind": "memory", "url": "memory://", "reachable": True, "problem": None,
+    }  # fmt: skip
+    assert status["store"] == {"kind": "sqlite", "url": url, "reachable": True, "problem": None}
 
 
 def test_a_store_that_is_not_there_is_unreachable_and_not_made(

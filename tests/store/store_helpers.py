@@ -198,6 +198,21 @@ def write_runs(url: str, artifact_dir: str, seconds: float, batch: int, big: byt
     return written
 
 
+def prune_runs_for(url: str, seconds: float) -> int:
+    """Prune every run (all are older than now) again and again for ``seconds``: how many."""
+    pruned = 0
+    deadline = time.monotonic() + seconds
+    with Store(url) as store:
+        while time.monotonic() < deadline:
+            pruned += len(store.prune_runs(time.time()))
+    return pruned
+
+
+def write_or_prune(kind: str, *args: Any) -> Any:
+    """``write_runs(*args)`` or ``prune_runs_for(*args)``: one function for ``run_in_processes``."""
+    return write_runs(*args) if kind == "write" else prune_runs_for(*args)
+
+
 def switch_to_wal(directory: str, rounds: int, barrier: Any) -> int:
     """Connect to ``rounds`` fresh files, all processes at once for each (``configure_sqlite``,
     which switches the file to WAL)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from pydantic_core import to_json
 from sqlalchemy import text
 from store_backends import POSTGRESQL
@@ -21,6 +22,7 @@ from zserve.errors import RunNotFound, StoreUnavailable
 from zserve.records import RunRecord
 from zserve.store import Store
 from zserve.store.artifacts import INLINE_MAX_BYTES, ORPHAN_GRACE_S, ArtifactFiles
+from zserve.store.schema import SCHEMA_HEAD, alembic_config
 
 BIG = bytes(range(256)) * 80  # 20 KiB
 BIG_VALUE = {"rows": [{"n": n, "text": "é" * 20} for n in range(400)]}
@@ -109,16 +111,13 @@ def test_sqlite_keeps_artifacts_beside_the_database_by_default(
     store_url: str, store_backend: str
 ) -> None:
     with Store(store_url) as store:
-        if store_backend == POSTGRESQL:
-            assert store.artifact_dir is None
-            store.add_runs([run_record()])  # small values need no directory
-            with pytest.raises(
-                StoreUnavailable, match=r"no artifact directory.*ZSERVE_ARTIFACT_DIR"
-            ):
-                store.add_runs([run_record(outputs={"pack": bytes_artifact(BIG)})])
-            return
         record = run_record(outputs={"pack": bytes_artifact(BIG)})
         store.add_runs([record])
+        if store_backend == POSTGRESQL:  # no directory: in the database (test_store_blobs.py)
+            assert store.artifact_dir is None
+            assert _count(store, "artifact_blobs") == 1
+            return
+        assert _count(store, "artifact_blobs") == 0
     default = Path(store_url.removeprefix("sqlite:///")).parent / "artifacts"
     assert _file(default, BIG).read_bytes() == BIG
 
@@ -239,3 +238,17 @@ def test_prune_sweeps_old_orphans_a_crash_left(
     assert _file(artifact_dir, BIG + b"new").exists()  # still referenced by `new`
     new_id = new.steps[0].outputs["output"].artifact_id  # type: ignore[index]
     assert fstore.read_artifact(new.run_id, new_id)[1] == BIG + b"new"
+
+
+def test_files_recorded_before_blobs_existed_are_read_after_the_upgrade(
+    store_url: str, artifact_dir: Path
+) -> None:
+    record = run_record(outputs={"pack": bytes_artifact(BIG)})
+    with Store(store_url, artifact_dir=str(artifact_dir)) as store:
+        store.add_runs([record])
+    command.downgrade(alembic_config(store_url), "0003")  # what the zserve before blobs left
+    with Store(store_url, artifact_dir=str(artifact_dir)) as store:
+        assert store.migrated and store.current_revision() == SCHEMA_HEAD
+        artifact_id = record.steps[1].outputs["output"].artifact_id  # type: ignore[index]
+        assert store.read_artifact(record.run_id, artifact_id)[1] == BIG
+        assert _count(store, "artifact_blobs") == 0

@@ -33,7 +33,7 @@ def _sqlite_rows(url: str, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_schema_head_constant_matches_the_shipped_migrations() -> None:
-    assert head_revision() == SCHEMA_HEAD == "0003"
+    assert head_revision() == SCHEMA_HEAD == "0004"
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 

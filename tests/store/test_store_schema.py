@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 from store_backends import POSTGRESQL, open_store_with_own_tmpdir
 from store_helpers import deployment_args, run_in_processes
 
-import zserve.store.store as store_module
+import zserve.store.migrating as migrating_module
 from zserve.errors import UsageError
 from zserve.store import Store
 from zserve.store.schema import SCHEMA_HEAD, alembic_config
@@ -74,7 +74,7 @@ def test_up_to_date_database_is_not_migrated_again(
     def no_lock(path: Path) -> None:
         raise AssertionError(f"took the migration lock {path} on an up-to-date database")
 
-    monkeypatch.setattr(store_module, "exclusive_lock", no_lock)
+    monkeypatch.setattr(migrating_module, "exclusive_lock", no_lock)
     with Store(store_url) as second:
         assert second.migrated is False
         assert second.current_revision() == SCHEMA_HEAD

@@ -30,6 +30,9 @@ def open_broker(url: str, *, job_ttl_s: float | None = None) -> Broker:
                 "The Redis broker needs the redis package: pip install 'zserve[redis]'"
             ) from None
         return RedisBroker(url, job_ttl_s=job_ttl_s)
+    from zserve.settings import hide_password
+
     raise UsageError(
-        f"Unknown broker URL {url!r}: use memory://, sqlite:///path/broker.db or redis://host:port/0"
+        f"Unknown broker URL {hide_password(url)!r}: use memory://, sqlite:///path/broker.db or "
+        "redis://host:port/0"
     )

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from zserve.broker.base import Broker
+from zserve.broker.base import Broker, IdempotencyKey, KeyHeld
 from zserve.events import TERMINAL, Event
 from zserve.records import JobRecord
 
@@ -27,6 +27,9 @@ class MemoryBroker(Broker):
         self._cancel: set[str] = set()
         self._leases: dict[str, float] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        #: idempotency key -> (its job, the request's fingerprint); job -> its key
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._key_of: dict[str, str] = {}
 
     def _append(self, job_id: str, event: Event) -> Event:
         log = self._events[job_id]
@@ -39,7 +42,15 @@ class MemoryBroker(Broker):
         if changed is not None:
             changed.set()
 
-    async def create(self, job: JobRecord, first: Event) -> Event:
+    async def create(
+        self, job: JobRecord, first: Event, idempotency: IdempotencyKey | None = None
+    ) -> Event:
+        if idempotency is not None:  # no await before the job is stored: nothing interleaves
+            held = self._keys.get(idempotency.key)
+            if held is not None and held[0] in self._jobs:
+                raise KeyHeld(*held)
+            self._keys[idempotency.key] = (job.job_id, idempotency.fingerprint)
+            self._key_of[job.job_id] = idempotency.key
         self._jobs[job.job_id] = copy.deepcopy(job)  # the caller keeps its own record
         self._events[job.job_id] = []
         placed = self._append(job.job_id, first)
@@ -135,4 +146,7 @@ class MemoryBroker(Broker):
         for job in doomed:
             del self._jobs[job.job_id]
             self._events.pop(job.job_id, None)
+            key = self._key_of.pop(job.job_id, None)
+            if key is not None and self._keys.get(key, ("",))[0] == job.job_id:
+                del self._keys[key]
         return len(doomed)

@@ -15,12 +15,13 @@ is an optional extra (``zserve[redis]``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,7 +33,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zserve.broker import redis_scripts as lua
-from zserve.broker.base import Broker
+from zserve.broker.base import Broker, IdempotencyKey, KeyHeld
 from zserve.errors import BrokerUnavailable
 from zserve.events import TERMINAL, Event
 from zserve.records import FINISHED, JobRecord, JobStatus
@@ -98,9 +99,21 @@ def _field_args(changes: dict[str, Any], *, creating: bool = False) -> list[str]
     return [str(len(changes))] + [a for k, v in changes.items() for a in (k, _dump(v))]
 
 
+@dataclass(slots=True)
+class _Owned:
+    """A job this worker created and runs: its fencing token, how many of its events it knows
+    written (so that a write retried after its answer was lost appends nothing twice), and the
+    lock that keeps its writes one at a time (so that count stays true)."""
+
+    fence: int = 1
+    own: int = 1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class RedisBroker(Broker):
     kind = "redis"
     shared = True
+    multi_host = True
 
     def __init__(self, url: str, *, job_ttl_s: float | None = None) -> None:
         client_url, self.prefix = split_url(url)
@@ -120,6 +133,9 @@ class RedisBroker(Broker):
         self._finish = self._redis.register_script(lua.FINISH)
         self._cancel = self._redis.register_script(lua.CANCEL)
         self._prune = self._redis.register_script(lua.PRUNE)
+        self._reap = self._redis.register_script(lua.REAP)
+        #: the jobs this worker created and still owns
+        self._owned: dict[str, _Owned] = {}
         #: why Redis cannot be used just now, or None
         self.down: str | None = None
 
@@ -176,25 +192,34 @@ class RedisBroker(Broker):
             pass
 
     async def close(self) -> None:
+        self._owned.clear()
         await self._redis.aclose()
         await self._blocking.aclose()
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def create(self, job: JobRecord, first: Event) -> Event:
+    async def create(
+        self, job: JobRecord, first: Event, idempotency: IdempotencyKey | None = None
+    ) -> Event:
         row = job.to_row()
         created = repr(float(job.created_at))
-        args = [self.prefix, job.job_id, created, *_field_args(row, creating=True)]
+        fields = _field_args(row, creating=True)
+        keys = [self._job(job.job_id), self._stream(job.job_id)]
+        if idempotency is not None:  # the key, and fields the scripts find it by (not JSON)
+            keys.append(self._key(f"idem:{idempotency.key}"))
+            fields = [str(int(fields[0]) + 2), *fields[1:], ":idem", idempotency.key,
+                      ":fp", idempotency.fingerprint]  # fmt: skip
+        args = [self.prefix, job.job_id, created, *fields]
         try:
             async with self._guard():
-                await self._create(
-                    keys=[self._job(job.job_id), self._stream(job.job_id)],
-                    args=[*args, _encode(first)],
-                )
+                done = await self._create(keys=keys, args=[*args, _encode(first)])
         except ResponseError as exc:
             if "job exists" in str(exc):
                 raise ValueError(f"Job {job.job_id} exists already") from None
             raise
+        if isinstance(done, list):  # [job id, fingerprint] of the job that holds the key
+            raise KeyHeld(str(done[0]), str(done[1]))
+        self._owned[job.job_id] = _Owned()
         return first.with_seq(1)
 
     async def publish(
@@ -205,22 +230,60 @@ class RedisBroker(Broker):
         changes = changes or {}
         if changes.get("status") in FINISHED:
             raise ValueError("A job is ended by finish(), not by publishing a finished status")
-        args = [self.prefix, job_id, *_field_args(changes), *map(_encode, events)]
-        async with self._guard():
-            first = await self._publish(keys=[self._job(job_id), self._stream(job_id)], args=args)
-        if first < 0:
-            return []
+        owned = self._owned.get(job_id)
+        async with owned.lock if owned is not None else contextlib.nullcontext():
+            fence, own = ("", "") if owned is None else (str(owned.fence), str(owned.own))
+            args = [self.prefix, job_id, fence, own, *_field_args(changes),
+                    *map(_encode, events)]  # fmt: skip
+            async with self._guard():
+                first = await self._publish(
+                    keys=[self._job(job_id), self._stream(job_id)], args=args
+                )
+            if first < 0:
+                self._disown(job_id, first)
+                return []
+            if owned is not None:
+                owned.own += len(events)
         return [e.with_seq(first + i) for i, e in enumerate(events)]
+
+    def _disown(self, job_id: str, code: int) -> None:
+        """The job ended, or (-2) was taken from this worker: its writes are refused now."""
+        if self._owned.pop(job_id, None) is not None and code == -2:
+            logger.warning("Job %s was taken from this worker (its lease ran out): its "
+                           "further events and its end are refused", job_id)  # fmt: skip
 
     async def finish(self, job_id: str, terminal: Event, changes: dict[str, Any]) -> Event | None:
         if terminal.type not in TERMINAL:
             raise ValueError(f"{terminal.type!r} is not a terminal event")
         changes = {**changes, "status": TERMINAL[terminal.type]}
-        ttl_ms = 0 if self.job_ttl_s is None else max(1, int(self.job_ttl_s * 1000))
-        args = [self.prefix, job_id, str(ttl_ms), *_field_args(changes), _encode(terminal)]
-        async with self._guard():
-            seq = await self._finish(keys=[self._job(job_id), self._stream(job_id)], args=args)
+        owned = self._owned.get(job_id)
+        async with owned.lock if owned is not None else contextlib.nullcontext():
+            fence = "" if owned is None else str(owned.fence)
+            args = [self.prefix, job_id, fence, self._ttl_ms(), *_field_args(changes),
+                    _encode(terminal)]  # fmt: skip
+            async with self._guard():
+                seq = await self._finish(keys=[self._job(job_id), self._stream(job_id)], args=args)
+            self._disown(job_id, seq)
         return None if seq < 0 else terminal.with_seq(seq)
+
+    async def reap(
+        self, job: JobRecord, terminal: Event, changes: dict[str, Any], now: float
+    ) -> Event | None:
+        """One script checks that the owner's lease is still out and raises the job's fence:
+        an owner that renewed its lease in the meantime keeps its job, and one that comes back
+        later cannot write to it."""
+        if terminal.type not in TERMINAL:
+            raise ValueError(f"{terminal.type!r} is not a terminal event")
+        changes = {**changes, "status": TERMINAL[terminal.type]}
+        args = [self.prefix, job.job_id, _dump(job.worker), repr(float(now)), self._ttl_ms(),
+                *_field_args(changes), _encode(terminal)]  # fmt: skip
+        async with self._guard():
+            seq = await self._reap(keys=[self._job(job.job_id), self._stream(job.job_id)],
+                                   args=args)  # fmt: skip
+        return None if seq < 0 else terminal.with_seq(seq)
+
+    def _ttl_ms(self) -> str:
+        return str(0 if self.job_ttl_s is None else max(1, int(self.job_ttl_s * 1000)))
 
     async def request_cancel(self, job_id: str) -> None:
         async with self._guard():

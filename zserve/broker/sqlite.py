@@ -24,12 +24,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from zserve.broker.base import Broker
+from zserve.broker.base import Broker, IdempotencyKey
 from zserve.broker.sqlite_schema import (
     OPEN,
     OtherLayout,
     append_events,
     changes_json,
+    claim_key,
     connect,
     dump,
     encode,
@@ -266,11 +267,15 @@ class SQLiteBroker(Broker):
         await asyncio.get_running_loop().run_in_executor(self._executor, self._shut)
         self._executor.shutdown()
 
-    async def create(self, job: JobRecord, first: Event) -> Event:
+    async def create(
+        self, job: JobRecord, first: Event, idempotency: IdempotencyKey | None = None
+    ) -> Event:
         row, encoded = job.to_row(), encode([first])
         values = (job.job_id, job.status, job.created_at, job.finished_at, job.worker, dump(row))
 
         def op(db: sqlite3.Connection) -> Event:
+            if idempotency is not None:  # in the write transaction: one process at a time
+                claim_key(db, job.job_id, idempotency.key, idempotency.fingerprint)
             db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", values)
             return append_events(db, job.job_id, encoded)[0]
 

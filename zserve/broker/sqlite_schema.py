@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from zserve.broker.base import KeyHeld
 from zserve.events import Event
 from zserve.records import FINISHED, JobRecord
 
@@ -23,6 +24,7 @@ __all__ = [
     "OtherLayout",
     "append_events",
     "changes_json",
+    "claim_key",
     "connect",
     "dump",
     "encode",
@@ -41,6 +43,12 @@ OPEN = "status IN ('queued', 'running')"
 DONE = "status IN ('completed', 'failed', 'cancelled')"
 FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord))
 
+#: Idempotency keys (since layout 2): one job per key, forgotten with the job.
+IDEM = (
+    """CREATE TABLE IF NOT EXISTS idem (key TEXT PRIMARY KEY, job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS idem_by_job ON idem (job_id)",
+)
 SCHEMA = (
     # The record is JobRecord.to_row() as JSON; the columns beside it are copies to query by.
     """CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL,
@@ -55,9 +63,13 @@ SCHEMA = (
     # born: when the worker's process started (psutil), to tell it from a later one of its pid
     """CREATE TABLE IF NOT EXISTS leases (worker TEXT PRIMARY KEY, expires_at REAL NOT NULL,
     born REAL) WITHOUT ROWID""",
+    *IDEM,
 )
-#: The file's layout (``PRAGMA user_version``); a file of another layout is not used.
-LAYOUT = 1
+#: The file's layout (``PRAGMA user_version``); a file of another layout is not used, except
+#: that of an earlier one this version upgrades (``UPGRADES``).
+LAYOUT = 2
+#: layout -> the statements that bring a file of that layout to the next one
+UPGRADES: dict[int, tuple[str, ...]] = {1: IDEM}
 #: SQLite's primary result codes of a write that failed because of where the file lives.
 STORAGE_CODES = frozenset(
     {5, 6, 7, 8, 10, 13, 14}
@@ -153,9 +165,15 @@ def for_want_of_storage(exc: BaseException) -> bool:
 
 
 def make_layout(db: sqlite3.Connection, path: str) -> None:
-    """Create the tables of a new file; check the layout of an existing one. An unversioned file
-    (from before layouts) is made anew: its jobs belong to servers that no longer run."""
+    """Create the tables of a new file; check the layout of an existing one, upgrading an
+    earlier layout in place (its jobs are kept). An unversioned file (from before layouts) is
+    made anew: its jobs belong to servers that no longer run."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
+    while version in UPGRADES:  # in the transaction that checks it: one process upgrades
+        for statement in UPGRADES[version]:
+            db.execute(statement)
+        version += 1
+        db.execute(f"PRAGMA user_version = {version}")
     if version == LAYOUT:
         return
     if version != 0:
@@ -164,7 +182,7 @@ def make_layout(db: sqlite3.Connection, path: str) -> None:
             f"this one reads {LAYOUT}): stop that version's servers of this deployment and "
             "delete the file, or serve with that version"
         )
-    for table in ("jobs", "events", "cancels", "leases"):
+    for table in ("jobs", "events", "cancels", "leases", "idem"):
         db.execute(f"DROP TABLE IF EXISTS {table}")
     for statement in SCHEMA:
         db.execute(statement)
@@ -194,6 +212,16 @@ def started() -> float:
 
 
 # Write ops: run inside the broker's write transaction, given its connection.
+
+
+def claim_key(db: sqlite3.Connection, job_id: str, key: str, fingerprint: str) -> None:
+    """Give the idempotency key to a new job, unless a job still here holds it (``KeyHeld``).
+    A key whose job is gone (forgotten by a version that did not prune keys) is taken over."""
+    sql = "SELECT i.job_id, i.fingerprint FROM idem i JOIN jobs j USING (job_id) WHERE i.key = ?"
+    held = db.execute(sql, (key,)).fetchone()
+    if held is not None:
+        raise KeyHeld(*held)
+    db.execute("INSERT OR REPLACE INTO idem VALUES (?, ?, ?)", (key, job_id, fingerprint))
 
 
 def record_if_open(db: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
@@ -234,6 +262,6 @@ PRUNE = (
 
 def prune_finished(db: sqlite3.Connection, before: float, keep: int) -> int:
     doomed = db.execute(PRUNE, (before, before, max(0, keep))).fetchall()
-    for table in ("events", "cancels", "jobs"):
+    for table in ("events", "cancels", "idem", "jobs"):
         db.executemany(f"DELETE FROM {table} WHERE job_id = ?", doomed)
     return len(doomed)

@@ -79,7 +79,7 @@ class Target:
         from zserve.store import Store
 
         assert self.start is not None
-        with Store(settings.store_url) as store:
+        with Store(settings.store_url, migrate=settings.store_migrate) as store:
             record = store.get_deployment(self.start)
         wanted = settings.replace(deployment_id=record.id, port=0, workers=self.workers or 1)
         began = time.perf_counter()

@@ -162,6 +162,9 @@ def config_map(x: Export) -> dict[str, Any]:
         "ZSERVE_GRACE_S": f"{x.grace_s:g}",
         "ZSERVE_ALLOWED_HOSTS": ",".join(x.service_hosts()),
         "ZSERVE_LOG_FORMAT": "json",
+        # the migration Job (`zserve db upgrade`) migrates the shared store; a pod that finds
+        # it behind exits 3 and is restarted until it is at head, never migrating it itself
+        "ZSERVE_STORE_MIGRATE": "never",
     }
     return {
         "apiVersion": "v1",

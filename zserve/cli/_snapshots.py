@@ -79,7 +79,8 @@ def _resolve_pair(a: str, b: str) -> tuple[DeploymentRecord, DeploymentRecord]:
     name in the store."""
     from zserve.store import Store
 
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
 
         def lookup(ref: str, other: str) -> DeploymentRecord:
             if not ref.isdigit():
@@ -106,7 +107,8 @@ def _files(ref: DeploymentRecord) -> dict[str, bytes]:
             f"Deployment {ref.ref} has no stored code (it was made before snapshots): "
             "nothing to compare; redeploy it to store a snapshot"
         )
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         data = store.get_code_archive(ref.code_archive).data
     assert data is not None
     return unpack(data)

@@ -1,8 +1,10 @@
 """``zserve db upgrade|current``: the store's schema, migrated explicitly.
 
-A server opening a store that is behind migrates it (under a lock). Hosts that share one
-database are upgraded once, by ``zserve db upgrade`` run before they start (in Kubernetes, the
-migration Job), so that none of them migrates while the others serve.
+A server opening a store that is behind migrates it (under a lock), unless
+``ZSERVE_STORE_MIGRATE=never``: then it refuses it. Hosts that share one database are upgraded
+once, by ``zserve db upgrade`` run before they start (in Kubernetes, the migration Job, with
+``never`` on the pods), so that none of them migrates while the others serve. ``upgrade``
+migrates whatever that setting says.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def deploy(
         source, app_dir=app_dir, name=name, capture=capture,
         capture_default=settings.capture_default, include=include,
     )  # fmt: skip
-    with Store(settings.store_url) as store:
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         record, created = _store(store, draft)
     if json_:
         print_json({"created": created, "deployment": record.to_dict()})

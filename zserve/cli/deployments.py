@@ -32,7 +32,8 @@ def list_(
     Each row says whether the working copy has drifted from the deployed snapshot."""
     from zserve.store import Store
 
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         records = store.list_deployments(name)
         drift = {r.id: _drift(store, r) for r in records}
     if json_:
@@ -76,7 +77,8 @@ def show(
     Its source, steps, parameters, outputs, and its snapshot's files."""
     from zserve.store import Store
 
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         record = store.get_deployment(ref)
         files = (
             store.get_code_archive(record.code_archive, data=False).files
@@ -153,7 +155,7 @@ def delete(
     from zserve.store import Store
 
     settings = Settings.from_env()
-    with Store(settings.store_url) as store:
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         check_deletable(settings.home, ref, store.find_deployments(ref), all_versions, force)
         deleted = store.delete_deployment(ref)
         forget_code(settings.home, deleted, store)

@@ -111,7 +111,8 @@ def docker(
     record = _record(deployment)
     files: dict[str, bytes] = {}
     if record.code_archive:
-        with Store(Settings.from_env().store_url) as store:
+        settings = Settings.from_env()
+        with Store(settings.store_url, migrate=settings.store_migrate) as store:
             data = store.get_code_archive(record.code_archive).data
         assert data is not None
         files["snapshot.tar.gz"] = data
@@ -151,7 +152,8 @@ def default_image(record: DeploymentRecord) -> str:
 def _record(ref: str) -> DeploymentRecord:
     from zserve.store import Store
 
-    with Store(Settings.from_env().store_url) as store:
+    settings = Settings.from_env()
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         return store.get_deployment(ref)
 
 

@@ -42,6 +42,14 @@ def invoke(
     async_: bool = typer.Option(
         False, "--async", help="Submit a background job and print its id (`zserve jobs show`)."
     ),
+    idempotency_key: str | None = typer.Option(
+        None,
+        "--idempotency-key",
+        metavar="KEY",
+        help="With --async: the job's key (1-255 printable ASCII characters). Submitting it "
+        "again with the same request starts nothing: it prints the first job's id, on any host "
+        "sharing the broker.",
+    ),
     stream: bool = typer.Option(
         False,
         "--stream",
@@ -69,6 +77,11 @@ def invoke(
         raise UsageError("--jsonl prints a job's events as they come: give it with --stream")
     if jsonl and json_:
         raise UsageError("Give --json (one document at the end) or --jsonl (a line per event)")
+    if idempotency_key is not None and not async_:
+        raise UsageError(
+            "--idempotency-key names a background job: give it with --async (a sync invoke "
+            "starts no job to find again)"
+        )
     target = resolve_url(url, server, deployment)
     settings = Settings.from_env()
     timeout_client = None if timeout is None else timeout + 30
@@ -76,13 +89,14 @@ def invoke(
         info = client.info() if param or stream else None
         schema = info["parameters"] if param and info is not None else None
         params = parse_params(param, params_json, schema)
-        if stream and info is not None and client.offers(INVOKE_STREAM):
+        # a key names a submitted job: --async --stream with a key submits, then follows
+        if stream and idempotency_key is None and info and client.offers(INVOKE_STREAM):
             _stream(client, info, params, capture, sample_rate, timeout, json_=json_,
                     jsonl=jsonl)  # fmt: skip
             return
         if async_ or stream:
             _submit(client, params, capture, sample_rate, timeout, stream=stream, json_=json_,
-                    jsonl=jsonl)  # fmt: skip
+                    jsonl=jsonl, idempotency_key=idempotency_key)  # fmt: skip
             return
         response = client.invoke_response(
             params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
@@ -131,14 +145,16 @@ def _submit(
     stream: bool,
     json_: bool,
     jsonl: bool = False,
+    idempotency_key: str | None = None,
 ) -> None:
     """``POST /invoke?mode=async``; print the job id (or the 202 document), or follow it."""
     from zserve.cli.stream import follow, interrupted
     from zserve.client import error_from_response
 
     response = client.submit_response(
-        params, capture=capture, sample_rate=sample_rate, timeout_s=timeout
-    )
+        params, capture=capture, sample_rate=sample_rate, timeout_s=timeout,
+        idempotency_key=idempotency_key,
+    )  # fmt: skip
     if response.is_error:
         if json_:
             print_document(response.json() if response.content else {})

@@ -82,7 +82,7 @@ def _source(target: str, app_dir: str | None) -> tuple[str, str | None]:
     from zserve.store import Store
 
     settings = Settings.from_env()
-    with Store(settings.store_url) as store:
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         record = store.get_deployment(target)
     served, warnings = prepare(settings, record)  # its snapshot, not the working copy
     for line in warnings:

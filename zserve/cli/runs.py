@@ -31,7 +31,8 @@ def _store() -> Store:
     from zserve.store import Store
 
     settings = Settings.from_env()
-    return Store(settings.store_url, artifact_dir=settings.artifact_dir)
+    return Store(settings.store_url, artifact_dir=settings.artifact_dir,
+                 migrate=settings.store_migrate)  # fmt: skip
 
 
 @app.command("list")

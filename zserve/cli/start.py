@@ -15,7 +15,7 @@ from zserve.cli._logfiles import KEEP_LOGS, logs_dir, prune_logs
 from zserve.cli._output import print_json
 from zserve.errors import ServerError
 from zserve.records import CaptureMode
-from zserve.settings import LogLevel, Settings
+from zserve.settings import LogLevel, Settings, store_url_of
 
 if TYPE_CHECKING:
     from zserve.records import DeploymentRecord
@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 
 #: How long `start --detach` waits for /health before giving up (seconds).
 DEFAULT_START_TIMEOUT = 60.0
+BROKER_HELP = (
+    "The job broker of these servers: memory://, sqlite:///path/broker.db, or "
+    "redis://[:password@]host:port/db shared by several hosts (default ZSERVE_BROKER_URL; else "
+    "memory:// for one worker, a SQLite file in ZSERVE_HOME for several)."
+)
+STORE_HELP = (
+    "The store the deployment is read from and tracked runs go to: a SQLAlchemy URL "
+    "(sqlite:///path/zserve.db, postgresql+psycopg://user:pw@host/db) or a SQLite file's path "
+    "(default ZSERVE_STORE_URL). It must exist: deploy into it first."
+)
 #: How often `start --detach` looks for the server's registry entry while it starts (seconds).
 POLL_S = 0.01
 
@@ -47,6 +57,8 @@ def start(
     host_id: str | None = typer.Option(
         None, "--host-id", help="This host's name among several (default hostname:port)."
     ),
+    broker: str | None = typer.Option(None, "--broker", metavar="URL", help=BROKER_HELP),
+    store: str | None = typer.Option(None, "--store", metavar="URL", help=STORE_HELP),
     detach: bool = typer.Option(
         False, "--detach", help="Run in the background; return once /health answers."
     ),
@@ -58,7 +70,8 @@ def start(
     """Serve a deployment: in the foreground until Ctrl-C (drains, exits 0), or --detach."""
     settings = Settings.from_env(
         host=host, port=port, workers=workers, capture_default=capture_default,
-        log_level=log_level, host_id=host_id,
+        log_level=log_level, host_id=host_id, broker_url=broker,
+        store_url=store_url_of(store) if store else None,
     )  # fmt: skip
     # Detached, the server process starts first and imports what it serves with while this
     # one imports the store (SQLAlchemy alone takes 0.2 s), reads it and extracts the snapshot;
@@ -69,8 +82,12 @@ def start(
         from zserve.server.boot import open_address_warning, serve
         from zserve.store import Store
 
-        with Store(settings.store_url) as store:
-            record = store.get_deployment(deployment)
+        if store:  # one named by --store must hold the deployment: never made here
+            from zserve.store.revision import check_exists
+
+            check_exists(settings.store_url)
+        with Store(settings.store_url, migrate=settings.store_migrate) as opened:
+            record = opened.get_deployment(deployment)
         settings = settings.replace(deployment_id=record.id)
         if spawned is None:  # serve() prints the open-address warning itself
             raise typer.Exit(serve(settings, record))

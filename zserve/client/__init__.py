@@ -18,7 +18,9 @@ Jobs run in the background and are followed by their events (Server-Sent Events)
             print(event["seq"], event["event"], event.get("chunk", ""))
         print(client.job(job_id)["status"])
 
-``events`` reconnects by itself (``Last-Event-ID``) when the connection drops.
+``events`` reconnects by itself (``Last-Event-ID``) when the connection drops, and when a host
+that stops ends the stream early (``retry:``) so that its clients resume on another host behind
+the load balancer; it never yields an event twice.
 
 One invocation's events, as they happen, on the answer to its own request (a server that lists
 ``INVOKE_STREAM`` in ``GET /info``'s ``features``; with an older one, a job submitted and

@@ -13,15 +13,13 @@ from httpx_sse import SSEError, aconnect_sse
 from zserve.client._common import (
     DEFAULT_TIMEOUT,
     INVOKE_STREAM,
-    RETRY_BACKOFF_S,
-    STREAM_RETRIES,
     InvokeResult,
-    acheck_stream,
     answered_events,
     document,
     error_from_response,
     features_of,
     headers,
+    idempotency_header,
     invocation_lost,
     invoke_body,
     is_event_stream,
@@ -32,11 +30,10 @@ from zserve.client._common import (
     run_path,
     runs_query,
     sse_event,
-    stream_ended,
-    stream_headers,
     stream_path,
     unreachable,
 )
+from zserve.client._resume import RECONNECT_S, STREAM_RETRIES, Dropped, Resume
 from zserve.errors import ZServeError
 from zserve.events import TERMINAL
 
@@ -107,9 +104,13 @@ class AsyncClient:
         capture: str | None = None,
         sample_rate: float | None = None,
         timeout_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """``Client.submit``."""
         body = invoke_body(parameters, capture, sample_rate, timeout_s)
-        return document(await self.request("POST", "/invoke", params={"mode": "async"}, json=body))
+        response = await self.request("POST", "/invoke", params={"mode": "async"}, json=body,
+                                      headers=idempotency_header(idempotency_key))  # fmt: skip
+        return document(response)
 
     async def invoke_stream(
         self,
@@ -213,35 +214,29 @@ class AsyncClient:
         last_event_id: int | None = None,
         *,
         retries: int = STREAM_RETRIES,
+        reconnect_s: float = RECONNECT_S,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """``Client.events``, as an async iterator."""
-        after = last_event_id or 0
-        failures = 0
-        connected = False  # a server that never answered is unreachable, not a dropped stream
+        resume = Resume(self.url, job_id, last_event_id, retries, reconnect_s)
         while True:
-            cause = "the stream ended before the job did"
             try:
                 async with aconnect_sse(
-                    self._http, "GET", stream_path(job_id), headers=stream_headers(after)
+                    self._http, "GET", stream_path(job_id), headers=resume.headers()
                 ) as source:
-                    if await acheck_stream(source):
+                    if source.response.is_error:
+                        await source.response.aread()
+                    if resume.opened(source.response):
                         return  # the job had ended: nothing after `after`
-                    connected = True
                     async for sse in source.aiter_sse():
-                        doc = sse_event(sse.data)
-                        if doc is None or int(doc.get("seq", 0)) <= after:
+                        doc = resume.event(sse)
+                        if doc is None:
                             continue
-                        after, failures = int(doc["seq"]), 0
                         yield doc
                         if doc.get("event") in TERMINAL:
                             return
+                    pause = resume.ended()
             except SSEError as exc:
                 raise not_a_stream(self.url, exc) from None
-            except httpx.TransportError as exc:
-                if not connected and isinstance(exc, httpx.ConnectError):
-                    raise unreachable(self.url, exc) from None
-                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            failures += 1
-            if failures > retries:
-                raise stream_ended(self.url, job_id, after, cause)
-            await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (failures - 1))
+            except (httpx.TransportError, Dropped) as exc:
+                pause = resume.dropped(exc)
+            await asyncio.sleep(pause)

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from httpx_sse import EventSource, SSEError
+from httpx_sse import SSEError
 
 from zserve import errors
 from zserve._version import __version__
@@ -18,10 +18,6 @@ from zserve._version import __version__
 __all__ = ["DEFAULT_TIMEOUT", "INVOKE_STREAM", "InvokeResult", "error_from_response"]
 
 DEFAULT_TIMEOUT = 300.0
-#: ``events``: reconnect this many times in a row when the stream drops, waiting
-#: ``RETRY_BACKOFF_S`` x 1, 2, 4, ... between tries.
-STREAM_RETRIES = 3
-RETRY_BACKOFF_S = 0.25
 #: Named in ``GET /info``'s ``features`` by a server whose ``POST /invoke`` answers with the
 #: invocation's events when asked with ``Accept: text/event-stream`` (``invoke_stream``).
 INVOKE_STREAM = "invoke-stream"
@@ -138,6 +134,11 @@ def headers(auth_key: str | None) -> dict[str, str]:
     return headers
 
 
+def idempotency_header(key: str | None) -> dict[str, str]:
+    """``Idempotency-Key`` for a submit (none without a key)."""
+    return {} if key is None else {"Idempotency-Key": key}
+
+
 def job_path(job_id: str, suffix: str = "") -> str:
     return f"/jobs/{quote(job_id, safe='')}{suffix}"
 
@@ -171,10 +172,6 @@ def runs_query(
     return query
 
 
-def stream_headers(after: int) -> dict[str, str]:
-    return {"Last-Event-ID": str(after)} if after else {}
-
-
 def sse_event(data: str) -> dict[str, Any] | None:
     """One SSE ``data:`` field as an event document (``None`` for an empty one)."""
     if not data:
@@ -192,24 +189,6 @@ def stream_ended(url: str, job_id: str, after: int, cause: str) -> errors.Server
         f"The event stream of job {job_id} from {url} broke off after event {after} and could "
         f"not be resumed ({cause}): follow it again with `zserve stream {job_id}`"
     )
-
-
-def check_stream(source: EventSource) -> bool:
-    """An error answer (problem+json) instead of a stream raises its ZServeError; True when the
-    job has ended and nothing was left after ``Last-Event-ID`` (204)."""
-    response = source.response
-    if response.is_error:
-        response.read()
-        raise error_from_response(response)
-    return response.status_code == 204
-
-
-async def acheck_stream(source: EventSource) -> bool:
-    response = source.response
-    if response.is_error:
-        await response.aread()
-        raise error_from_response(response)
-    return response.status_code == 204
 
 
 def features_of(info: dict[str, Any]) -> frozenset[str]:

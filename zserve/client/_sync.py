@@ -13,15 +13,13 @@ from httpx_sse import SSEError, connect_sse
 from zserve.client._common import (
     DEFAULT_TIMEOUT,
     INVOKE_STREAM,
-    RETRY_BACKOFF_S,
-    STREAM_RETRIES,
     InvokeResult,
     answered_events,
-    check_stream,
     document,
     error_from_response,
     features_of,
     headers,
+    idempotency_header,
     invocation_lost,
     invoke_body,
     is_event_stream,
@@ -32,11 +30,10 @@ from zserve.client._common import (
     run_path,
     runs_query,
     sse_event,
-    stream_ended,
-    stream_headers,
     stream_path,
     unreachable,
 )
+from zserve.client._resume import RECONNECT_S, STREAM_RETRIES, Dropped, Resume
 from zserve.errors import ZServeError
 from zserve.events import TERMINAL
 
@@ -131,10 +128,12 @@ class Client:
         capture: str | None = None,
         sample_rate: float | None = None,
         timeout_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> httpx.Response:
         """``POST /invoke?mode=async`` and return the raw response, error or not."""
         body = invoke_body(parameters, capture, sample_rate, timeout_s)
-        return self.request("POST", "/invoke", params={"mode": "async"}, json=body)
+        return self.request("POST", "/invoke", params={"mode": "async"}, json=body,
+                            headers=idempotency_header(idempotency_key))  # fmt: skip
 
     def submit(
         self,
@@ -143,13 +142,18 @@ class Client:
         capture: str | None = None,
         sample_rate: float | None = None,
         timeout_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Queue a job and return at once: ``{"job_id", "status": "queued", "links"}``."""
+        """Queue a job and return at once: ``{"job_id", "status": "queued", "links"}``. With
+        ``idempotency_key`` (yours, one per job: a UUID), sending it again with the same
+        request, from any client to any host sharing the broker, starts nothing more: the
+        answer is the first job's (``status`` as it is now). Nothing is retried for you."""
         return document(
             self.submit_response(
-                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s
+                parameters, capture=capture, sample_rate=sample_rate, timeout_s=timeout_s,
+                idempotency_key=idempotency_key,
             )
-        )
+        )  # fmt: skip
 
     def invoke_stream(
         self,
@@ -262,37 +266,34 @@ class Client:
         last_event_id: int | None = None,
         *,
         retries: int = STREAM_RETRIES,
+        reconnect_s: float = RECONNECT_S,
     ) -> Generator[dict[str, Any], None, None]:
         """The job's events (``{"event", "job_id", "seq", "ts", ...}``) from ``GET /stream/ID``,
-        after ``last_event_id`` when given, up to and including the terminal one. A dropped
-        connection is resumed with ``Last-Event-ID`` up to ``retries`` times in a row."""
-        after = last_event_id or 0
-        failures = 0
-        connected = False  # a server that never answered is unreachable, not a dropped stream
+        after ``last_event_id`` when given, up to and including the terminal one, each once. A
+        dropped connection is resumed with ``Last-Event-ID`` up to ``retries`` times in a row;
+        a stream the server ends early (a host that stops sends its clients to another, with
+        ``retry:``) is resumed after the server's delay for up to ``reconnect_s`` seconds
+        without an event."""
+        resume = Resume(self.url, job_id, last_event_id, retries, reconnect_s)
         while True:
-            cause = "the stream ended before the job did"
             try:
                 with connect_sse(
-                    self._http, "GET", stream_path(job_id), headers=stream_headers(after)
+                    self._http, "GET", stream_path(job_id), headers=resume.headers()
                 ) as source:
-                    if check_stream(source):
+                    if source.response.is_error:
+                        source.response.read()
+                    if resume.opened(source.response):
                         return  # the job had ended: nothing after `after`
-                    connected = True
                     for sse in source.iter_sse():
-                        doc = sse_event(sse.data)
-                        if doc is None or int(doc.get("seq", 0)) <= after:
+                        doc = resume.event(sse)
+                        if doc is None:
                             continue
-                        after, failures = int(doc["seq"]), 0
                         yield doc
                         if doc.get("event") in TERMINAL:
                             return
+                    pause = resume.ended()
             except SSEError as exc:
                 raise not_a_stream(self.url, exc) from None
-            except httpx.TransportError as exc:
-                if not connected and isinstance(exc, httpx.ConnectError):
-                    raise unreachable(self.url, exc) from None
-                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            failures += 1
-            if failures > retries:
-                raise stream_ended(self.url, job_id, after, cause)
-            time.sleep(RETRY_BACKOFF_S * 2 ** (failures - 1))
+            except (httpx.TransportError, Dropped) as exc:
+                pause = resume.dropped(exc)
+            time.sleep(pause)

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from zserve import events as ev
-from zserve.broker.base import Broker
+from zserve.broker.base import Broker, IdempotencyKey
 from zserve.engine.capture import RequestCapture
 from zserve.engine.observer import Observer
 from zserve.engine.plan import Plan
@@ -29,9 +29,7 @@ from zserve.engine.tracking import Tracking
 from zserve.engine.values import jsonable
 from zserve.errors import (
     BrokerUnavailable,
-    JobCancelled,
     JobFinished,
-    ServerError,
     StoreUnavailable,
     ZServeError,
 )
@@ -39,34 +37,43 @@ from zserve.jobs.ending import write_end
 from zserve.jobs.keeper import RunKeeper, store_unavailable
 from zserve.jobs.local import LocalJobs
 from zserve.jobs.outcome import (
+    BROKER_BACKLOG,
     SHUTDOWN,
+    SUBMIT_LOST,
+    TAKEN,
     Outcome,
-    conclude,
     error_of,
     log_job_failure,
     terminal,
     uncancellable,
 )
 from zserve.jobs.publisher import EventPublisher
-from zserve.jobs.queries import JobQueries
 from zserve.jobs.slots import Slots
-from zserve.jobs.steps import LiveTracker, StepTracker
+from zserve.jobs.steps import StepTracker
+from zserve.jobs.sync import SyncJobs
 from zserve.jobs.upkeep import POLL_S, Upkeep
-from zserve.records import JobMode, JobRecord, JobStatus, RunRecord, StepStatus, new_job_id
+from zserve.records import (
+    JobError,
+    JobMode,
+    JobRecord,
+    JobStatus,
+    RunRecord,
+)
 
 __all__ = ["JobManager"]
 
 logger = logging.getLogger("zserve.jobs")
 
-#: A sync job that completed (its outputs go to the caller, not into the record).
-_SYNC_COMPLETED = Outcome(JobStatus.COMPLETED)
-# Looked up once: an enum member lookup costs ~45 ns on Python 3.11 (the sync hot path).
-_RUNNING, _PENDING = JobStatus.RUNNING, StepStatus.PENDING
 #: How long a stopping worker retries writing jobs' ends past its grace period.
 END_RETRY_S = 5.0
+#: Unsure submits a worker keeps (see ``JobManager._unsure``); beyond, they are forgotten (a job
+#: that reached the broker then stays queued until its worker stops).
+MAX_UNSURE = 1000
+#: record, parameters, timeout, capture, whether it came with an idempotency key
+_Unsure = tuple[JobRecord, dict[str, Any], float | None, RequestCapture, bool]
 
 
-class JobManager(JobQueries):
+class JobManager(SyncJobs):
     def __init__(
         self,
         plan: Plan,
@@ -104,10 +111,15 @@ class JobManager(JobQueries):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._trackers: dict[str, StepTracker] = {}
         self._cancelled: set[str] = set()
+        #: broker jobs stopped by this worker, and why (see ``_stop_job``)
+        self._stopped: dict[str, JobError] = {}
+        #: submits answered 503 whose job may have reached the broker all the same (the answer
+        #: to its create was lost): what running it takes, until ``_settle``
+        self._unsure: dict[str, _Unsure] = {}
         self._upkeep = Upkeep(
             broker, self.worker_id, self._local,
             retention_s=retention_s, retention_count=retention_count,
-            running=self._tasks.keys, cancel=self._cancel_task,
+            running=self._tasks.keys, cancel=self._cancel_task, settle=self._settle,
         )  # fmt: skip
         self._closing = False
         self._end_by = float("inf")
@@ -168,108 +180,6 @@ class JobManager(JobQueries):
 
     # -- admission ----------------------------------------------------------------------------
 
-    def _admit(self) -> None:
-        if self._closing:
-            raise ServerError("The server is shutting down: retry on another server")
-        self._slots.admit(self._starting, self.max_queue)
-
-    def _new_record(
-        self, mode: JobMode, capture: RequestCapture, job_id: str | None = None
-    ) -> JobRecord:
-        return JobRecord(
-            job_id=job_id or new_job_id(),
-            created_at=time.time(),
-            mode=mode,
-            capture=capture.mode,
-            capture_requested=capture.requested if capture.mode != capture.requested else None,
-            steps=[{"name": s.id, "status": _PENDING, "duration_ms": None}
-                   for s in self.plan.steps],
-            worker=self.worker_id,
-        )  # fmt: skip
-
-    # -- sync ---------------------------------------------------------------------------------
-
-    async def run_sync(
-        self,
-        params: dict[str, Any],
-        timeout_s: float | None,
-        job_id: str | None = None,
-        capture: RequestCapture | None = None,
-        client_gone: Callable[[], Awaitable[object]] | None = None,
-        sink: Callable[[ev.Event], None] | None = None,
-    ) -> tuple[JobRecord, dict[str, Any]]:
-        """Run now and wait. Raises what ``execute`` raises (the record keeps the outcome and
-        the run id), or StoreUnavailable when a required record could not be stored. While it
-        waits for a slot, ``client_gone`` (returns when the caller has left) drops it:
-        JobCancelled, and it never runs. ``sink`` gets the job's events up to its terminal one
-        (``LiveTracker``), for a caller that streams them."""
-        self._admit()
-        capture = capture or self.tracking.usual
-        if capture.mode != "none":
-            self.runs.refuse_unrecordable(capture)
-        record = self._new_record("sync", capture, job_id)
-        self._local.add(record)
-        loop = self._loop or asyncio.get_running_loop()  # which costs a getpid() on 3.11
-        tracker = (StepTracker(record, loop, None) if sink is None
-                   else LiveTracker(record, loop, sink))  # fmt: skip
-        # run-only pays no call for tracked mode (the sync hot path)
-        recorder = None if capture.mode == "none" else self.runs.recorder(capture, record.job_id)
-        task = asyncio.current_task(loop)
-        if task is not None:
-            self._local_tasks[record.job_id] = task
-        try:
-            if not self._slots.take():  # a free slot is taken without suspending
-                slots = self._slots
-                await (slots.acquire(sync=True) if client_gone is None
-                       else slots.acquire_while_wanted(record.job_id, client_gone))  # fmt: skip
-            try:
-                record.status, record.started_at = _RUNNING, time.time()
-                observers = self._observers(record, tracker, recorder)
-                outputs = await execute(self.plan, params, job_id=record.job_id,
-                                        capture=capture.mode, timeout_s=timeout_s,
-                                        observers=observers)  # fmt: skip
-            finally:
-                tracker.when_threads_done(self._slots.release)
-        except asyncio.CancelledError:
-            conclude(record, Outcome.cancelled(tracker.completed_steps()))
-            self.runs.keep_later(record, recorder)
-            if record.job_id in self._cancelled and task is not None:
-                task.uncancel()  # cancelled through /jobs/{id}/cancel: answer, don't vanish
-                raise JobCancelled(f"Job {record.job_id} was cancelled") from None
-            raise
-        except JobCancelled:  # its client left while it was queued: it never ran
-            conclude(record, Outcome.cancelled([]))
-            self.runs.keep_later(record, recorder)
-            raise
-        except ZServeError as err:
-            conclude(record, Outcome.failed(error_of(err)))
-            with contextlib.suppress(StoreUnavailable):  # the run's own failure is the answer
-                await self.runs.keep(record, recorder)
-            raise
-        finally:
-            self._local_tasks.pop(record.job_id, None)
-            self._cancelled.discard(record.job_id)
-        if recorder is not None:
-            try:
-                await self.runs.keep(record, recorder)
-            except StoreUnavailable as err:
-                conclude(record, Outcome.failed(store_unavailable(err)))
-                raise
-        conclude(record, _SYNC_COMPLETED)
-        return record, outputs
-
-    def _observers(
-        self, record: JobRecord, tracker: StepTracker, recorder: RunRecorder | None
-    ) -> tuple[Observer, ...]:
-        found: tuple[Observer, ...] = (tracker,) if recorder is None else (tracker, recorder)
-        if self.observer_for is not None and (extra := self.observer_for(record)) is not None:
-            found += (extra,)
-        return found
-
-    def local_record(self, job_id: str) -> JobRecord | None:
-        """A sync job of this worker, while it is retained."""
-        return self._local.get(job_id)
-
     # -- async --------------------------------------------------------------------------------
 
     async def submit(
@@ -278,20 +188,45 @@ class JobManager(JobQueries):
         timeout_s: float | None,
         mode: JobMode = "async",
         capture: RequestCapture | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> JobRecord:
-        """Queue a job and return at once; it runs as soon as a slot is free."""
+        """Queue a job and return at once; it runs as soon as a slot is free. With
+        ``idempotency``: KeyHeld when a job holds the key (``jobs.once.submit_once``)."""
         self._admit()
         capture = capture or self.tracking.usual
         record = self._new_record(mode, capture)
         self._starting += 1  # its place in the queue is taken before anything can interleave
         try:
-            await self.broker.create(record, ev.Event(ev.JOB_QUEUED, record.job_id, time.time()))
-        except BaseException:
+            queued = ev.Event(ev.JOB_QUEUED, record.job_id, time.time())
+            await self.broker.create(record, queued, idempotency)
+        except BaseException as exc:
             self._starting -= 1
+            unsure = isinstance(exc, BrokerUnavailable) and not exc.lasting
+            if unsure and len(self._unsure) < MAX_UNSURE:
+                keyed = idempotency is not None
+                self._unsure[record.job_id] = (record, params, timeout_s, capture, keyed)
             raise
         run = self._run_job(record, params, timeout_s, capture)
         self._tasks[record.job_id] = asyncio.ensure_future(run)
         return record
+
+    async def _settle(self) -> None:
+        """Submits answered 503 whose job reached the broker all the same: one sent with an
+        idempotency key runs (a retry with that key is answered with this job); any other ends
+        failed, as its client was told to retry and may have submitted another."""
+        for job_id, (record, params, timeout_s, capture, keyed) in list(self._unsure.items()):
+            found = await self.broker.get(job_id)
+            del self._unsure[job_id]
+            if found is None or found.status != JobStatus.QUEUED:
+                continue  # it never reached the broker
+            if keyed and not self._closing:
+                logger.warning("Job %s: its submit was answered 503, but it reached the broker: "
+                               "it runs, for a retry with its idempotency key", job_id)  # fmt: skip
+                self._starting += 1
+                run = self._run_job(record, params, timeout_s, capture)
+                self._tasks[job_id] = asyncio.ensure_future(run)
+            else:
+                await self.broker.finish(job_id, *terminal(found, Outcome.failed(SUBMIT_LOST)))
 
     async def _run_job(
         self,
@@ -302,7 +237,11 @@ class JobManager(JobQueries):
     ) -> None:
         self._starting -= 1  # from here on the slots count it
         job_id = record.job_id
-        publisher = EventPublisher(self.broker, record)
+        publisher = EventPublisher(
+            self.broker, record,
+            on_overflow=partial(self._stop_job, job_id, BROKER_BACKLOG),
+            on_gone=partial(self._stop_job, job_id, TAKEN),
+        )  # fmt: skip
         tracker = StepTracker(record, asyncio.get_running_loop(), publisher.put)
         self._trackers[job_id] = tracker
         try:
@@ -317,6 +256,16 @@ class JobManager(JobQueries):
             self._tasks.pop(job_id, None)
             self._trackers.pop(job_id, None)
             self._cancelled.discard(job_id)
+            self._stopped.pop(job_id, None)
+
+    def _stop_job(self, job_id: str, error: JobError) -> None:
+        """Stop a broker job that cannot go on: its events piled up while the broker was
+        unreachable, or it was taken from this worker (its end is then refused)."""
+        task = self._tasks.get(job_id)
+        if task is not None and job_id not in self._stopped:
+            self._stopped[job_id] = error
+            logger.warning("Job %s stopped: %s", job_id, error["message"])
+            task.cancel()
 
     async def _outcome_of(
         self,
@@ -355,7 +304,8 @@ class JobManager(JobQueries):
         except asyncio.CancelledError:
             if job_id in self._cancelled:
                 return Outcome.cancelled(tracker.completed_steps())
-            return Outcome.failed(SHUTDOWN)  # the worker is shutting down
+            # the worker is shutting down, or stopped the job (_stop_job)
+            return Outcome.failed(self._stopped.get(job_id, SHUTDOWN))
         except ZServeError as err:
             log_job_failure(job_id, record.mode, err)
             return Outcome.failed(error_of(err))
@@ -371,8 +321,8 @@ class JobManager(JobQueries):
             raise  # retried (with the events), or the broker is lost
         except Exception:  # a bug of ours: the job must still end
             logger.exception("Job %s: its last events could not be published", record.job_id)
-        await self.broker.finish(record.job_id, *terminal(record, outcome))
-        if self.on_finished is not None:
+        ended = await self.broker.finish(record.job_id, *terminal(record, outcome))
+        if ended is not None and self.on_finished is not None:
             started, finished = record.started_at, record.finished_at
             completed = outcome.status is JobStatus.COMPLETED
             took = finished - started if started and finished and completed else None

@@ -17,7 +17,10 @@ from zserve.errors import ExecutionFailed, ExecutionTimeout, JobCancelled, StepF
 from zserve.records import JobError, JobRecord, JobStatus, StepStatus
 
 __all__ = [
+    "BROKER_BACKLOG",
     "SHUTDOWN",
+    "SUBMIT_LOST",
+    "TAKEN",
     "WORKER_LOST",
     "Outcome",
     "conclude",
@@ -34,6 +37,22 @@ SHUTDOWN: JobError = {
     "message": "The server shut down before the job finished",
 }
 WORKER_LOST: JobError = {"reason": "worker_lost", "message": "The worker running this job stopped"}
+#: What this worker concludes about a job the others failed ``worker_lost`` while it was away
+#: (its lease ran out): it stops running it (its end is refused by the broker anyway).
+TAKEN: JobError = {
+    "reason": "worker_lost",
+    "message": "The job was taken from this worker while it could not renew its lease",
+}
+SUBMIT_LOST: JobError = {
+    "reason": "broker_unavailable",
+    "message": "Its submit was answered 503 (the job broker did not answer in time), so it was "
+    "not run: the client was told to retry",
+}
+BROKER_BACKLOG: JobError = {
+    "reason": "broker_unavailable",
+    "message": "The job broker could not take this job's events for too long (more were waiting "
+    "than a worker keeps): the job was stopped. Check that the broker (Redis) is reachable",
+}
 
 
 @dataclass(frozen=True, slots=True)

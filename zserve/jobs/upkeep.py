@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from zserve.broker.base import Broker
 from zserve.errors import BrokerUnavailable
@@ -37,6 +37,7 @@ class Upkeep:
         retention_count: int,
         running: Callable[[], Collection[str]],
         cancel: Callable[[str], None],
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.broker = broker
         self.worker_id = worker_id
@@ -46,6 +47,8 @@ class Upkeep:
         #: the ids of the broker jobs this worker runs, and how to cancel one of them
         self.running = running
         self.cancel = cancel
+        #: called once a lease period, while the broker answers (``JobManager._settle``)
+        self.settle = settle
         self._chores: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -88,15 +91,22 @@ class Upkeep:
                 writing_since = None
                 _failed("Lease upkeep failed", exc)
                 continue
+            if self.settle is not None:
+                try:
+                    await self.settle()
+                except Exception as exc:
+                    _failed("Settling unsure submits failed", exc)
             now = time.monotonic()
             writing_since = writing_since or now
             if now - max(writing_since, self.broker.failed_at) < LEASE_TTL_S:
                 continue
             try:
-                for job in await self.broker.expired(time.time()):
+                now = time.time()
+                for job in await self.broker.expired(now):
                     event, changes = terminal(job, Outcome.failed(WORKER_LOST))
-                    await self.broker.finish(job.job_id, event, changes)
-                    logger.warning("Job %s failed: its worker %s was lost", job.job_id, job.worker)
+                    if await self.broker.reap(job, event, changes, now) is not None:
+                        logger.warning("Job %s failed: its worker %s was lost", job.job_id,
+                                       job.worker)  # fmt: skip
             except Exception as exc:
                 _failed("Lease upkeep failed", exc)
 

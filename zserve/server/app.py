@@ -229,7 +229,9 @@ def _invoke_route(service: Service) -> DirectRoute:
 
 def _drain_on_signals(service: Service) -> None:
     """On SIGTERM or Ctrl-C, before uvicorn stops taking connections: /health answers 503 and
-    the jobs start draining, so that open streams still receive their terminal events.
+    the jobs start draining, so that open streams still receive their terminal events (on a
+    broker many hosts share, the stream clients are sent to another host instead:
+    ``server/handoff.py``).
 
     uvicorn installs its own handlers while it serves (and restores the previous ones after);
     ours runs first and hands the signal on to uvicorn's once the jobs have drained (at most
@@ -251,6 +253,7 @@ def _drain_on_signals(service: Service) -> None:
             service.ready, service.draining = False, True
 
             def start_drain() -> None:
+                service.handoff.begin()  # streams go to another host, when there are others
                 drained = service.jobs.begin_drain(service.settings.grace_s)
                 drained.add_done_callback(lambda _: then(signum, frame))
 

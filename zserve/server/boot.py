@@ -86,7 +86,7 @@ def resolve_deployment(settings: Settings) -> DeploymentRecord:
         )
     from zserve.store import Store
 
-    with Store(settings.store_url) as store:
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         return store.get_deployment(settings.deployment_id)
 
 

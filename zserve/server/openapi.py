@@ -2,7 +2,8 @@
 see — every error answer as ``application/problem+json`` (400 for any request, since the Host
 check answers it; 404 for paths with an id; the statuses each route can give), the probes
 (``/health`` and its 503, ``/livez``, ``/readyz``), and the 202 of ``POST /invoke?mode=async``
-with its ``Location``. Checked by a schemathesis run in the test suite."""
+with its ``Location`` and its ``Idempotency-Key``. Checked by a schemathesis run in the test
+suite."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+
+from zserve.server.idempotency import HEADER, MAX_KEY, REPLAYED
 
 __all__ = ["install_openapi"]
 
@@ -78,7 +81,11 @@ ACCEPTED = {
     "required": ["job_id", "status", "capture", "links"],
     "properties": {
         "job_id": {"type": "string"},
-        "status": {"type": "string", "enum": ["queued"]},
+        "status": {
+            "type": "string",
+            "enum": ["queued", "running", "completed", "failed", "cancelled"],
+            "description": "`queued`; a replay (`Idempotent-Replayed: true`): the job's status now",
+        },
         "capture": {"type": "string"},
         "capture_requested": {"type": "string"},
         "links": {
@@ -87,6 +94,19 @@ ACCEPTED = {
         },
     },
 }
+IDEMPOTENCY_KEY = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": "With `?mode=async`: one key per request, sent again when that request is "
+    "retried. A key that a job already holds (on any host sharing the broker) starts nothing: "
+    "the answer is that job's 202, with `Idempotent-Replayed: true`; the key with another "
+    "request (body, mode) is 409 `idempotency-key-reused`. A key is kept as long as its job "
+    "(`ZSERVE_JOB_TTL_S`, `ZSERVE_JOB_MAX_COUNT`). Sync invokes ignore it (a malformed one is "
+    "400 all the same)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY,
+               "pattern": "^[!-~]([ -~]*[!-~])?$"},
+}  # fmt: skip
 #: Statuses a route can answer besides 400, 422 and 500 (every route) and 404 (a path with an
 #: id): (method, path) -> statuses.
 EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
@@ -134,10 +154,19 @@ def document(app: FastAPI, *, auth: bool) -> dict[str, Any]:
         "Server-Sent Events (as `GET /stream/{id}`), its job id in `X-Job-Id`"
     )
     invoke["202"] = {
-        "description": "With `?mode=async`: the job was queued; `Location` is its URL",
-        "headers": {"Location": {"schema": {"type": "string"}}},
+        "description": "With `?mode=async`: the job was queued; `Location` is its URL. With "
+        "an `Idempotency-Key` some job already holds (this request sent before): that job, "
+        "and `Idempotent-Replayed: true`",
+        "headers": {
+            "Location": {"schema": {"type": "string"}},
+            REPLAYED: {
+                "schema": {"type": "string", "enum": ["true"]},
+                "description": "The job is that of an earlier request with this key",
+            },
+        },
         "content": {"application/json": {"schema": ACCEPTED}},
     }
+    doc["paths"]["/invoke"]["post"].setdefault("parameters", []).append(IDEMPOTENCY_KEY)
     doc["paths"]["/health"] = {
         "get": {
             "summary": "Liveness and readiness (any Host; never needs the auth key)",

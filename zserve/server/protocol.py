@@ -32,7 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["GuardedHttpTools", "Limits", "OneWrite", "configure"]
+__all__ = ["GuardedHttpTools", "Limits", "OneWrite", "configure", "hand_off_connections"]
 
 logger = logging.getLogger("zserve.server")
 
@@ -45,6 +45,8 @@ class Limits:
     header_timeout_s = 10.0
     max_connections = 4096
     _warned: dict[str, float] = {}  # noqa: RUF012 (one per worker process)
+    #: the worker's open connections (uvicorn's set, the same for all), once one is made
+    connections: set[Any] = set()  # noqa: RUF012 (one per worker process)
 
     @classmethod
     def warn(cls, kind: str, message: str, *args: Any) -> None:
@@ -66,6 +68,15 @@ def configure(
         room = soft - 128 if soft != resource.RLIM_INFINITY else 4096
         max_connections = max(64, min(4096, room))
     Limits.max_connections = max_connections
+
+
+def hand_off_connections() -> None:
+    """Close the worker's keep-alive connections: idle ones now, the others once their answer
+    is complete (as uvicorn's own shutdown does), so that their clients' next requests open new
+    connections, which a load balancer sends to another host (``server/handoff.py``)."""
+    for conn in list(Limits.connections):
+        if isinstance(conn, GuardedHttpTools):  # not a WebSocket: those close on their own
+            conn.shutdown()
 
 
 class OneWrite:
@@ -115,6 +126,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        Limits.connections = self.connections
         self._idle_since = time.monotonic()
         self._arm_head_timer()
         if len(self.connections) > Limits.max_connections:

@@ -38,17 +38,20 @@ from zserve.errors import (
     UsageError,
 )
 from zserve.jobs import JobManager
+from zserve.jobs.once import submit_once
 from zserve.jobs.outcome import log_job_failure
 from zserve.records import DeploymentRecord, JobStatus, new_job_id
 from zserve.server import problems, tracing
 from zserve.server.answers import ASK_TIMING, JSONBytes, server_timing, unserialisable
 from zserve.server.guard import is_json
+from zserve.server.handoff import Handoff
+from zserve.server.idempotency import REPLAYED, fingerprinted, key_in
 from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
 from zserve.server.probes import StoreReach
 from zserve.server.tokens import StreamTokens
 from zserve.server.writer import RETRY_S, RunStore, RunWriter
-from zserve.settings import Settings, default_host_id, parse_duration
+from zserve.settings import Settings, default_host_id, hide_password, parse_duration
 
 if TYPE_CHECKING:
     from zserve.store import Store
@@ -113,6 +116,8 @@ class Service:
             observer_for=self.otel.observer_for if self.otel is not None else None,
         )  # fmt: skip
         self.streams = InvokeStreams(self.jobs, self.metrics, settings.sse_ping_s)  # and attachers
+        #: a draining host's stream clients resume on another host (Redis: many hosts)
+        self.handoff = Handoff(broker.multi_host)
         self.store_reach = StoreReach(settings.store_url, self.writer)  # for /status
 
     def begin_building(self, on_fatal: Callable[[ResourceFailed], None] | None) -> None:
@@ -167,8 +172,9 @@ class Service:
             if self._reader is None:
                 from zserve.store import Store
 
-                self._reader = Store(self.settings.store_url,
-                                     artifact_dir=self.settings.artifact_dir)  # fmt: skip
+                s = self.settings
+                self._reader = Store(s.store_url, artifact_dir=s.artifact_dir,
+                                     migrate=s.store_migrate)  # fmt: skip
             return self._reader
 
     def close_stores(self) -> None:
@@ -184,7 +190,8 @@ class Service:
         worker never imports SQLAlchemy."""
         from zserve.store import Store
 
-        return Store(self.settings.store_url, artifact_dir=self.settings.artifact_dir)
+        s = self.settings
+        return Store(s.store_url, artifact_dir=s.artifact_dir, migrate=s.store_migrate)
 
     def parse(self, body: bytes | str) -> tuple[dict[str, Any], float | None, RequestCapture]:
         """Validate an invoke body in one pass: (parameters, timeout_s, capture)."""
@@ -211,10 +218,16 @@ class Service:
         mode = request.query_params.get("mode", "sync") if request.scope["query_string"] else "sync"
         if mode not in ("sync", "async"):
             raise UsageError(f"Unknown mode {mode!r}: use mode=sync (the default) or mode=async")
+        key = key_in(request.scope["headers"])  # a malformed one is refused, sync or not
         params, timeout, capture = self.parse(body)
         if mode == "async":
+            idempotency = fingerprinted(key, mode, body)
             try:
-                job = await self.jobs.submit(params, timeout, capture=capture)
+                if idempotency is None:
+                    job, replayed = await self.jobs.submit(params, timeout, capture=capture), False
+                else:
+                    job, replayed = await submit_once(self.jobs, idempotency, params, timeout,
+                                                      capture=capture)  # fmt: skip
             except Overloaded:
                 self.metrics.record("rejected", capture.mode, None)
                 raise
@@ -226,7 +239,10 @@ class Service:
                         "links": links}  # fmt: skip
             if job.capture_requested is not None:
                 accepted["capture_requested"] = job.capture_requested
-            return JSONResponse(accepted, status_code=202, headers={"Location": links["job"]})
+            headers = {"Location": links["job"]}
+            if replayed:  # the job of an earlier request with the same Idempotency-Key
+                headers[REPLAYED] = "true"
+            return JSONResponse(accepted, status_code=202, headers=headers)
         if wants_events(request.scope["headers"]):  # Accept: text/event-stream
             return await self.streams.start(params, timeout, capture)
         job_id = new_job_id()
@@ -329,9 +345,15 @@ class Service:
                 "store_failing": self.writer.failing,
             },
             # reachable: the broker's own verdict; the run writer's, else a read (StoreReach)
-            "store": {"kind": s.store_kind, **await self.store_reach.state()},
+            # the URLs as hide_password shows them: never a password
+            "store": {
+                "kind": s.store_kind,
+                "url": hide_password(s.store_url),
+                **await self.store_reach.state(),
+            },
             "broker": {
                 "kind": broker.kind,
+                "url": hide_password(s.broker_url or "memory://"),
                 "reachable": not broker.problem,
                 "problem": broker.problem,
             },

@@ -39,7 +39,7 @@ def prepare(settings: Settings, record: DeploymentRecord) -> tuple[DeploymentRec
         return record, []
     from zserve.store import Store
 
-    with Store(settings.store_url) as store:
+    with Store(settings.store_url, migrate=settings.store_migrate) as store:
         archive = store.get_code_archive(record.code_archive)
     assert archive.data is not None
     code_dir = extract(Path(settings.home), archive.hash, archive.data)

@@ -16,8 +16,11 @@ from starlette.responses import Response, StreamingResponse
 
 from zserve.errors import NotFound, Unauthorized, UsageError, ZServeError
 from zserve.events import Event
+from zserve.jobs.once import submit_once
 from zserve.pages import MAX_PAGE, cursor_of, position_of
 from zserve.records import JobStatus, iso
+from zserve.server.handoff import HANDOFF, HANDOFF_REASON, HandedOff
+from zserve.server.idempotency import fingerprinted, key_in
 from zserve.server.problems import close_reason
 from zserve.server.sse import PING, SSE_HEADERS, SSE_RETRY, sse
 
@@ -29,13 +32,18 @@ __all__ = ["add_job_routes"]
 logger = logging.getLogger("zserve.server")
 
 
-def follow(service: Service, job_id: str, after: int) -> AsyncIterator[Event | None]:
+def follow(
+    service: Service, job_id: str, after: int, finished: bool = False
+) -> AsyncIterator[Event | None]:
     """The job's events after ``after`` up to the terminal one; None for a keep-alive: from
-    this worker's feed of a streamed invocation (``server/feeds.py``), else from the broker."""
+    this worker's feed of a streamed invocation (``server/feeds.py``), else from the broker.
+    Following an unfinished broker job raises ``HandedOff`` once this host hands its stream
+    clients over to another (``server/handoff.py``)."""
     feed = service.streams.feed(job_id)
     if feed is not None:
         return feed.follow(after, service.settings.sse_ping_s)
-    return service.jobs.follow(job_id, after, service.settings.sse_ping_s)
+    events = service.jobs.follow(job_id, after, service.settings.sse_ping_s)
+    return events if finished else service.handoff.until(events)
 
 
 async def _attachable(service: Service, job_id: str) -> bool:
@@ -109,7 +117,7 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
     async def stream(job_id: str, request: Request) -> Response:
         finished = await _attachable(service, job_id)
         after = _sequence(request.headers.get("last-event-id", "0").strip() or "0", "Last-Event-ID")
-        events = follow(service, job_id, after)
+        events = follow(service, job_id, after, finished)
         first: Event | None = None
         if finished:  # all there is to send is stored: nothing left ends it with a 204
             first = await anext(events, None)
@@ -123,14 +131,19 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
             if first is not None:
                 yield retry + sse(first)
                 retry = b""
-            async for event in events:
-                if event is None:
-                    yield PING
-                else:
-                    yield retry + sse(event)
-                    retry = b""
+            try:
+                async for event in events:
+                    if event is None:
+                        yield PING
+                    else:
+                        yield retry + sse(event)
+                        retry = b""
+            except HandedOff:  # this host stops: the client resumes on another
+                yield HANDOFF
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+        # a draining host's connections close after their answer (``server/handoff.py``)
+        headers = {**SSE_HEADERS, "Connection": "close"} if service.handoff.begun else SSE_HEADERS
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     # HEAD answers as the GET would begin, without following the job
     app.add_api_route("/stream/{job_id}", stream, methods=["HEAD"], include_in_schema=False)
@@ -166,20 +179,28 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
             "it was issued for, or authenticate with 'Authorization: Bearer <key>'"
         ))  # fmt: skip
         return
+    finished = False
     try:
         if "job_id" in doc:
             job_id = str(doc["job_id"])
-            await _attachable(service, job_id)
+            finished = await _attachable(service, job_id)
             after = _sequence(doc.get("after", 0), '"after"')
         else:
             if service.starting:
                 raise service.not_started()
             params, timeout, capture = service.parse(text)
-            job = await service.jobs.submit(params, timeout, mode="stream", capture=capture)
+            idempotency = fingerprinted(key_in(ws.scope["headers"]), "stream", text)
+            if idempotency is None:
+                job = await service.jobs.submit(params, timeout, mode="stream", capture=capture)
+            else:  # a retried stream follows the first job's events from the start
+                job, _ = await submit_once(service.jobs, idempotency, params, timeout,
+                                           mode="stream", capture=capture)  # fmt: skip
             job_id = job.job_id
             after = 0
     except ZServeError as err:
-        await _refuse(ws, 1008, err)
+        # a host handing its clients over refuses new jobs: 1012, as to go to another host
+        handed_off = service.handoff.begun and err.http_status == 503
+        await _refuse(ws, 1012 if handed_off else 1008, err)
         return
 
     async def listen() -> None:
@@ -198,12 +219,14 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
 
     listener = asyncio.ensure_future(listen())
     try:
-        async for event in follow(service, job_id, after):
+        async for event in follow(service, job_id, after, finished):
             if listener.done():  # the client went away: the job goes on without it
                 return
             if event is not None:
                 await ws.send_text(event.to_json())
         await ws.close(1000)
+    except HandedOff:  # this host stops: the client reattaches on another (1012: restart)
+        await ws.close(1012, HANDOFF_REASON)
     finally:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,5 +1,6 @@
 """Artifact files: captured values above ``INLINE_MAX_BYTES``, kept once per content under the
-artifact directory as ``<sha256[:2]>/<sha256>`` (the SHA-256 of the content).
+artifact directory as ``<sha256[:2]>/<sha256>`` (the SHA-256 of the content). A store with no
+artifact directory keeps them in the database instead (``blobs``).
 
 The content of an artifact is its ``data`` bytes, or the UTF-8 JSON text of its ``value`` (the
 text the recorder measured and hashed). A file is written atomically (a temporary file in the
@@ -30,7 +31,7 @@ from zserve.records import ArtifactRecord
 
 __all__ = ["INLINE_MAX_BYTES", "ORPHAN_GRACE_S", "ArtifactFiles", "content_of", "relative_path"]
 
-#: Contents up to this size stay in the database row; bigger ones go to a file.
+#: Contents up to this size stay in the database row; bigger ones go to a file, or a blob.
 INLINE_MAX_BYTES = 16 * 1024
 
 #: An unreferenced file (or a temporary file) younger than this is left alone by the sweep.
@@ -70,9 +71,9 @@ class ArtifactFiles:
     def _dir(self) -> Path:
         if self.root is None:
             raise StoreUnavailable(
-                "This store has no artifact directory for values over "
-                f"{INLINE_MAX_BYTES // 1024} KiB: pass artifact_dir to Store(), or set "
-                "ZSERVE_ARTIFACT_DIR"
+                "An artifact of this store is kept in a file, and the store has no artifact "
+                "directory: set ZSERVE_ARTIFACT_DIR to the directory its runs were recorded "
+                "with (the same on every host)"
             )
         return self.root
 

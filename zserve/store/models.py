@@ -31,6 +31,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Artifact",
+    "ArtifactBlob",
     "Base",
     "CodeArchive",
     "Deployment",
@@ -182,7 +183,8 @@ class RunStep(Base):
 
 class Artifact(Base):
     """A captured value of a step: inline JSON (``value``), inline bytes (``data``), or, above
-    the inline limit, a file under the artifact directory (``path``, relative to it)."""
+    the inline limit, a file under the artifact directory (``path``, relative to it) or, in a
+    store without one, a row of ``artifact_blobs`` (``blob``)."""
 
     __tablename__ = "artifacts"
 
@@ -201,8 +203,23 @@ class Artifact(Base):
     data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: "<sha256[:2]>/<sha256>" of the content when it lives in a file; NULL when inline.
     path: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    #: The ``artifact_blobs.sha256`` of the content when it lives in the database; else NULL.
+    #: No foreign key (adding one would rebuild the table on SQLite): writers and the pruner
+    #: keep rows and blobs consistent under a shared lock (``runs.lock_files``).
+    blob: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     truncated: Mapped[bool] = mapped_column(Boolean)
     loadable: Mapped[bool] = mapped_column(Boolean)
+
+
+class ArtifactBlob(Base):
+    """The content of artifacts over the inline limit in a store with no artifact directory
+    (PostgreSQL by default): kept once per content, addressed by its SHA-256."""
+
+    __tablename__ = "artifact_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class RunMetadata(Base):

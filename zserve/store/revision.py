@@ -2,9 +2,10 @@
 upgrade to the head of the shipped migrations: what ``zserve db current`` and ``zserve db
 upgrade`` do, and how a server's ``/status`` tells whether its store answers.
 
-Opening a ``Store`` migrates a database that is behind (under a lock: see ``store.py``); ``zserve
-db upgrade`` is that same step run on its own, so that the hosts of a deployment, started after
-it, find the schema at head and none of them migrates.
+Opening a ``Store`` migrates a database that is behind (under a lock), or refuses it under
+``ZSERVE_STORE_MIGRATE=never`` (``migrating.py``); ``zserve db upgrade`` is that same step run on
+its own, whatever the setting, so that the hosts of a deployment, started after it, find the
+schema at head and none of them migrates.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from zserve.errors import StoreUnavailable, UsageError
-from zserve.settings import hide_password
+from zserve.settings import hide_password, store_url_of
 from zserve.store.health import one_line
 from zserve.store.schema import (
     alembic_config,
@@ -26,15 +27,7 @@ from zserve.store.schema import (
     sqlite_file,
 )
 
-__all__ = ["known_revisions", "revision_at", "store_url_of", "upgrade"]
-
-
-def store_url_of(given: str) -> str:
-    """A store URL from what a person gives: a URL (``sqlite:///...``, ``postgresql://...``) as
-    it is, anything else as the path of a SQLite file."""
-    if "://" in given:
-        return given
-    return f"sqlite:///{Path(given).expanduser().absolute()}"
+__all__ = ["check_exists", "known_revisions", "revision_at", "store_url_of", "upgrade"]
 
 
 def _parsed(url: str) -> URL:
@@ -59,6 +52,20 @@ def _engine(url: str, parsed: URL, path: Path | None) -> Engine:
         return create_store_engine(parsed)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise _unusable(url, exc) from None
+
+
+def check_exists(url: str) -> None:
+    """``StoreUnavailable`` when ``url`` names a SQLite file that does not exist (opening a
+    ``Store`` would make it); other URLs are checked when they are opened."""
+    try:
+        path = sqlite_file(make_url(url))
+    except ArgumentError:
+        return  # opening it says why it is not usable
+    if path is not None and not path.is_file():
+        raise StoreUnavailable(
+            f"There is no store at {hide_password(url)}: {path} does not exist (deploy into it "
+            "first: ZSERVE_STORE_URL=URL zserve deploy SOURCE)"
+        )
 
 
 def revision_at(url: str) -> str | None:
@@ -90,7 +97,7 @@ def upgrade(url: str) -> tuple[str | None, str | None]:
 
     path = sqlite_file(_parsed(url))
     before = None if path is not None and not path.exists() else revision_at(url)
-    with Store(url) as store:
+    with Store(url, migrate="auto") as store:  # whatever ZSERVE_STORE_MIGRATE says
         return before, store.current_revision()
 
 

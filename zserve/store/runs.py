@@ -2,7 +2,8 @@
 newest first with a cursor, run id prefixes, and the rows pruning removes.
 
 Plain SQLAlchemy Core on a ``Connection`` the caller opened (``Store`` chooses the transaction,
-writes artifact files and translates errors); one multi-row INSERT per table per batch.
+writes artifact files and blobs, and translates errors); one multi-row INSERT per table per
+batch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine, Row, Table, and_, delete, insert, or_
 from zserve.errors import AmbiguousRun, NotFound, RunNotFound, UsageError
 from zserve.pages import MAX_PAGE, cursor_of, position_of
 from zserve.records import CAPTURE_MODES, ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
+from zserve.store import blobs
 from zserve.store.artifacts import INLINE_MAX_BYTES, ORPHAN_GRACE_S, ArtifactFiles, content_of
 from zserve.store.models import Artifact, Run, RunMetadata, RunStep
 
@@ -51,7 +53,7 @@ _CHUNK = 500
 #: How many candidates an ambiguous prefix lists.
 _SHOWN = 5
 #: Key of the PostgreSQL advisory lock between writers of artifact rows (shared) and the pruner
-#: removing artifact files (exclusive). On SQLite the write lock plays that part.
+#: removing artifact files and blobs (exclusive). On SQLite the write lock plays that part.
 _FILES_KEY = int.from_bytes(hashlib.sha256(b"zserve.store.artifacts").digest()[:8], "big") >> 1
 
 RUNS = cast(Table, Run.__table__)
@@ -79,21 +81,23 @@ STEP_COLUMNS = (
 )  # fmt: skip
 ARTIFACT_COLUMNS = (
     "id", "run_id", "step_position", "name", "content_type", "size", "sha256", "value", "data",
-    "path", "truncated", "loadable",
+    "path", "blob", "truncated", "loadable",
 )  # fmt: skip
 METADATA_COLUMNS = ("run_id", "key", "position", "value")
 
 
 @dataclass
 class Batch:
-    """The rows of a batch of runs (tuples in the order of ``*_COLUMNS``), and the artifact
-    files they point at (relative path -> content), already written."""
+    """The rows of a batch of runs (tuples in the order of ``*_COLUMNS``), the artifact files
+    they point at (relative path -> content), already written, and the blobs they point at
+    (SHA-256 -> content), to store in the rows' transaction."""
 
     runs: list[tuple[Any, ...]] = field(default_factory=list)
     steps: list[tuple[Any, ...]] = field(default_factory=list)
     artifacts: list[tuple[Any, ...]] = field(default_factory=list)
     metadata: list[tuple[Any, ...]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
     def tables(self) -> Iterator[tuple[Table, tuple[str, ...], list[tuple[Any, ...]]]]:
         """(table, columns, rows) of each table with rows, parents first."""
@@ -108,7 +112,8 @@ class Batch:
 
 
 def build_batch(records: Sequence[RunRecord], files: ArtifactFiles) -> Batch:
-    """The rows of ``records``; contents over the inline limit are written to files first."""
+    """The rows of ``records``; contents over the inline limit are written to files first, or
+    kept for the database (``batch.blobs``) when there is no artifact directory."""
     batch = Batch()
     runs, steps = batch.runs.append, batch.steps.append
     for r in records:
@@ -136,15 +141,19 @@ def build_batch(records: Sequence[RunRecord], files: ArtifactFiles) -> Batch:
 def _artifact_row(
     run_id: str, position: int, a: ArtifactRecord, files: ArtifactFiles, batch: Batch
 ) -> tuple[Any, ...]:
-    value, data, path = (a.value if a.data is None else None), a.data, None
+    value, data, path, blob = (a.value if a.data is None else None), a.data, None, None
     content = content_of(a)
     if len(content) > INLINE_MAX_BYTES:
-        path = files.put(content)
-        batch.files[path] = content
+        if files.root is None:
+            blob = blobs.digest(content)
+            batch.blobs[blob] = content
+        else:
+            path = files.put(content)
+            batch.files[path] = content
         value = data = None
     return (
         a.artifact_id, run_id, position, a.name, a.content_type, a.size, a.sha256, value, data,
-        path, a.truncated, a.loadable,
+        path, blob, a.truncated, a.loadable,
     )  # fmt: skip
 
 
@@ -175,11 +184,11 @@ def _step(row: Row[Any]) -> StepRun:
 
 
 def _artifact(row: Row[Any]) -> ArtifactRecord:
-    """A file-backed artifact comes back with neither ``value`` nor ``data``."""
+    """An artifact kept in a file or a blob comes back with neither ``value`` nor ``data``."""
     return ArtifactRecord(
         artifact_id=row.id, name=row.name, content_type=row.content_type, size=row.size,
         sha256=row.sha256, value=row.value, data=row.data, truncated=row.truncated,
-        loadable=row.loadable, in_file=row.path is not None,
+        loadable=row.loadable, in_file=row.path is not None or row.blob is not None,
     )  # fmt: skip
 
 
@@ -215,12 +224,13 @@ def get_run(conn: Connection, run_id: str) -> RunRecord:
 
 def get_artifact(
     conn: Connection, run_id: str, artifact_id: str
-) -> tuple[ArtifactRecord, str | None]:
-    """The artifact and the relative path of its file (None when inline)."""
+) -> tuple[ArtifactRecord, str | None, str | None]:
+    """The artifact, the relative path of its file and the address of its blob (both None when
+    it is inline)."""
     query = select(ARTIFACTS).where(ARTIFACTS.c.id == artifact_id, ARTIFACTS.c.run_id == run_id)
     row = conn.execute(query).first()
     if row is not None:
-        return _artifact(row), row.path
+        return _artifact(row), row.path, row.blob
     if conn.execute(select(RUNS.c.id).where(RUNS.c.id == run_id)).first() is None:
         raise RunNotFound(f"No run {run_id!r}: {_LIST_HINT}")
     raise NotFound(
@@ -324,19 +334,25 @@ def old_runs(conn: Connection, older_than: float, deployment_id: str | None) -> 
     return list(conn.execute(query.order_by(RUNS.c.started_at, RUNS.c.id)).scalars())
 
 
-def delete_runs(conn: Connection, run_ids: Sequence[str]) -> set[str]:
+def delete_runs(conn: Connection, run_ids: Sequence[str]) -> tuple[set[str], set[str]]:
     """Delete the runs with their steps, artifacts and metadata; the artifact files (relative
-    paths) their rows pointed at."""
+    paths) and the blobs (addresses) their rows pointed at."""
     paths: set[str] = set()
+    shas: set[str] = set()
     for ids in _chunks(run_ids):
-        query = select(ARTIFACTS.c.path).where(
-            ARTIFACTS.c.run_id.in_(ids), ARTIFACTS.c.path.is_not(None)
+        query = select(ARTIFACTS.c.path, ARTIFACTS.c.blob).where(
+            ARTIFACTS.c.run_id.in_(ids),
+            or_(ARTIFACTS.c.path.is_not(None), ARTIFACTS.c.blob.is_not(None)),
         )
-        paths.update(conn.execute(query.distinct()).scalars())
+        for path, blob in conn.execute(query.distinct()):
+            if path is not None:
+                paths.add(path)
+            if blob is not None:
+                shas.add(blob)
         for table in (METADATA, ARTIFACTS, STEPS):
             conn.execute(delete(table).where(table.c.run_id.in_(ids)))
         conn.execute(delete(RUNS).where(RUNS.c.id.in_(ids)))
-    return paths
+    return paths, shas
 
 
 def referenced(conn: Connection, paths: Sequence[str]) -> set[str]:

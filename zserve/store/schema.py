@@ -55,7 +55,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: The head revision of the shipped migrations. Kept here so that opening an up-to-date store
 #: never imports Alembic (~0.1 s); a test checks it against the script directory. Bump it with
 #: every new migration.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 #: How long a SQLite connection waits for another writer before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 30_000

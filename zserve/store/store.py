@@ -1,9 +1,10 @@
 """The store: deployments and recorded runs in SQL, on a SQLAlchemy engine on the store URL,
-migrated to head when behind; large artifacts in files beside it.
+migrated to head when behind (unless ``ZSERVE_STORE_MIGRATE=never``); large artifacts in files
+beside it, or in the database itself.
 
 ``Store(url)`` is cheap on an up-to-date database: one query of ``alembic_version`` compared with
 the head revision of the migrations shipped in this package. Only a database that is behind is
-upgraded, under an exclusive file lock, so two processes starting at once never both migrate.
+upgraded, under locks, so two processes starting at once never both migrate (``migrating.py``).
 
 A ``Store`` may be shared by threads (a writer thread and readers): every call takes its own
 connection from the engine's pool. On SQLite, writes begin with ``BEGIN IMMEDIATE`` and so wait
@@ -13,9 +14,7 @@ their turn (``schema.py``). Database and file-system failures of the run methods
 
 from __future__ import annotations
 
-import hashlib
 import random
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,20 +32,16 @@ from zserve.errors import StoreUnavailable, UsageError
 from zserve.paths import private_dir, private_file
 from zserve.records import ArtifactRecord, DeploymentRecord, RunRecord
 from zserve.settings import hide_password
-from zserve.store import deployments, health, raw, runs
+from zserve.store import blobs, deployments, health, migrating, raw, runs
 from zserve.store.artifacts import ArtifactFiles, content_of
 from zserve.store.code import CodeArchives, remove_unused_archives
 from zserve.store.deployments import MIN_ID_PREFIX
 from zserve.store.models import Deployment
 from zserve.store.schema import (
-    LOCK_KEY,
     PG_CONNECT_TIMEOUT_S,
-    SCHEMA_HEAD,
     WRITE_OPTION,
-    alembic_config,
     create_store_engine,
     current_revision,
-    exclusive_lock,
     sqlite_file,
 )
 
@@ -59,28 +54,35 @@ _ADD_ATTEMPTS = 20
 class Store(CodeArchives):
     """Deployments and recorded runs in a SQL database (SQLite by default, PostgreSQL by URL).
 
+    ``migrate``: what a schema that is behind gets, ``auto`` (migrated, under a lock) or
+    ``never`` (refused: ``StoreUnavailable``); see ``migrating``.
+
     ``artifact_dir`` is where values over the inline limit go; by default ``artifacts`` beside
-    a SQLite file. Other databases have no default (the server passes ``ZSERVE_ARTIFACT_DIR``):
-    without one, a value over the limit cannot be stored (``StoreUnavailable``).
+    a SQLite file. Other databases have no default (the server passes ``ZSERVE_ARTIFACT_DIR``
+    when it is set): without one, such values are kept in the database (``blobs``), where
+    every host that shares it reads them.
 
     Usable as a context manager; ``close()`` releases the connections.
     """
 
-    def __init__(self, url: str, artifact_dir: str | None = None) -> None:
+    def __init__(self, url: str, artifact_dir: str | None = None, *, migrate: str = "auto") -> None:
         self.url = url
         self._shown = shown = hide_password(url)
+        migrating.check_policy(migrate)
         try:
             parsed = make_url(url)
             self._sqlite_path = sqlite_file(parsed)
             if self._sqlite_path is not None:
+                if migrate == "never" and not self._sqlite_path.is_file():
+                    raise migrating.missing_sqlite_file(shown, self._sqlite_path)
                 private_dir(self._sqlite_path.parent, tighten=False)
                 private_file(self._sqlite_path)
                 parsed = parsed.set(database=str(self._sqlite_path))
             self.engine: Engine = create_store_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise UsageError(
-                f"The store URL {shown!r} is not usable ({exc}): set ZSERVE_STORE_URL to a "
-                "SQLAlchemy URL such as sqlite:///path/zserve.db or postgresql+psycopg://..."
+                f"The store URL {shown!r} is not usable ({exc}): use a SQLAlchemy URL such as "
+                "sqlite:///path/zserve.db or postgresql+psycopg://... (ZSERVE_STORE_URL, --store)"
             ) from None
         except OSError as exc:
             raise StoreUnavailable(f"Cannot create the store at {shown}: {exc}") from None
@@ -100,7 +102,9 @@ class Store(CodeArchives):
         #: True when this instance brought the schema up to head.
         self.migrated = False
         try:
-            self.migrated = self._migrate_if_behind()
+            self.migrated = migrating.migrate_if_behind(
+                self.engine, self._writer, url, shown, self._sqlite_path, migrate
+            )
         except (SQLAlchemyError, OSError) as exc:
             self.engine.dispose()
             raise StoreUnavailable(
@@ -139,45 +143,6 @@ class Store(CodeArchives):
         """The schema revision the database is at (``None`` for a fresh database)."""
         with self.engine.connect() as conn:
             return current_revision(conn)
-
-    def _migrate_if_behind(self) -> bool:
-        if self.current_revision() == SCHEMA_HEAD:
-            return False
-        # One write transaction (BEGIN IMMEDIATE on SQLite): the whole upgrade or nothing.
-        with exclusive_lock(self._lock_path()), self._writer.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Also serialise hosts that share the database but not the lock file.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-            current = current_revision(conn)
-            if current == SCHEMA_HEAD:  # another process migrated while we waited for the lock
-                return False
-            self._check_known(current)
-            from alembic import command  # only needed on this rare path
-
-            cfg = alembic_config(self.url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-        return True
-
-    def _check_known(self, revision: str | None) -> None:
-        if revision is None:
-            return
-        from alembic.script import ScriptDirectory
-
-        script = ScriptDirectory.from_config(alembic_config())
-        if revision not in {rev.revision for rev in script.walk_revisions()}:
-            raise UsageError(
-                f"The store at {self.engine.url.render_as_string(hide_password=True)} is at "
-                f"schema revision {revision!r}, which this zserve does not know (head is "
-                f"{SCHEMA_HEAD!r}): it was written by a newer zserve. Upgrade zserve, or "
-                "point ZSERVE_STORE_URL at another database."
-            )
-
-    def _lock_path(self) -> Path:
-        if self._sqlite_path is not None:
-            return self._sqlite_path.with_name(self._sqlite_path.name + ".lock")
-        key = hashlib.sha256(self.url.encode()).hexdigest()[:24]
-        return Path(tempfile.gettempdir()) / f"zserve-store-{key}.lock"
 
     # -- deployments -------------------------------------------------------------------------
 
@@ -294,7 +259,8 @@ class Store(CodeArchives):
     def add_runs(self, records: Sequence[RunRecord]) -> None:
         """Store ``records`` in one transaction (a group commit): all of them, or none.
 
-        Contents over ``INLINE_MAX_BYTES`` are written to files before the transaction. Raises
+        Contents over ``INLINE_MAX_BYTES`` are written to files before the transaction, or, with
+        no artifact directory, to ``artifact_blobs`` in it. Raises
         ``StoreUnavailable`` when the database or the artifact directory fails, ``UsageError``
         when a run id is already stored.
         """
@@ -302,16 +268,17 @@ class Store(CodeArchives):
             return
         with health.translated(f"Cannot write runs to the store at {self._shown}"):
             batch = runs.build_batch(records, self._files)
-            if self._raw_writes is not None:  # SQLite: straight to the driver
+            if self._raw_writes is not None and not batch.blobs:  # SQLite: straight to the driver
                 with self._raw_writes.transaction() as cursor:
                     self._ensure_files(batch)
                     for table, columns, rows in batch.tables():
                         raw.insert_rows(cursor, table, columns, rows)
                 return
             with self._writer.begin() as conn:
-                if batch.files:
+                if batch.files or batch.blobs:
                     runs.lock_files(conn, exclusive=False)
                     self._ensure_files(batch)
+                    blobs.put(conn, batch.blobs)
                 runs.insert_batch(conn, batch)
 
     def _ensure_files(self, batch: runs.Batch) -> None:
@@ -321,7 +288,8 @@ class Store(CodeArchives):
 
     def get_run(self, run_id: str) -> RunRecord:
         """One run with its steps in order, their artifacts and its metadata. An artifact kept
-        in a file has neither ``value`` nor ``data``: ``read_artifact`` gives its content."""
+        in a file or a blob has neither ``value`` nor ``data``: ``read_artifact`` gives its
+        content."""
         with self._reading() as conn:
             return runs.get_run(conn, run_id)
 
@@ -346,7 +314,9 @@ class Store(CodeArchives):
     def read_artifact(self, run_id: str, artifact_id: str) -> tuple[ArtifactRecord, bytes]:
         """The artifact and its content: the JSON text of a value, or the bytes."""
         with self._reading() as conn:
-            artifact, path = runs.get_artifact(conn, run_id, artifact_id)
+            artifact, path, blob = runs.get_artifact(conn, run_id, artifact_id)
+            if blob is not None:
+                return artifact, blobs.read(conn, blob, artifact_id)
         if path is None:
             return artifact, content_of(artifact)
         with health.translated(f"Cannot read an artifact of the store at {self._shown}"):
@@ -362,16 +332,20 @@ class Store(CodeArchives):
         self, older_than: float, deployment_id: str | None = None, dry_run: bool = False
     ) -> list[str]:
         """Delete the runs started before ``older_than`` (Unix time), of one deployment or all,
-        with their steps, artifacts and metadata, in one transaction; then the artifact files
-        no row refers to any more, and orphans older than ``ORPHAN_GRACE_S`` (what a crash
-        between the two left). Returns the ids of the runs deleted (would be, with dry_run)."""
+        with their steps, artifacts and metadata, and the blobs no row refers to any more, in
+        one transaction; then the artifact files no row refers to any more, and orphans older
+        than ``ORPHAN_GRACE_S`` (what a crash between the two left). Returns the ids of the runs
+        deleted (would be, with dry_run)."""
         if dry_run:
             with self._reading() as conn:
                 return runs.old_runs(conn, older_than, deployment_id)
         with health.translated(f"Cannot prune the store at {self._shown}"):
             with self._writer.begin() as conn:
                 run_ids = runs.old_runs(conn, older_than, deployment_id)
-                paths = runs.delete_runs(conn, run_ids)
+                paths, shas = runs.delete_runs(conn, run_ids)
+                if shas:  # writers wait: none can refer to one of them meanwhile
+                    runs.lock_files(conn, exclusive=True)
+                    blobs.remove_unreferenced(conn, shas)
             runs.remove_unreferenced(self._writer, self._files, paths)
         return run_ids
 
