@@ -56,7 +56,8 @@ async def astream(
         client, "GET", f"{url}/stream/{job_id}", headers=_headers(last_event_id)
     ) as source:
         async for sse in source.aiter_sse():
-            got.add(sse.data, sse.event, sse.id)
+            if sse.data:  # a block without data (a ``retry:`` alone) is no event
+                got.add(sse.data, sse.event, sse.id)
     return got
 
 
@@ -77,6 +78,8 @@ def stream(
         as source,
     ):  # fmt: skip
         for sse in source.iter_sse():
+            if not sse.data:  # a block without data (a ``retry:`` alone) is no event
+                continue
             doc = got.add(sse.data, sse.event, sse.id)
             if until_seq is not None and doc["seq"] >= until_seq:
                 break
