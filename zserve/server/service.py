@@ -50,7 +50,7 @@ from zserve.server.invoke_stream import FEATURE, InvokeStreams, wants_events
 from zserve.server.metrics import Metrics
 from zserve.server.probes import StoreReach
 from zserve.server.tokens import StreamTokens
-from zserve.server.writer import RunStore, RunWriter
+from zserve.server.writer import RETRY_S, RunStore, RunWriter
 from zserve.settings import Settings, default_host_id, hide_password, parse_duration
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ class Service:
             on_commit=self.metrics.runs_committed, on_drop=self.metrics.run_dropped,
             ttl_s=parse_duration(settings.run_ttl) if settings.run_ttl else None,
             deployment_id=record.id,
+            # a store server that restarts is waited for; a SQLite file that fails is not
+            retry_s=0.0 if settings.store_url.startswith("sqlite") else RETRY_S,
         )  # fmt: skip
         self.started = time.time()
         self.started_at = datetime.now(UTC).isoformat()

@@ -8,6 +8,12 @@ and the records wait in a bounded queue: what does not fit is dropped, counted a
 
 While the store fails, ``failing`` holds the reason: the server refuses the requests that must be
 recorded before running them. The thread checks the store again every second until it recovers.
+A ``metadata`` or ``full`` run that ran and could not be written because a store server went
+away (PostgreSQL restarting: its check fails too) is not dropped: it is written once the store
+is back, for up to ``retry_s`` (with sync flush its request waits for that). A ``sampled`` or
+``errors_only`` run, one the store refuses while it works, or one a SQLite file cannot take (a
+file that fails waits for a person, not for a server to come back: ``retry_s`` 0) is dropped at
+once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from zserve.errors import StoreUnavailable
+from zserve.jobs.keeper import MUST_RECORD
 from zserve.records import RunRecord
 
 __all__ = ["RunStore", "RunWriter"]
@@ -32,6 +39,8 @@ logger = logging.getLogger("zserve.runs")
 CHECK_S = 1.0
 #: Seconds between two prunes of expired runs, at most.
 PRUNE_S = 300.0
+#: Seconds a required run waits for a store server that went away to come back, at most.
+RETRY_S = 10.0
 
 
 class RunStore(Protocol):
@@ -61,6 +70,7 @@ class RunWriter:
         on_drop: Callable[[RunRecord, str], None] | None = None,
         ttl_s: float | None = None,
         deployment_id: str | None = None,
+        retry_s: float = RETRY_S,
     ) -> None:
         self._open_store = open_store
         self.flush = flush
@@ -71,6 +81,7 @@ class RunWriter:
         #: Runs of ``deployment_id`` older than this are pruned now and then (ZSERVE_RUN_TTL).
         self.ttl_s = ttl_s
         self.deployment_id = deployment_id
+        self.retry_s = retry_s
         self._next_prune = 0.0
         #: The store's error while it fails (None while it works).
         self.failing: str | None = None
@@ -82,6 +93,9 @@ class RunWriter:
         self._store: RunStore | None = None
         self._lock = threading.Lock()
         self._checked = 0.0
+        #: required runs waiting for the store to come back, and when each is given up
+        self._pending: list[tuple[RunRecord, _Waiter]] = []
+        self._give_up: dict[str, float] = {}
 
     # -- the request side (event loop) --------------------------------------------------------
 
@@ -133,6 +147,7 @@ class RunWriter:
                 except queue.Empty:
                     if self.failing:
                         self._check()
+                    self._retry()
                     self._prune_if_due()
                     continue
                 batch: list[tuple[RunRecord, _Waiter]] = []
@@ -142,6 +157,7 @@ class RunWriter:
                 stop = self._take(batch) or stop
                 if batch:
                     self._write(batch)
+                self._retry(final=stop and self._queue.empty())
                 if stop and self._queue.empty():
                     return
         finally:
@@ -168,7 +184,7 @@ class RunWriter:
 
     def _idle_timeout(self) -> float | None:
         """How long the thread may sleep waiting for records."""
-        if self.failing:
+        if self.failing or self._pending:
             return CHECK_S
         if self.ttl_s is not None:
             return max(0.0, self._next_prune - time.monotonic())
@@ -212,24 +228,57 @@ class RunWriter:
         if self.failing is not None or time.monotonic() - self._checked > CHECK_S:
             self._check()
         start = time.perf_counter()
+        gone = True  # the store is away (rather than refusing these records)
         try:
             if self._store is None or self.failing is not None:
                 raise StoreUnavailable(self.failing or "The run store could not be opened")
-            self._store.add_runs(records)
+            try:
+                self._store.add_runs(records)
+            except Exception:
+                self._check()  # the store, or these records?
+                gone = self.failing is not None
+                raise
         except Exception as exc:
             error = self._fail(exc)
         else:
             if self.on_commit is not None:
                 self.on_commit(records, time.perf_counter() - start)
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        now = time.monotonic()
+        retry = error is not None and gone and self.retry_s > 0
+        answered: list[_Waiter] = []
         for record, waiter in batch:
+            if (
+                retry
+                and record.capture in MUST_RECORD
+                and self._give_up.setdefault(record.run_id, now + self.retry_s) > now
+            ):
+                self._pending.append((record, waiter))  # written once the store is back
+                continue
+            self._give_up.pop(record.run_id, None)
             if error is not None:  # lost, whoever waits for it: counted and logged
                 self._dropped(record, "store_unavailable")
-            if waiter is not None:
-                by_loop.setdefault(waiter[0], []).append(waiter[1])
-        for loop, futures in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, futures, error)
+            answered.append(waiter)
+        _answer(answered, error)
+
+    def _retry(self, final: bool = False) -> None:
+        """Write the runs that wait for the store once it is back; drop those whose time is up
+        (all of them when the writer stops: ``final``)."""
+        if not self._pending:
+            return
+        if self.failing is None:
+            pending, self._pending = self._pending, []
+            self._write(pending)  # what fails again waits again, until its time is up
+        now = time.monotonic()
+        due = [p for p in self._pending if final or self._give_up[p[0].run_id] <= now]
+        if not due:
+            return
+        gone = {id(record) for record, _ in due}
+        self._pending = [p for p in self._pending if id(p[0]) not in gone]
+        for record, _ in due:
+            self._give_up.pop(record.run_id, None)
+            self._dropped(record, "store_unavailable")
+        error = StoreUnavailable(self.failing or "The run store could not be written")
+        _answer([waiter for _, waiter in due], error)
 
     def _fail(self, exc: Exception) -> StoreUnavailable:
         error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(_one_line(exc))
@@ -242,6 +291,17 @@ class RunWriter:
         logger.warning("Run %s of job %s not recorded: %s", record.run_id, record.job_id, reason)
         if self.on_drop is not None:
             self.on_drop(record, reason)
+
+
+def _answer(waiters: list[_Waiter], error: StoreUnavailable | None) -> None:
+    """Tell each waiting request (on its own event loop) how its write went."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        if waiter is not None:
+            by_loop.setdefault(waiter[0], []).append(waiter[1])
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, futures, error)
 
 
 def _settle(futures: list[asyncio.Future[None]], error: StoreUnavailable | None) -> None:
