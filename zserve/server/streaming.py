@@ -14,7 +14,7 @@ from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from zserve.errors import NotFound, Unauthorized, UsageError, ZServeError
+from zserve.errors import BrokerUnavailable, NotFound, Unauthorized, UsageError, ZServeError
 from zserve.events import Event
 from zserve.jobs.once import submit_once
 from zserve.pages import MAX_PAGE, cursor_of, position_of
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["add_job_routes"]
 
 logger = logging.getLogger("zserve.server")
+
+
+#: The end of an SSE stream whose broker stopped answering (Redis unreachable): no event, a
+#: comment saying why, and the retry delay of a 503's ``Retry-After``.
+BROKER_AWAY = b": the job broker does not answer: reconnect with Last-Event-ID\nretry: 2000\n\n"
 
 
 def follow(
@@ -140,6 +145,8 @@ def add_job_routes(app: FastAPI, service: Service) -> None:
                         retry = b""
             except HandedOff:  # this host stops: the client resumes on another
                 yield HANDOFF
+            except BrokerUnavailable:  # for now: the client resumes once it answers again
+                yield BROKER_AWAY
 
         # a draining host's connections close after their answer (``server/handoff.py``)
         headers = {**SSE_HEADERS, "Connection": "close"} if service.handoff.begun else SSE_HEADERS
@@ -227,6 +234,8 @@ async def _websocket(service: Service, ws: WebSocket) -> None:
         await ws.close(1000)
     except HandedOff:  # this host stops: the client reattaches on another (1012: restart)
         await ws.close(1012, HANDOFF_REASON)
+    except BrokerUnavailable as err:  # 1013: try again later (reattach with "after")
+        await ws.close(1013, err.message[:120])
     finally:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
