@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -19,6 +19,9 @@ from zserve.broker import Broker, MemoryBroker
 from zserve.broker.sqlite import SQLiteBroker
 from zserve.events import Event
 from zserve.records import JobRecord
+
+if TYPE_CHECKING:
+    from zserve.broker.redis import RedisBroker
 
 T = TypeVar("T")
 
@@ -98,3 +101,27 @@ def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     assert url is not None
     with redis_namespace(url) as namespaced:
         yield Harness("redis", tmp_path / "broker.db", namespaced)
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A Redis URL with a key prefix of this test's own (for the Redis-only tests)."""
+    base = redis_url()
+    assert base is not None
+    with redis_namespace(base) as namespaced:
+        yield namespaced
+
+
+@asynccontextmanager
+async def opened(url: str, **kwargs: float) -> AsyncIterator[RedisBroker]:
+    """A started Redis broker on ``url``, closed on exit."""
+    from zserve.broker import open_broker
+    from zserve.broker.redis import RedisBroker
+
+    broker = open_broker(url, **kwargs)
+    assert isinstance(broker, RedisBroker)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.close()

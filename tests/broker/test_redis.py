@@ -7,39 +7,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import redis
 
-from tests.broker.conftest import REDIS_MARKS, event, job, redis_namespace, redis_url
+from tests.broker.conftest import REDIS_MARKS, event, job, opened
 from zserve.broker import open_broker
-from zserve.broker.redis import RedisBroker, split_url
+from zserve.broker.redis import split_url
 from zserve.errors import BrokerUnavailable, UsageError
 from zserve.events import JOB_COMPLETED, JOB_QUEUED, JOB_STARTED, STEP_CHUNK, STEP_STARTED
 
 pytestmark = [pytest.mark.anyio, *REDIS_MARKS]
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    base = redis_url()
-    assert base is not None
-    with redis_namespace(base) as namespaced:
-        yield namespaced
-
-
-@asynccontextmanager
-async def opened(url: str, **kwargs: float) -> AsyncIterator[RedisBroker]:
-    broker = open_broker(url, **kwargs)
-    assert isinstance(broker, RedisBroker)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 def test_the_url_names_the_key_prefix() -> None:

@@ -8,39 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 import pytest
 import redis
 
-from tests.broker.conftest import REDIS_MARKS, event, job, redis_namespace, redis_url
-from zserve.broker import open_broker
+from tests.broker.conftest import REDIS_MARKS, event, job, opened
 from zserve.broker.redis import RedisBroker, split_url
 from zserve.broker.redis_rows import encode as _encode
 from zserve.events import JOB_COMPLETED, JOB_FAILED, JOB_QUEUED, JOB_STARTED, STEP_CHUNK
 from zserve.jobs.outcome import WORKER_LOST, Outcome, terminal
 
 pytestmark = [pytest.mark.anyio, *REDIS_MARKS]
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    base = redis_url()
-    assert base is not None
-    with redis_namespace(base) as namespaced:
-        yield namespaced
-
-
-@asynccontextmanager
-async def opened(url: str) -> AsyncIterator[RedisBroker]:
-    broker = open_broker(url)
-    assert isinstance(broker, RedisBroker)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 def fence_of(url: str, job_id: str) -> int:

@@ -11,15 +11,15 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.broker.conftest import REDIS_MARKS, event, job, redis_namespace, redis_url
+from tests.broker.conftest import REDIS_MARKS, event, job, opened
 from tests.broker.own_redis import own_redis
 from zserve import pipeline, step
 from zserve.broker.redis import COMMAND_CONNECTIONS, RedisBroker, split_url
@@ -29,24 +29,6 @@ from zserve.events import JOB_QUEUED, STEP_CHUNK
 from zserve.jobs import JobManager
 
 pytestmark = [pytest.mark.anyio, *REDIS_MARKS]
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    base = redis_url()
-    assert base is not None
-    with redis_namespace(base) as namespaced:
-        yield namespaced
-
-
-@asynccontextmanager
-async def opened(url: str) -> AsyncIterator[RedisBroker]:
-    broker = RedisBroker(url)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 async def until(predicate: Callable[[], Any], what: str, deadline_s: float = 30) -> Any:

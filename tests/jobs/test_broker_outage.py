@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -40,33 +41,40 @@ def bursty(n: int = 10) -> dict[str, object]:
     return {"out": burst(n)}
 
 
-async def run_through_outage(n: int) -> tuple[dict[str, object], list[int]]:
-    """Start a job of ``n`` chunks, cut Redis off, let it emit them all, mend: its record and
-    the chunk indexes its stream holds."""
+@asynccontextmanager
+async def managed() -> AsyncIterator[tuple[JobManager, NetCut]]:
+    """A job manager whose Redis (with a key prefix of its own) is behind a proxy to cut."""
     base = redis_url()
     assert base is not None
-    GATE["go"] = asyncio.Event()
     with redis_namespace(base) as url:
         cut = NetCut(url)
         await cut.start()
         manager = JobManager(compile_plan(bursty), open_broker(cut.url))
         await manager.start()
         try:
-            record = await manager.submit({"n": n}, None)
-            while (await manager.broker.get(record.job_id)).status != "running":  # type: ignore[union-attr]
-                await asyncio.sleep(0.01)
-            await cut.cut()
-            GATE["go"].set()
-            await asyncio.sleep(1.0)  # the chunks are emitted meanwhile; none can be written
-            await cut.mend()
-            deadline = asyncio.get_running_loop().time() + 60
-            while not (done := await manager.broker.get(record.job_id)).finished:  # type: ignore[union-attr]
-                assert asyncio.get_running_loop().time() < deadline, "the job never ended"
-                await asyncio.sleep(0.05)
-            events = await manager.broker.events(record.job_id)
+            yield manager, cut
         finally:
             await manager.shutdown(1.0)
             await cut.close()
+
+
+async def run_through_outage(n: int) -> tuple[dict[str, object], list[int]]:
+    """Start a job of ``n`` chunks, cut Redis off, let it emit them all, mend: its record and
+    the chunk indexes its stream holds."""
+    GATE["go"] = asyncio.Event()
+    async with managed() as (manager, cut):
+        record = await manager.submit({"n": n}, None)
+        while (await manager.broker.get(record.job_id)).status != "running":  # type: ignore[union-attr]
+            await asyncio.sleep(0.01)
+        await cut.cut()
+        GATE["go"].set()
+        await asyncio.sleep(1.0)  # the chunks are emitted meanwhile; none can be written
+        await cut.mend()
+        deadline = asyncio.get_running_loop().time() + 60
+        while not (done := await manager.broker.get(record.job_id)).finished:  # type: ignore[union-attr]
+            assert asyncio.get_running_loop().time() < deadline, "the job never ended"
+            await asyncio.sleep(0.05)
+        events = await manager.broker.events(record.job_id)
     chunks = [e.data["chunk"] for e in events if e.type == "step.chunk"]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[-1].terminal
@@ -97,29 +105,19 @@ async def test_a_submit_whose_answer_was_lost_runs_with_a_key_and_fails_without(
     answers again, the job sent with an idempotency key runs (a retry with that key is answered
     with it: the broker holds the key); the one sent without ends failed with a reason that says
     so, as its client was told to retry and may have submitted another. Neither stays queued."""
-    base = redis_url()
-    assert base is not None
     GATE["go"] = asyncio.Event()
     GATE["go"].set()
     key = IdempotencyKey("retry-me", "fp")
-    with redis_namespace(base) as url:
-        cut = NetCut(url)
-        await cut.start()
-        manager = JobManager(compile_plan(bursty), open_broker(cut.url))
-        await manager.start()
-        try:
-            for idempotency in (key, None):
-                await manager.broker.get("none")  # a connection that is open before the loss
-                cut.swallow()
-                with pytest.raises(BrokerUnavailable):
-                    await manager.submit({"n": 3}, None, idempotency=idempotency)
-                await cut.mend()
-            jobs = await wait_until(lambda: finished_jobs(manager, 2))
-            # the client's retry with its key gets the job that ran
-            again, replayed = await submit_once(manager, key, {"n": 3}, None)
-        finally:
-            await manager.shutdown(1.0)
-            await cut.close()
+    async with managed() as (manager, cut):
+        for idempotency in (key, None):
+            await manager.broker.get("none")  # a connection that is open before the loss
+            cut.swallow()
+            with pytest.raises(BrokerUnavailable):
+                await manager.submit({"n": 3}, None, idempotency=idempotency)
+            await cut.mend()
+        jobs = await wait_until(lambda: finished_jobs(manager, 2))
+        # the client's retry with its key gets the job that ran
+        again, replayed = await submit_once(manager, key, {"n": 3}, None)
     outcomes = sorted((j.status, (j.error or {}).get("reason")) for j in jobs)
     assert outcomes == [("completed", None), ("failed", "broker_unavailable")]
     assert replayed and again.status == "completed"

@@ -6,12 +6,12 @@ hosts: tests/e2e."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
 from tests.server.test_http import assert_problem
+from tests.server.waiting import wait_finished
 
 SLOW = "zserve.examples.slow:slow_pipeline"
 STREAMING = "zserve.examples.streaming:streaming_pipeline"
@@ -23,16 +23,6 @@ def submit(client: Any, body: Any, key: str | bytes | None, **kw: Any) -> Any:
     content = body if isinstance(body, str) else json.dumps(body)
     return client.post(ASYNC, content=content, headers={**headers,
                        "Content-Type": "application/json"}, **kw)  # fmt: skip
-
-
-def wait_finished(client: Any, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        doc: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
-        if doc["status"] in ("completed", "failed", "cancelled"):
-            return doc
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def test_a_repeated_submit_returns_the_first_job_whatever_its_state(make_client: Any) -> None:

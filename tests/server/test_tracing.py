@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import ROOT
+from tests.server.waiting import wait_finished
 from zserve.server import tracing
 from zserve.server.tracing import TraceContextMiddleware
 
@@ -125,16 +126,6 @@ def test_a_failing_step_is_an_error_with_its_exception(
     assert job.attributes is not None and job.attributes["zserve.job.status"] == "failed"
     assert job.parent is None  # no traceparent: a new trace, whose id the answer gives
     assert r.headers["traceparent"] == traceparent_of(job)
-
-
-def wait_finished(client: Any, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        doc: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
-        if doc["status"] in ("completed", "failed", "cancelled"):
-            return doc
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def test_an_async_job_continues_the_callers_trace(

@@ -106,3 +106,13 @@ def store_url(store_backend: str, tmp_path: Path) -> Iterator[str]:
 def store(store_url: str) -> Iterator[Store]:
     with Store(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of this test's own (skipped without a server)."""
+    admin_url = postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(SKIP_REASON)
+    with postgres_database(admin_url) as url:
+        yield url

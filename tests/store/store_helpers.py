@@ -14,11 +14,14 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic_core import to_json
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from zserve.records import ArtifactRecord, JobStatus, RunRecord, StepRun, StepStatus
 from zserve.store import Store
@@ -247,3 +250,13 @@ def read_only(path: Path) -> Iterator[None]:
         if immutable:
             subprocess.run(["chattr", "-i", str(path)], check=True)
         path.chmod(mode)
+
+
+@contextmanager
+def own_engine(url: str) -> Iterator[Engine]:
+    """A connection pool of the test's own, not the store's."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from pydantic_core import to_json
 from sqlalchemy import make_url, text
-from store_backends import SKIP_REASON, postgres_admin_url, postgres_database
 from store_helpers import (
     T0,
     bytes_artifact,
@@ -31,15 +30,6 @@ pytestmark = pytest.mark.postgresql
 
 BIG = bytes(range(256)) * 80  # 20 KiB
 BIG_VALUE = {"rows": [{"n": n, "text": "é" * 20} for n in range(400)]}
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    admin_url = postgres_admin_url()
-    if admin_url is None:
-        pytest.skip(SKIP_REASON)
-    with postgres_database(admin_url) as url:
-        yield url
 
 
 @pytest.fixture

@@ -4,17 +4,13 @@ other tests of this folder), ``never`` refuses it and changes nothing, ``zserve 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import inspect, text
 from store_backends import SQLITE
-from store_helpers import deployment_args
+from store_helpers import deployment_args, own_engine
 
 from zserve.errors import StoreUnavailable, UsageError
 from zserve.settings import hide_password
@@ -23,18 +19,9 @@ from zserve.store.revision import upgrade
 from zserve.store.schema import SCHEMA_HEAD, alembic_config
 
 
-@contextmanager
-def _engine(url: str) -> Iterator[Engine]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def _schema(url: str) -> tuple[list[str], list[str]]:
     """(the revisions in alembic_version, the tables): what a refused open must not change."""
-    with _engine(url) as engine:
+    with own_engine(url) as engine:
         tables = sorted(inspect(engine).get_table_names())
         if "alembic_version" not in tables:
             return [], tables
@@ -87,7 +74,7 @@ def test_never_refuses_an_empty_database(store_url: str, store_backend: str) -> 
 
 def test_never_still_refuses_a_store_of_a_newer_zserve(store_url: str) -> None:
     Store(store_url).close()
-    with _engine(store_url) as engine, engine.begin() as conn:
+    with own_engine(store_url) as engine, engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(UsageError, match=r"'9999'.*newer zserve"):
         Store(store_url, migrate="never")

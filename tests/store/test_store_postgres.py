@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import make_url, text
-from store_backends import SKIP_REASON, postgres_admin_url, postgres_database
 from store_helpers import deployment_args
 
 from zserve.store import Store
 
 pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    admin_url = postgres_admin_url()
-    if admin_url is None:
-        pytest.skip(SKIP_REASON)
-    with postgres_database(admin_url) as url:
-        yield url
 
 
 def _in_time_zone(url: str, zone: str) -> str:

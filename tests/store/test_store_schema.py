@@ -6,17 +6,13 @@ only, so that they also run on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import inspect, text
 from store_backends import POSTGRESQL, open_store_with_own_tmpdir
-from store_helpers import deployment_args, run_in_processes
+from store_helpers import deployment_args, own_engine, run_in_processes
 
 import zserve.store.migrating as migrating_module
 from zserve.errors import UsageError
@@ -26,18 +22,8 @@ from zserve.store.schema import SCHEMA_HEAD, alembic_config
 PROCESSES = 4
 
 
-@contextmanager
-def _engine(url: str) -> Iterator[Engine]:
-    """A connection pool of the test's own, not the store's."""
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def _versions(url: str) -> list[str]:
-    with _engine(url) as engine, engine.connect() as conn:
+    with own_engine(url) as engine, engine.connect() as conn:
         return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
@@ -46,7 +32,7 @@ def test_fresh_database_is_migrated_to_head(store_url: str, store_backend: str) 
         assert store.migrated is True
         assert store.current_revision() == SCHEMA_HEAD
     assert _versions(store_url) == [SCHEMA_HEAD]
-    with _engine(store_url) as engine:
+    with own_engine(store_url) as engine:
         schema = inspect(engine)
         assert {"alembic_version", "deployments"} <= set(schema.get_table_names())
         assert schema.get_pk_constraint("deployments")["constrained_columns"] == ["id"]
@@ -86,7 +72,7 @@ def test_database_behind_head_is_upgraded(store_url: str) -> None:
     Store(store_url).close()
     command.downgrade(alembic_config(store_url), "base")
     assert _versions(store_url) == []
-    with _engine(store_url) as engine:
+    with own_engine(store_url) as engine:
         assert "deployments" not in inspect(engine).get_table_names()
     with Store(store_url) as store:
         assert store.migrated is True
@@ -98,7 +84,7 @@ def test_database_behind_head_is_upgraded(store_url: str) -> None:
 
 def test_database_from_a_newer_zserve_is_refused(store_url: str) -> None:
     Store(store_url).close()
-    with _engine(store_url) as engine, engine.begin() as conn:
+    with own_engine(store_url) as engine, engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(UsageError, match=r"'9999'.*newer zserve"):
         Store(store_url)
