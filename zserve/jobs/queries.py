@@ -35,11 +35,14 @@ class JobQueries:
         return record
 
     async def after_cancel(self, job_id: str, seconds: float, poll_s: float) -> JobRecord:
-        """The job once it has ended, or after ``seconds``. Still unfinished while the broker
+        """The job once it has ended, or after ``seconds`` (looked at after 2 ms, then twice
+        as long each time, up to ``poll_s``). Still unfinished while the broker
         cannot be written: BrokerUnavailable (503), as its end cannot be written yet."""
         deadline = time.monotonic() + seconds
+        delay = min(poll_s, 0.002)  # the job usually ends within milliseconds: look soon
         while not (found := await self.get(job_id)).finished and time.monotonic() < deadline:
-            await asyncio.sleep(poll_s)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, poll_s)
         problem = self.broker.problem if found.mode != "sync" else None  # sync: no broker
         if not found.finished and problem is not None:
             raise BrokerUnavailable(f"{problem}. Job {job_id} ends then", lasting=False)
