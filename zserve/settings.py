@@ -104,6 +104,7 @@ ENV_VARS: dict[str, tuple[str, tuple[str, ...]]] = {
     "header_timeout_s": ("ZSERVE_HEADER_TIMEOUT_S", ()),
     "max_connections": ("ZSERVE_MAX_CONNECTIONS", ()),
     "cors_origins": ("ZSERVE_CORS_ORIGINS", ()),
+    "ui": ("ZSERVE_UI", ()),
 }
 
 #: How a tracked request's record reaches the store: committed before the response ("sync"),
@@ -200,6 +201,8 @@ class Settings:
     allowed_hosts: str = ""
     #: Origins whose browser pages may call the server (CORS) and open its WebSocket.
     cors_origins: str = ""
+    #: The dashboard at /ui (false: left out).
+    ui: bool = True
     #: A request head (line and headers) larger than this, or with more headers, gets 431.
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100

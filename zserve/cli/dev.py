@@ -39,6 +39,9 @@ def dev(
     app_dir: str | None = typer.Option(
         None, "--app-dir", help="Directory to import the source from (default: the current one)."
     ),
+    no_ui: bool = typer.Option(
+        False, "--no-ui", help="Leave the dashboard at /ui out (ZSERVE_UI=0)."
+    ),
 ) -> None:
     """Serve a pipeline's working copy (nothing deployed); reload when a .py file changes."""
     from zserve.sdk.loader import split_source
@@ -51,7 +54,8 @@ def dev(
         folder = Path(target).resolve().parent
         if not folder.is_relative_to(root):
             watched.append(folder)
-    settings = Settings.from_env(host=host, port=port).replace(workers=1)
+    settings = Settings.from_env(host=host, port=port, ui=False if no_ui else None)
+    settings = settings.replace(workers=1)
     sock = bind_socket(settings.host, settings.port)
     settings = settings.replace(port=sock.getsockname()[1])
     if warning := open_address_warning(settings):

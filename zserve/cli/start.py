@@ -59,6 +59,9 @@ def start(
     ),
     broker: str | None = typer.Option(None, "--broker", metavar="URL", help=BROKER_HELP),
     store: str | None = typer.Option(None, "--store", metavar="URL", help=STORE_HELP),
+    no_ui: bool = typer.Option(
+        False, "--no-ui", help="Leave the dashboard at /ui out (ZSERVE_UI=0)."
+    ),
     detach: bool = typer.Option(
         False, "--detach", help="Run in the background; return once /health answers."
     ),
@@ -71,7 +74,7 @@ def start(
     settings = Settings.from_env(
         host=host, port=port, workers=workers, capture_default=capture_default,
         log_level=log_level, host_id=host_id, broker_url=broker,
-        store_url=store_url_of(store) if store else None,
+        store_url=store_url_of(store) if store else None, ui=False if no_ui else None,
     )  # fmt: skip
     # Detached, the server process starts first and imports what it serves with while this
     # one imports the store (SQLAlchemy alone takes 0.2 s), reads it and extracts the snapshot;

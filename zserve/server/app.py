@@ -32,6 +32,7 @@ from zserve.engine.plan import Plan
 from zserve.errors import ResourceFailed
 from zserve.records import DeploymentRecord
 from zserve.server import problems, protocol, runs, streaming
+from zserve.server.dashboard import dashboard_routes
 from zserve.server.front import InvokeFront
 from zserve.server.guard import HostGuard, split_list
 from zserve.server.logs import RequestIdMiddleware
@@ -174,6 +175,8 @@ def create_app(
 
     streaming.add_job_routes(app, service)
     runs.add_run_routes(app, service)
+    if settings.ui:
+        app.router.routes.extend(dashboard_routes())
     app.add_middleware(InvokeShortcut, handler=service.invoke)  # innermost
     if service.otel is not None:  # W3C trace context: installed only when tracing is on
         app.add_middleware(TraceContextMiddleware, tracing=service.otel)

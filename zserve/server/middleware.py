@@ -27,14 +27,18 @@ __all__ = [
     "answer",
 ]
 
-#: Paths that never need the key: the probes (load balancers and kubelets send none).
-OPEN_PATHS = frozenset({"/health", "/livez", "/readyz"})
+#: Paths that never need the key: the probes (load balancers and kubelets send none), and the
+#: dashboard's page, which asks for the key itself (``server/dashboard.py``).
+OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/ui", "/ui/"})
+#: Path prefixes that never need the key: the dashboard's static files.
+OPEN_PREFIXES = ("/ui/static/",)
 #: Answers of at least this many bytes are gzipped for a client that accepts it, at this level.
 GZIP_MINIMUM, GZIP_LEVEL = 1024, 6
 
 
 class AuthMiddleware:
-    """Every path but the probes (``/health``, ``/livez``, ``/readyz``) needs ``Authorization:
+    """Every path but the probes (``/health``, ``/livez``, ``/readyz``) and the dashboard's page
+    and files (``/ui``, ``/ui/static/``) needs ``Authorization:
     Bearer KEY`` (constant-time compare), except that a job's streams take a stream token as
     ``?token=`` instead (``tokens``): checked here for ``GET /stream/{id}``; for ``WS /stream``
     the handler checks it against the job the client attaches to
@@ -46,7 +50,11 @@ class AuthMiddleware:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in OPEN_PATHS or (scope["type"] == "http" and path.startswith(OPEN_PREFIXES)):
             await self.app(scope, receive, send)
             return
         given = b""
@@ -60,7 +68,6 @@ class AuthMiddleware:
             return
         stream_token = None if given else _query_token(scope)
         if stream_token is not None:
-            path = scope["path"]
             if scope["type"] == "websocket" and path == "/stream":
                 await self.app({**scope, "zserve.stream_token": stream_token}, receive, send)
                 return
