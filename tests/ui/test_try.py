@@ -71,3 +71,46 @@ def test_async_invoke_goes_to_the_jobs_page(
     assert doc["mode"] == "async"
     page.wait_for_selector("main h1")
     board.shot("try-async-job")
+
+
+FORMS = "tests.ui.forms:form_pipeline"
+
+
+def test_every_kind_of_parameter_gets_its_field(
+    serve: Serve, ui: Callable[[ServerProcess], Dashboard]
+) -> None:
+    server = serve(FORMS)
+    board = ui(server)
+    page = board.open("/try")
+    page.wait_for_selector("input[name=name]")
+    # an enum is a select, a boolean a checkbox, a list a JSON textarea with its default
+    assert page.locator("select[name=unit] option").all_inner_texts() == [
+        "(default)",
+        "celsius",
+        "fahrenheit",
+    ]
+    assert page.locator("input[name=loud][type=checkbox]").count() == 1
+    assert page.input_value("input[name=ratio]") == "0.5"
+    assert page.input_value("input[name=limit]") == ""
+    assert '"a"' in page.input_value("textarea[name=tags]")
+    board.shot("try-form-kinds")
+    # JSON that does not parse is refused before anything is sent
+    page.fill("input[name=name]", "ada")
+    page.fill("textarea[name=tags]", "[oops")
+    page.click("button[name=sync]")
+    assert "tags: not valid JSON" in page.wait_for_selector(".try-problem").inner_text()
+    page.select_option("select[name=unit]", label="fahrenheit")
+    page.fill("input[name=ratio]", "2.5")
+    page.fill("input[name=limit]", "7")
+    page.check("input[name=loud]")
+    page.fill("textarea[name=tags]", '["x", "y"]')
+    page.click("button[name=sync]")
+    text = page.wait_for_selector(".try-outputs").inner_text()
+    assert "ADA IN FAHRENHEIT X2.5 LIMIT=7 TAGS=X,Y" in text, text
+    # an empty optional field is sent as null
+    page.fill("input[name=limit]", "")
+    page.uncheck("input[name=loud]")
+    page.click("button[name=sync]")
+    page.wait_for_selector(".try-outputs >> text=limit=None")
+    assert '"limit": null' in page.inner_text(".try-outputs")
+    board.shot("try-form-kinds-output")
