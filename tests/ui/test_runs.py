@@ -88,3 +88,27 @@ def test_the_runs_page_without_a_store_says_so(
     page = board.open("/runs")
     page.wait_for_selector(".runs-empty, main p")
     board.shot("runs-empty")
+
+
+def test_parallel_branches_overlap_on_the_timeline(
+    serve: Serve, ui: Callable[[ServerProcess], Dashboard]
+) -> None:
+    server = serve("tests.ui.timeline:branches", ZSERVE_CAPTURE_DEFAULT="metadata")
+    with server.client() as client:
+        run_id = client.post("/invoke", json={"parameters": {"x": 3}}).json()["run_id"]
+    board = ui(server)
+    page = board.open(f"/runs/{run_id}")
+    page.wait_for_selector(".run-timeline .run-bar")
+
+    def span(step: str) -> tuple[float, float]:
+        bar = page.locator(f".run-step[data-step='{step}'] .run-bar")
+        left, width = bar.evaluate("(e) => [parseFloat(e.style.left), parseFloat(e.style.width)]")
+        return left, left + width
+
+    fast, slow, join = span("fast_branch"), span("slow_branch"), span("join")
+    # the branches run at once: their bars overlap; the join starts once the slower one ended
+    assert fast[0] < slow[1] and slow[0] < fast[1], (fast, slow)
+    assert join[0] >= slow[1] - 1, (slow, join)
+    # metadata capture: no values, the sizes only
+    assert "not captured" in page.inner_text("main")
+    board.shot("run-parallel")

@@ -63,7 +63,9 @@ export function Runs() {
   } else if (!page) {
     body = html`<p class="muted">Loading…</p>`;
   } else if (!page.runs.length) {
-    body = html`<p class="muted runs-empty">No runs${status || capture ? " match" : " recorded yet"}.</p>`;
+    body = status || capture
+      ? html`<p class="muted runs-empty">No runs match.</p>`
+      : html`<p class="muted runs-empty">No runs recorded yet: a run is recorded when its capture mode is not <code>none</code> (<code>ZSERVE_CAPTURE_DEFAULT=metadata</code>, or a capture chosen on Try it).</p>`;
   } else {
     body = html`<table class="runs-table">
       <thead><tr><th>Run</th><th>Status</th><th>Capture</th><th>Started</th><th>Duration</th><th>Steps</th><th>Job</th></tr></thead>
@@ -200,9 +202,9 @@ export function Run({ id }) {
       Step <strong class="mono">${s.name}</strong> failed: <strong class="error">${s.error.type}</strong>: <span class="run-step-message">${s.error.message}</span>
     </div>`)}
     <h2>Parameters</h2>
-    ${"parameters" in run ? html`<${Value} value=${run.parameters} />` : html`<p class="muted">Not captured (${run.capture}).</p>`}
+    ${"parameters" in run ? html`<${Value} value=${run.parameters} />` : html`<p class="muted">Not captured (capture ${run.capture}).</p>`}
     <h2>Metadata</h2>
-    ${"metadata" in run ? html`<${Value} value=${run.metadata} />` : html`<p class="muted">Not captured (${run.capture}).</p>`}
+    ${"metadata" in run ? html`<${Value} value=${run.metadata} />` : html`<p class="muted">None captured (capture ${run.capture}).</p>`}
     <h2>Outputs</h2>
     <table class="run-step-outputs">
       <thead><tr><th>Step</th><th>Outputs</th></tr></thead>

@@ -71,7 +71,7 @@ function Result({ answer }) {
     <p><strong class="status-completed">completed</strong> in ${answer.execution_time_ms} ms ·
       job <a class="mono" href=${`#/jobs/${encodeURIComponent(answer.job_id)}`}>${answer.job_id}</a>
       ${answer.run_id && html` · run <a class="mono" href=${`#/runs/${encodeURIComponent(answer.run_id)}`}>${answer.run_id}</a>`}
-      · capture ${answer.capture}</p>
+      ${" · capture "}${answer.capture}</p>
     <pre class="try-outputs">${JSON.stringify(answer.outputs, null, 2)}</pre>
   </div>`;
 }
