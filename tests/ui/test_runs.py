@@ -112,3 +112,23 @@ def test_parallel_branches_overlap_on_the_timeline(
     # metadata capture: no values, the sizes only
     assert "not captured" in page.inner_text("main")
     board.shot("run-parallel")
+
+
+def test_the_list_shows_50_runs_a_page_and_pages_on_with_next(
+    serve: Serve, ui: Callable[[ServerProcess], Dashboard]
+) -> None:
+    server = serve(TRACKED, ZSERVE_CAPTURE_DEFAULT="metadata")
+    with server.client() as client:
+        ids = [client.post("/invoke", json={"parameters": {}}).json()["run_id"] for _ in range(53)]
+    board = ui(server)
+    page = board.open("/runs")
+    rows = page.locator(".runs-table tbody tr")
+    expect(rows).to_have_count(50)
+    assert ids[-1] in rows.first.inner_text()  # newest first
+    page.click("text=Older →")
+    expect(rows).to_have_count(3)
+    assert ids[0] in rows.last.inner_text()
+    assert page.locator("text=Older →").is_disabled()
+    board.shot("runs-page-2")
+    page.click("text=← Newer")
+    expect(rows).to_have_count(50)
