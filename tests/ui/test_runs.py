@@ -52,18 +52,26 @@ def test_a_failed_run_shows_its_failing_step_and_error(
     board.shot("run-failed")
 
 
-def test_download_an_artifact(
+def test_download_an_artifact_with_the_auth_key(
     serve: Serve, ui: Callable[[ServerProcess], Dashboard], tmp_path: Path
 ) -> None:
-    server = serve(TRACKED, ZSERVE_CAPTURE_DEFAULT="full")
-    with server.client() as client:
+    key = "ui-runs-key-123"
+    server = serve(TRACKED, ZSERVE_CAPTURE_DEFAULT="full", ZSERVE_AUTH_KEY=key)
+    with server.client(headers={"Authorization": f"Bearer {key}"}) as client:
         run_id = client.post("/invoke", json={"parameters": {"size": 10}}).json()["run_id"]
         doc = client.get(f"/runs/{run_id}").json()
+        assert (
+            client.get(f"/runs/{run_id}/artifacts/x", headers={"Authorization": ""}).status_code
+            == 401
+        )
     report = next(s for s in doc["steps"] if s["name"] == "report")
     artifact = report["outputs"]["output"]
     board = ui(server)
     page = board.open(f"/runs/{run_id}")
+    page.fill("input[name=key]", key)
+    page.click("button[type=submit]")
     page.wait_for_selector(".run-timeline")
+    board.errors[:] = [e for e in board.errors if "401" not in e]  # /info before the key
     # the captured output, with the password redacted by the server
     assert "[REDACTED]" in page.inner_text(".run-step-outputs")
     assert "hunter2" not in page.inner_text("main")
@@ -76,8 +84,9 @@ def test_download_an_artifact(
     data = target.read_bytes()
     assert len(data) == artifact["size"]
     assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
-    with server.client() as client:
+    with server.client(headers={"Authorization": f"Bearer {key}"}) as client:
         assert client.get(f"/runs/{run_id}/artifacts/{artifact['artifact_id']}").content == data
+    assert key not in page.url
 
 
 def test_the_runs_page_without_a_store_says_so(
