@@ -97,10 +97,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     samples: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
     server: dict[str, Any] | None = None
+    poll_cost_ms = 0.0
     try:
         deployment = deploy(env)
         server = start(env, deployment, args.workers)
         log(f"server {server['url']} (pid {server['pid']}, {args.workers} worker(s))")
+        poll_cost_ms = metrics_cost_ms(server)
+        log(f"one GET /metrics costs the server {poll_cost_ms:.2f} ms CPU")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
             try:
@@ -126,7 +129,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             kill_session(int(server["pid"]))
         stop_all(env)
         shutil.rmtree(tmp, ignore_errors=True)
-    return summarize(samples, args)
+    return summarize(samples, args, poll_cost_ms)
+
+
+def metrics_cost_ms(server: dict[str, Any], calls: int = 200) -> float:
+    """The server's CPU time for one GET /metrics (the mean of ``calls``, nothing else sent)."""
+    tree = process_tree(int(server["pid"]))
+    invocations(server["url"])
+    before = cpu_seconds(tree)
+    for _ in range(calls):
+        invocations(server["url"])
+    return 1000 * (cpu_seconds(tree) - before) / calls
 
 
 def one_round(
@@ -223,7 +236,7 @@ def cpu_seconds(tree: list[psutil.Process]) -> float:
 
 
 def summarize(
-    samples: dict[str, list[dict[str, float]]], args: argparse.Namespace
+    samples: dict[str, list[dict[str, float]]], args: argparse.Namespace, poll_cost_ms: float
 ) -> dict[str, Any]:
     sides: dict[str, Any] = {}
     for side, rounds in samples.items():
@@ -254,6 +267,15 @@ def summarize(
         "difference_pct": round(100 * difference / sides["without"]["median"], 1),
         "noise_us": round(noise, 2),
         "within_noise": abs(difference) <= noise,
+        # what the polls alone cost each request: polls x one poll's CPU / requests, with-rounds
+        "metrics_poll_cpu_ms": round(poll_cost_ms, 3),
+        "expected_us_per_request": round(
+            1000
+            * poll_cost_ms
+            * sum(r["metrics_polls"] for r in samples["with"])
+            / sum(r["requests"] for r in samples["with"]),
+            4,
+        ),
     }
 
 
@@ -304,6 +326,10 @@ def print_summary(result: dict[str, Any]) -> None:
             f"  spread {s['spread_pct']:4.1f}%  ({s['rps_median']:.0f} req/s, "
             f"{s['metrics_polls']} /metrics polls)"
         )
+    print(
+        f"  one GET /metrics costs the server {result['metrics_poll_cpu_ms']:.2f} ms CPU: the "
+        f"overview's polls add {result['expected_us_per_request']:.3f} µs per request"
+    )
     verdict = "within" if result["within_noise"] else "beyond"
     print(
         f"  difference of the medians {result['difference_us']:+.1f} µs "
