@@ -201,6 +201,7 @@ def test_health_info_status(make_client: Any) -> None:
     assert status["workers"] == 1 and status["broker"]["kind"] == "memory"
     assert status["limits"]["max_body_bytes"] == 1024 * 1024
     assert "auth_key" not in status and status["auth"] is False
+    assert status["uptime_s"] >= 0 and status["started_at"]  # the dashboard's uptime
 
 
 def test_openapi_documents_the_typed_parameters(make_client: Any) -> None:
@@ -223,6 +224,10 @@ def test_metrics_json_and_prometheus(make_client: Any) -> None:
     assert doc["invocations"]["by_status"]["invalid"] == 1
     assert doc["invocations"]["total"] == 4
     assert doc["latency_ms"]["count"] == 3 and doc["latency_ms"]["p50"] is not None
+    # the histogram's cumulative buckets (ms; null is +Inf), for percentiles between two samples
+    buckets = doc["latency_ms"]["buckets"]
+    assert buckets[-1] == [None, 3] and buckets[0][0] == 0.25
+    assert [count for _, count in buckets] == sorted(count for _, count in buckets)
     assert doc["jobs"]["by_status"] == {"failed": 3}  # the invalid request never became a job
     text = client.get("/metrics", headers={"Accept": "text/plain"}).text
     assert 'zserve_invocations_total{capture="none",status="failed"} 3.0' in text

@@ -210,6 +210,12 @@ class Metrics:
                 "p50": _quantile(cumulative, 0.50),
                 "p95": _quantile(cumulative, 0.95),
                 "p99": _quantile(cumulative, 0.99),
+                # [upper bound in ms (null: +Inf), invocations at most that]: a client that
+                # samples twice gets the percentiles of what happened between (the dashboard)
+                "buckets": [
+                    [None if le == float("inf") else round(1000 * le, 3), int(count)]
+                    for le, count in cumulative
+                ],
                 "estimated_from": "histogram bucket upper bounds: each percentile is at most "
                 "this (null when it lies beyond the largest bucket)",
             },

@@ -371,6 +371,7 @@ class Service:
             "log_level": s.log_level,
             "pid": os.getpid(),
             "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started, 3),
             "version": __version__,
             "deployment_id": self.record.id,
             "resources": [] if self.worker is None else self.worker.status(),

@@ -75,7 +75,7 @@ function App() {
     html`<a href=${to} class=${section === name ? "active" : ""}>${label}</a>`;
   return html`<header>
       <a class="brand" href="#/">zserve</a>
-      <span class="pipeline">${info ? `${info.pipeline?.name || ""} ${info.deployment?.name ? "· " + info.deployment.name + ":" + info.deployment.version : ""}` : ""}</span>
+      <span class="pipeline">${info ? `${info.pipeline?.name || info.pipeline || ""} ${info.deployment?.name ? "· " + info.deployment.name + ":" + info.deployment.version : ""}` : ""}</span>
       <nav>
         ${link("#/", "overview", "Overview")} ${link("#/jobs", "jobs", "Jobs")}
         ${link("#/runs", "runs", "Runs")} ${link("#/try", "try", "Try it")}
