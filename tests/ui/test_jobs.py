@@ -308,3 +308,48 @@ def test_with_an_auth_key_the_job_page_streams_with_a_token(
     streams = [u for u in urls if "/stream/" in u]
     assert streams and all("token=" in u for u in streams), streams
     board.errors[:] = [e for e in board.errors if "401" not in e]  # /info before the key
+
+
+def test_a_failed_job_shows_its_failing_step_and_error(
+    serve: Serve, ui: Callable[[ServerProcess], Dashboard]
+) -> None:
+    server = serve("zserve.examples.failing:failing_pipeline")
+    job_id = submit(server, value=7)
+    wait_status(server, job_id, {"failed"})
+    board = ui(server)
+    page = board.open(f"/jobs/{job_id}")
+    page.wait_for_selector(".step[data-step=explode].step-failed")
+    page.wait_for_selector(".step[data-step=load].step-completed")
+    page.wait_for_selector("h1 .status-failed")
+    assert "cannot process value 7" in page.inner_text(".step[data-step=explode] .step-error")
+    assert "cannot process value 7" in page.inner_text(".job-error")
+    assert page.locator("button.cancel").count() == 0
+    board.shot("job-failed")
+
+
+def test_a_sync_invoke_s_page_shows_its_state_without_a_stream(
+    serve: Serve, ui: Callable[[ServerProcess], Dashboard]
+) -> None:
+    server = serve("zserve.examples.slow:slow_pipeline")
+    board = ui(server)
+    page = board.open("/jobs")
+    answers: list[httpx.Response] = []
+    invoke = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{server.url}/invoke", json={"parameters": {"delay": 3}}, timeout=30)
+        )
+    )
+    invoke.start()
+    try:
+        row = page.locator("tr.job-row", has=page.locator(".status-running")).first
+        row.wait_for()
+        assert "sync" in row.inner_text()
+        row.locator("a").click()
+        page.wait_for_selector("h1 .status-running")
+        board.shot("job-sync-running")
+        page.wait_for_selector("h1 .status-completed")
+        page.wait_for_selector(".step[data-step=wait].step-completed")
+        board.shot("job-sync-completed")
+    finally:
+        invoke.join()
+    assert answers[0].status_code == 200

@@ -246,11 +246,22 @@ export function Job({ id }) {
     let live = true;
     let stop = () => {};
     let watchdog = null;
+    let poller = null;
+    // without a stream: GET /jobs/{id} again until the job ends
+    const poll = () => {
+      poller = setTimeout(() => load().then((j) => {
+        if (live && !TERMINAL.has(j.status)) poll();
+      }, () => live && poll()), REFRESH_MS);
+    };
     load().then((j) => {
       if (!live) return;
-      // a sync job's events are kept only for a streamed invoke, on its worker: no stream to
-      // follow once it ended
-      if (j.mode === "sync" && TERMINAL.has(j.status)) return;
+      // a sync invoke's events go to its caller (kept, if streamed, on its worker only): its
+      // page shows the job's state, polled
+      if (j.mode === "sync") {
+        if (!TERMINAL.has(j.status)) poll();
+        return;
+      }
+      if (!live) return;
       setFollowing(true);
       stop = follow(id, (event) => {
         if (live && fold(state.current, event)) setTick((t) => t + 1);
@@ -273,6 +284,7 @@ export function Job({ id }) {
       live = false;
       stop();
       clearTimeout(watchdog);
+      clearTimeout(poller);
     };
   }, [id]);
 
