@@ -49,6 +49,10 @@ export function Jobs() {
     let live = true;
     let timer = null;
     const load = async () => {
+      if (document.hidden) { // nobody looks: ask again later
+        timer = setTimeout(load, REFRESH_MS);
+        return;
+      }
       const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
       if (status) query.set("status", status);
       if (cursor) query.set("cursor", cursor);
@@ -247,6 +251,16 @@ export function Job({ id }) {
     let stop = () => {};
     let watchdog = null;
     let poller = null;
+    // at most one render a frame, however fast the events come (a token stream)
+    let frame = null;
+    const redraw = () => {
+      if (frame === null) {
+        frame = requestAnimationFrame(() => {
+          frame = null;
+          if (live) setTick((t) => t + 1);
+        });
+      }
+    };
     // without a stream: GET /jobs/{id} again until the job ends
     const poll = () => {
       poller = setTimeout(() => load().then((j) => {
@@ -264,7 +278,7 @@ export function Job({ id }) {
       if (!live) return;
       setFollowing(true);
       stop = follow(id, (event) => {
-        if (live && fold(state.current, event)) setTick((t) => t + 1);
+        if (live && fold(state.current, event)) redraw();
       }, () => {
         if (!live) return;
         setFollowing(false);
@@ -285,6 +299,7 @@ export function Job({ id }) {
       stop();
       clearTimeout(watchdog);
       clearTimeout(poller);
+      if (frame !== null) cancelAnimationFrame(frame);
     };
   }, [id]);
 
