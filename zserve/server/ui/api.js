@@ -76,6 +76,7 @@ export function follow(jobId, onEvent, onEnd = () => {}) {
     if (auth.key()) {
       const { token } = await api(`/jobs/${encodeURIComponent(jobId)}/token`, { method: "POST" });
       url += `?token=${encodeURIComponent(token)}`;
+      if (stopped) return; // stopped while the token was on its way
     }
     source = new EventSource(url);
     const take = (message) => {
@@ -93,9 +94,7 @@ export function follow(jobId, onEvent, onEnd = () => {}) {
     source.onerror = () => {
       // The browser reconnects by itself (with Last-Event-ID) unless the stream was refused
       // (a token run out, a 204): then open again, and skip what was seen.
-      if (source.readyState === EventSource.CLOSED && !stopped) {
-        setTimeout(open, 1000);
-      }
+      if (source.readyState === EventSource.CLOSED && !stopped) retry();
     };
   }
 
@@ -104,7 +103,12 @@ export function follow(jobId, onEvent, onEnd = () => {}) {
     if (source) source.close();
   }
 
-  open().catch(() => setTimeout(open, 1000));
+  // again in a second, for as long as it fails (a stream token asked while the server is away)
+  function retry() {
+    setTimeout(() => open().catch(retry), 1000);
+  }
+
+  open().catch(retry);
   return stop;
 }
 
