@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import BenchError, log  # benchmarks/_common.py (run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -50,14 +51,6 @@ RESPONSE_KEYS = {"success", "outputs", "job_id", "run_id", "capture", "execution
 URL_RE = re.compile(r" at (http://127\.0\.0\.1:\d+)")
 NOTABLE_RE = re.compile(r"Traceback|ERROR|WARNING|CRITICAL|Exception|Error:")
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
-
-
-class BenchError(Exception):
-    """The benchmark cannot give a meaningful answer; the message says why."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main() -> int:

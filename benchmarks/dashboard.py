@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import BenchError, log  # benchmarks/_common.py (run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEATHER = "zserve.examples.weather:weather_pipeline"
@@ -44,14 +45,6 @@ WEATHER = "zserve.examples.weather:weather_pipeline"
 POLLS = (
     "() => performance.getEntriesByType('resource').filter(e => e.name.endsWith('/metrics')).length"
 )
-
-
-class BenchError(Exception):
-    """The benchmark cannot give a meaningful answer; the message says why."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import BenchError, log  # benchmarks/_common.py (run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEATHER = "zserve.examples.weather:weather_pipeline"
@@ -54,14 +55,6 @@ DEADLINE_S = 60.0
 POLL_S = 0.005
 #: What zserve's start-up may take beyond the plain app's (the issue's target).
 TARGET_S = 0.3
-
-
-class BenchError(Exception):
-    """The benchmark cannot give a meaningful answer; the message says why."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main() -> int:

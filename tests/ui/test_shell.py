@@ -4,11 +4,12 @@ without a console error, and with an auth key it asks for the key and refuses a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Serve, ServerProcess
+from tests.e2e.conftest import Serve, ServerProcess, cli
 from tests.ui.conftest import Dashboard
 
 pytestmark = pytest.mark.slow
@@ -54,3 +55,10 @@ def test_with_an_auth_key_it_asks_for_it_and_refuses_a_wrong_one(
     # the key never went into a URL
     assert "right-key-123" not in page.url
     board.errors[:] = [e for e in board.errors if "401" not in e]  # the refused key's answers
+
+
+def test_zserve_start_no_ui_leaves_it_out(detached: Any) -> None:
+    cli("deploy", WEATHER, "--name", "weather")
+    url = detached("--deployment", "weather", "--no-ui")["url"]
+    assert httpx.get(f"{url}/ui").status_code == 404
+    assert httpx.get(f"{url}/health").status_code == 200
