@@ -28,6 +28,9 @@ from tests.e2e.conftest import (  # noqa: F401 (fixtures, used by name)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
+#: read when the module is imported: the ``zhome`` fixture clears every ZSERVE_ variable
+SHOTS = os.environ.get("ZSERVE_UI_SHOTS")
+
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,10 +64,9 @@ class Dashboard:
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
-        extra = os.environ.get("ZSERVE_UI_SHOTS")
-        if extra:
-            Path(extra).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, Path(extra) / path.name)
+        if SHOTS:
+            Path(SHOTS).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(SHOTS) / path.name)
         return path
 
 

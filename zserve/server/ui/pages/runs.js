@@ -138,7 +138,7 @@ function Outputs({ runId, step }) {
   const outputs = Object.entries(step.outputs || {});
   if (!outputs.length) {
     return step.output_size !== undefined
-      ? html`<span class="muted">${step.output_size} bytes (not captured)</span>`
+      ? html`<span class="muted">${step.output_size} ${step.output_size === 1 ? "byte" : "bytes"} (not captured)</span>`
       : html`<span class="muted">–</span>`;
   }
   return html`<div class="run-outputs">${outputs.map(([name, a]) => {
