@@ -67,9 +67,9 @@ def test_head_on_a_stream_and_on_get_routes(make_client: Any) -> None:
     for path in ("/info", "/status", "/metrics", "/jobs", f"/jobs/{job_id}", "/openapi.json"):
         get, head = client.get(path), client.head(path)
         assert head.status_code == 200, path
-        assert (
-            head.content == b"" and head.headers["content-length"] == get.headers["content-length"]
-        )
+        assert head.content == b""
+        if path != "/status":  # its uptime_s moves on between the two requests
+            assert head.headers["content-length"] == get.headers["content-length"], path
     assert client.head("/jobs/nope").status_code == 404
     assert client.head("/invoke").status_code == 405
 
